@@ -28,6 +28,9 @@
    the key applied there: with the new actor's creation step compacted, the later call's
    outcome is not taken for ours (``_not_ours``: a creation step gone counts as not ours).
    Held: counting it ours passed every test.
+9. Our call failed by the delete (the tombstone right above the step our post was made on):
+   the tombstone's outcome is ours with no read of the step below, which a compaction may
+   have removed (``_not_ours``: ``below <= base_step``). Held: ``<`` passed every test.
 """
 
 from __future__ import annotations
@@ -312,3 +315,24 @@ def test_our_keyed_call_is_not_answered_by_a_later_actors_call_whose_creation_is
     with pytest.raises(CommitOutcomeUnknownError) as raised:
         handle.call_outcome(call_id)
     assert not isinstance(raised.value, CallPendingError)
+
+
+# -- 9. failed by the delete, the steps below compacted -------------------------------------------
+@pytest.mark.usefixtures(spec.__name__)
+def test_our_call_failed_by_the_delete_is_told_deleted_with_the_steps_below_compacted(
+    store_spec: StoreSpec,
+) -> None:
+    """Our call is given up on, its post made on step 2; the delete's tombstone (step 3) fails
+    it. The steps below the tombstone are compacted. Our ``call_outcome`` is the tombstone's
+    outcome for it (``ActorDeletedError``), not "not known"."""
+    handle, call_id = _give_up_on_c(store_spec)
+    assert vc.delete_actor("slow")
+    core = vc.get_runtime().core("slow")
+    tombstone = core.env.run(core.revalidate()).step
+    assert tombstone == 3
+    _sync.sync(raise_watermark(core.log, tombstone))  # a compaction: the watermark first, then the deletes
+    for step in range(tombstone):
+        _sync.sync(vc.get_runtime().store.delete(core.log.step_key(step)))
+    with pytest.raises(vc.ActorDeletedError) as raised:
+        handle.call_outcome(call_id)
+    assert raised.value.step == tombstone
