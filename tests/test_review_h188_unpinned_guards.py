@@ -31,6 +31,9 @@
 9. Our call failed by the delete (the tombstone right above the step our post was made on):
    the tombstone's outcome is ours with no read of the step below, which a compaction may
    have removed (``_not_ours``: ``below <= base_step``). Held: ``<`` passed every test.
+10. After the ask's fold, the lease is kept for rounds of serving only if a post there gives
+   a fold work (``Folder._keys_with_work``): one expired (by its name's time) does not. Held:
+   with that filter removed every test passed.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from test_combining import (
     wait_for_no_posts,
 )
 from test_posting import Tally, _give_up_on_c, spec
-from test_review_actor_cache import cores_of, wait_until
+from test_review_actor_cache import _SteppedBack, cores_of, wait_until
 from test_review_h178_orphaned_post import (
     _FOREIGN,
     ask_until_known,
@@ -64,12 +67,14 @@ from test_review_h178_orphaned_post import (
     give_up_on_me_1,
 )
 from test_review_h179_given_up_fold import HeldFoldTask, ask_once, steps_of_a
+from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
 from test_review_h185_outcome_edges import _folded_by_another_process
 from test_stats import moved, records
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, folding
+from vactor_cloud import _sync, folding, posting
+from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.compaction import raise_watermark
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import (
@@ -81,7 +86,7 @@ from vactor_cloud.errors import (
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.keys import actor_prefix, posts_prefix, step_of, steps_prefix
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.posting import PostBox, PostedCall, encode_outcomes
+from vactor_cloud.posting import SENDER_TTL, PostBox, PostedCall, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = [pytest.mark.vactor_lanes("memory", "local", "moto"), pytest.mark.usefixtures("runtime_off")]
@@ -336,3 +341,38 @@ def test_our_call_failed_by_the_delete_is_told_deleted_with_the_steps_below_comp
     with pytest.raises(vc.ActorDeletedError) as raised:
         handle.call_outcome(call_id)
     assert raised.value.step == tombstone
+
+
+# -- 10. an expired post does not keep the ask fold's lease -----------------------------------------
+def test_an_expired_post_landing_during_the_ask_fold_does_not_keep_its_lease(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the ask's fold puts its step, another process's post lands, named a whole
+    ``SENDER_TTL`` ago (its clock behind): expired, no fold's work. The lease is released at
+    once after the fold, as with nothing there: two LISTs of the inbox in all, not rounds of
+    serving over ``combine_window``."""
+    store = init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    box = foreign_box("a")
+    with monkeypatch.context() as behind:
+        behind.setattr(posting, "time", _SteppedBack(SENDER_TTL))
+        (expired,) = [box.prepare((PostedCall("add", pickle.dumps((("old/1",), {})), uuid.uuid4().hex),))]
+    landed: list[str] = []
+    inner_around = store._around
+
+    async def land_at_the_step_put(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        result = await inner_around(operation, key, run, **kw)
+        if operation == "put" and key.startswith(steps_prefix("a")) and not landed:
+            landed.append(key)
+            await box.send(expired)
+        return result
+
+    store._around = land_at_the_step_put
+    with RequestTrace(store).installed() as trace:
+        ask_once(call_id)
+        wait_until_quiet(store)
+    assert landed, "the ask's fold put no step"
+    counted = kinds(trace.requests)
+    assert counted[("list", "mail")] == 2, counted
+    assert log.applied.run() == ["me/0", "me/1"]
