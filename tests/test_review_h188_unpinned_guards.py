@@ -32,8 +32,9 @@
    the tombstone's outcome is ours with no read of the step below, which a compaction may
    have removed (``_not_ours``: ``below <= base_step``). Held: ``<`` passed every test.
 10. After the ask's fold, the lease is kept for rounds of serving only if a post there gives
-   a fold work (``Folder._keys_with_work``): one expired (by its name's time) does not. Held:
-   with that filter removed every test passed.
+   a fold work (``Folder._keys_with_work``): one expired (by its name's time) does not, one
+   beside it that is live does. Held: with that filter removed, or made "every post", every
+   test passed.
 """
 
 from __future__ import annotations
@@ -344,13 +345,15 @@ def test_our_call_failed_by_the_delete_is_told_deleted_with_the_steps_below_comp
 
 
 # -- 10. an expired post does not keep the ask fold's lease -----------------------------------------
+@pytest.mark.parametrize("live_beside", [False, True], ids=["alone", "a-live-post-beside"])
 def test_an_expired_post_landing_during_the_ask_fold_does_not_keep_its_lease(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, live_beside: bool
 ) -> None:
     """While the ask's fold puts its step, another process's post lands, named a whole
     ``SENDER_TTL`` ago (its clock behind): expired, no fold's work. The lease is released at
     once after the fold, as with nothing there: two LISTs of the inbox in all, not rounds of
-    serving over ``combine_window``."""
+    serving over ``combine_window``. With a live post of theirs landing beside it, the rounds
+    of serving go on and fold that one."""
     store = init_switchable(store_spec)
     give_up_at_the_first_lost_race(monkeypatch)
     log, call_id = give_up_on_me_1()
@@ -366,6 +369,10 @@ def test_an_expired_post_landing_during_the_ask_fold_does_not_keep_its_lease(
         if operation == "put" and key.startswith(steps_prefix("a")) and not landed:
             landed.append(key)
             await box.send(expired)
+            if live_beside:
+                await box.send(
+                    box.prepare((PostedCall("add", pickle.dumps((("other/1",), {})), uuid.uuid4().hex),))
+                )
         return result
 
     store._around = land_at_the_step_put
@@ -373,6 +380,9 @@ def test_an_expired_post_landing_during_the_ask_fold_does_not_keep_its_lease(
         ask_once(call_id)
         wait_until_quiet(store)
     assert landed, "the ask's fold put no step"
-    counted = kinds(trace.requests)
-    assert counted[("list", "mail")] == 2, counted
-    assert log.applied.run() == ["me/0", "me/1"]
+    if live_beside:
+        assert log.applied.run() == ["me/0", "me/1", "other/1"]
+    else:
+        counted = kinds(trace.requests)
+        assert counted[("list", "mail")] == 2, counted
+        assert log.applied.run() == ["me/0", "me/1"]
