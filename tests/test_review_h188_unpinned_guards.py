@@ -35,6 +35,9 @@
    a fold work (``Folder._keys_with_work``): one expired (by its name's time) does not, one
    beside it that is live does. Held: with that filter removed, or made "every post", every
    test passed.
+11. A fold task the ask queued that starts once shutdown began requests nothing (its
+   ``env.closed`` check): not even the inbox LIST. Held: without the check every test passed
+   (the lease take refuses later).
 """
 
 from __future__ import annotations
@@ -386,3 +389,37 @@ def test_an_expired_post_landing_during_the_ask_fold_does_not_keep_its_lease(
         counted = kinds(trace.requests)
         assert counted[("list", "mail")] == 2, counted
         assert log.applied.run() == ["me/0", "me/1"]
+
+
+# -- 11. a fold task started after shutdown began --------------------------------------------------
+def test_a_fold_task_let_go_after_shutdown_began_lists_nothing(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ask's fold task is held at its start; shutdown begins (runtime closed), then the
+    task runs: it requests nothing of the actor's inbox or lease, and shutdown ends."""
+    store = init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    _, call_id = give_up_on_me_1()
+    held = HeldFoldTask(monkeypatch)
+    runtime = vc.get_runtime()
+    ask_once(call_id)
+    assert held.started.wait(HANG)
+    stopping = threading.Thread(target=vc.shutdown)
+    stopping.start()
+    deadline = time.monotonic() + HANG
+    while not runtime.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runtime.closed
+    requested: list[tuple[str, str]] = []
+    inner_around = store._around
+
+    async def note_requests(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if key.startswith(posts_prefix("a")) or key.endswith("/lease"):  # (shutdown writes HEAD)
+            requested.append((operation, key))
+        return await inner_around(operation, key, run, **kw)
+
+    store._around = note_requests
+    held.let_go()
+    stopping.join(HANG)
+    assert not stopping.is_alive(), "shutdown did not end"
+    assert requested == []
