@@ -38,6 +38,9 @@
 11. A fold task the ask queued that starts once shutdown began requests nothing (its
    ``env.closed`` check): not even the inbox LIST. Held: without the check every test passed
    (the lease take refuses later).
+12. Once the fold the ask queued has run, the core says so (``asked_fold_idle`` set): the exit
+   hook's wait for queued folds (``Runtime.finish_queued_calls``) ends then, not at its bound.
+   Held: with the task never setting it, every test passed (a one-shot process exited late).
 """
 
 from __future__ import annotations
@@ -423,3 +426,23 @@ def test_a_fold_task_let_go_after_shutdown_began_lists_nothing(
     stopping.join(HANG)
     assert not stopping.is_alive(), "shutdown did not end"
     assert requested == []
+
+
+# -- 12. the exit hook's wait ends with the fold ------------------------------------------------------
+def test_the_core_says_its_ask_fold_ended_once_it_ran(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ask queues the fold task; once it ran (the post folded), ``asked_fold_idle`` is set
+    (what ``finish_queued_calls`` waits for), and the call's outcome is known."""
+    init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    held = HeldFoldTask(monkeypatch)
+    ask_once(call_id)
+    assert held.started.wait(HANG)
+    core = vc.get_runtime().core("a")
+    assert not core.asked_fold_idle.is_set()  # (queued: the exit hook waits for it)
+    held.let_go()
+    assert core.asked_fold_idle.wait(HANG), "the fold task ended without saying so"
+    assert ask_until_known(call_id)[0] == 2
+    assert log.applied.run() == ["me/0", "me/1"]
