@@ -41,6 +41,8 @@
 12. Once the fold the ask queued has run, the core says so (``asked_fold_idle`` set): the exit
    hook's wait for queued folds (``Runtime.finish_queued_calls``) ends then, not at its bound.
    Held: with the task never setting it, every test passed (a one-shot process exited late).
+   So too when Ctrl-C stops the ask before it queued the task: nothing is queued, nothing to
+   wait for (held: with the interrupted ask leaving it clear, every test passed).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ from test_review_h178_orphaned_post import (
     give_up_at_the_first_lost_race,
     give_up_on_me_1,
 )
-from test_review_h179_given_up_fold import HeldFoldTask, ask_once, steps_of_a
+from test_review_h179_given_up_fold import HeldFoldTask, InterruptedAsTheFlagIsSet, ask_once, steps_of_a
 from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
 from test_review_h185_outcome_edges import _folded_by_another_process
@@ -446,3 +448,21 @@ def test_the_core_says_its_ask_fold_ended_once_it_ran(
     assert core.asked_fold_idle.wait(HANG), "the fold task ended without saying so"
     assert ask_until_known(call_id)[0] == 2
     assert log.applied.run() == ["me/0", "me/1"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_ctrl_c_before_the_fold_is_queued_leaves_nothing_for_the_exit_hook_to_wait_for(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ask is interrupted just after it marked a fold queued, before it queued it (as in
+    test_review_h179): ``asked_fold_idle`` is set again (no task is queued)."""
+    init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    _, call_id = give_up_on_me_1()
+    core = vc.get_runtime().core("a")
+    mutex = InterruptedAsTheFlagIsSet(core)
+    core._mutex = mutex  # type: ignore[assignment]
+    with pytest.raises(KeyboardInterrupt):
+        vc.get_actor("a").call_outcome(call_id)
+    assert mutex.fired
+    assert core.asked_fold_idle.is_set(), "no fold queued, yet the exit hook would wait for one"
