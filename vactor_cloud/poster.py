@@ -687,7 +687,8 @@ class Poster:
         found", not a sure "never". ``CommitOutcomeUnknownError`` as the outcome when it was
         applied and the step holding its outcome is gone (or whether it was cannot be told).
         A try that fails transiently is tried again until ``Settings.deadline``; then
-        ``StorageTimeoutError``: not known yet, ask again later. A read damaged
+        ``StorageTimeoutError``: not known yet, ask again later (counted in
+        ``deadline_timeouts``, as any operation that did not finish within it). A read damaged
         (``IntegrityError``) is tried twice more, then raised (damaged at rest).
         """
         deadline = self.env.settings.deadline
@@ -714,6 +715,11 @@ class Poster:
                 pause = retry_pause(attempt)
                 attempt += 1
                 if time.monotonic() + pause >= give_up_at:
+                    # An operation that did not finish within Settings.deadline: counted and
+                    # logged as the runtime's are (docs/observability.md, deadline_timeouts).
+                    counters.deadline_timeout(
+                        self.env.store.describe(), deadline, f": call_outcome, last: {exc}"
+                    )
                     raise StorageTimeoutError(
                         f"actor {self.actor_id!r}: call_outcome({call_id!r}) could not read the "
                         f"store within Settings.deadline ({deadline:g} s), last: {exc}; whether the "
@@ -866,7 +872,7 @@ class Poster:
         for start in range(0, len(unread), _ELSEWHERE_READS):
             if naming:
                 break
-            if start and time.monotonic() >= give_up_at:
+            if time.monotonic() >= give_up_at:
                 raise StorageTimeoutError(
                     f"actor {self.actor_id!r}: {len(unread) - start} of the {len(keys)} posts in "
                     f"its inbox unread when Settings.deadline passed, none of those read naming "
