@@ -915,8 +915,9 @@ class Poster:
             if held is not None and newest.step - scan <= walked.step:
                 return held  # (the tombstones just above ``walked``: its actor's)
         if any(not applied(newest.extra, p.sender, p.seq) for p in naming):
-            if not is_deleted(newest):
-                self._fold_given_up_posts_soon()
+            # (On a tombstone too: that fold fails it with ``ActorDeletedError``, the answer
+            # asked again; not folded, it stayed pending until an actor was made again.)
+            self._fold_given_up_posts_soon()
             raise CallPendingError(self.actor_id, [call_id])
         damaged = next((k for k in unread if box.cached(k) is None and box.waits_for(k)), None)
         if not naming and damaged is not None:  # (until a fold would skip it: it may name the call)
