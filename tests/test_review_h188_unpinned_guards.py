@@ -16,7 +16,10 @@
    test_review_actor_cache pins the runtime's ``pending_posts``, not this).
 5. A post that landed after the actor's delete (its tombstone's cursor does not name it) is
    told pending to a process that did not post it, and no fold is queued for it: a deleted
-   actor has no fold. Held: no test failed with that ``is_deleted`` guard removed.
+   actor has no fold. Held: no test failed with that ``is_deleted`` guard removed. (Reversed
+   by review h194: nothing then folded the post, so it was pending for good, until an actor
+   was made again; a fold on a tombstone fails it with ``ActorDeletedError``, and the ask now
+   queues it, as procedure A's does.)
 6. An earlier actor's post still listed after the id was made again is not the new actor's
    call, also when its name carries it (read from the listing, no GET: ``_to_this_actor`` on
    the posts known from names). Held: test_review_h185's test of it posts bare names only.
@@ -93,7 +96,7 @@ from vactor_cloud.errors import (
     StorageTimeoutError,
 )
 from vactor_cloud.incarnation import born_of
-from vactor_cloud.keys import actor_prefix, posts_prefix, step_of, steps_prefix
+from vactor_cloud.keys import posts_prefix, step_of, steps_prefix
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.posting import SENDER_TTL, PostBox, PostedCall, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
@@ -212,35 +215,8 @@ def test_a_call_given_up_on_is_told_never_applied_after_its_core_was_evicted(
     assert log.applied.run() == ["me/0"]
 
 
-# -- 5. no fold queued for a deleted actor ----------------------------------------------------------
-def test_an_ask_about_a_post_that_landed_after_the_delete_queues_no_fold(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Held. "a" is deleted, then another process's post to it lands (it posted before it
-    saw the delete). A process that did not post it asks: pending (not applied by the
-    tombstone), and nothing more is requested of the actor's objects, not even once the exit
-    hook's wait for queued folds ended (``Runtime.finish_queued_calls``)."""
-    init_switchable(store_spec, fresh_window=300.0)
-    OrderLog.get_or_create("a").add.run("me/0")
-    assert vc.delete_actor("a") is True
-    (call_id,) = post_adds(foreign_box("a"), ["late/1"])
-    store = _a_new_process(store_spec, monkeypatch)
-    after_the_answer: list[tuple[str, str]] = []
-    answered = threading.Event()
-    inner_around = store._around
-
-    async def note_requests(operation: str, key: str, run: Any, **kw: Any) -> Any:
-        if answered.is_set() and key.startswith(actor_prefix("a")):
-            after_the_answer.append((operation, key))
-        return await inner_around(operation, key, run, **kw)
-
-    store._around = note_requests
-    with pytest.raises(CallPendingError):
-        vc.ActorHandle("a").call_outcome(call_id)
-    answered.set()
-    vc.get_runtime().finish_queued_calls(time.monotonic() + HANG)
-    assert after_the_answer == []
-    assert pending_posts("a") != []  # (left to expire: no fold of a deleted actor)
+# -- 5. (reversed by review h194: the ask queues the fold on a tombstone too, which fails the
+# post with ActorDeletedError; tests/test_review_h194_outcome_after_delete.py) ---------------------
 
 
 # -- 6. an earlier actor's post carried by its name -------------------------------------------------

@@ -854,7 +854,8 @@ class Poster:
         (``ActorCore._fold_given_up_posts_soon``). One the cursor applied, its outcome in no
         step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
         never "not found"; unless the cursor passed it within the steps walked (``lowest``, the
-        lowest step the walk down from ``walked`` read, does not apply it): stale, never
+        lowest step the walk down from ``walked`` read, does not apply it; with an actor made
+        since, the step below its creation, ``walked``'s actor's last, does): stale, never
         applied, ``CallNotFoundError`` (docs/protocol.md, procedure B, step 7, has every
         condition). None naming it, one read damaged that a fold would not
         skip yet: ``RetryableStorageError`` (``call_outcome`` reads again until its deadline);
@@ -883,7 +884,8 @@ class Poster:
                 walked, _naming(call_id, self.env.run(box.read(unread[start : start + _ELSEWHERE_READS])))
             )
         newest = self.env.run(self.revalidate())
-        #: every step from ``lowest`` up to the newest was read (this walk joins the first)
+        #: every step from ``lowest`` up to the newest was read, or passed over as an actor's made
+        #: since (this walk joins the first)
         joined = newest.step - scan <= walked.step
         # The answer is about ``walked``'s actor, as the first walk's: the steps of an actor
         # made since (the id deleted and made again: a keyed call of its has the same id) are
@@ -891,6 +893,9 @@ class Poster:
         # to ``walked``, is of an actor made since (not the tombstone of one made and deleted).
         later = newest.step + 1  # the steps from here up are of actors made since the first walk
         held: Outcome | None = None  # an outcome found in a tombstone, not yet known whose
+        #: the step just below the lowest actor made since (its tombstone's), once read: the
+        #: newest of ``walked``'s actor's steps, whose cursor every actor made since starts from
+        top = newest
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
             if step >= later:
                 continue
@@ -899,8 +904,10 @@ class Poster:
                 joined = False
                 break  # compacted: older steps are gone too
             if not is_deleted(record) and born_of(record.extra) > walked.step:
-                later, held, joined = born_of(record.extra), None, False
+                later, held = born_of(record.extra), None
                 continue
+            if step == later - 1:
+                top = record
             if record.serializer != "pickle":
                 continue  # (a json actor's step: no posted outcome, never unpickled)
             found = self._outcome_in(record, call_id)
@@ -914,9 +921,12 @@ class Poster:
         else:
             if held is not None and newest.step - scan <= walked.step:
                 return held  # (the tombstones just above ``walked``: its actor's)
+        if later - 1 == walked.step:
+            top = walked  # (the first walk's newest, the tombstone below the creation)
         if any(not applied(newest.extra, p.sender, p.seq) for p in naming):
-            if not is_deleted(newest):
-                self._fold_given_up_posts_soon()
+            # (On a tombstone too: that fold fails it with ``ActorDeletedError``, the answer
+            # asked again; not folded, it stayed pending until an actor was made again.)
+            self._fold_given_up_posts_soon()
             raise CallPendingError(self.actor_id, [call_id])
         damaged = next((k for k in unread if box.cached(k) is None and box.waits_for(k)), None)
         if not naming and damaged is not None:  # (until a fold would skip it: it may name the call)
@@ -928,11 +938,20 @@ class Poster:
         # after its sender's later post was applied (a write in doubt), or a fold skipped it
         # as damaged; a fold deletes it unread. (Dated after the post floor: a sender absent
         # from the lowest walked cursor was not dropped from it since the post was applied.)
+        # With an actor made since the first walk, its steps passed over unread: the cursor of
+        # ``top`` (the tombstone below it, whose cursor the creation took) passed the post, so
+        # no later actor applied it either (a post that actor applied: "applied", never "not
+        # found").
         floor = floor_of(newest.extra)
         if (
             naming
             and joined
-            and all(not applied(lowest.extra, p.sender, p.seq) and p.time > floor for p in naming)
+            and all(
+                not applied(lowest.extra, p.sender, p.seq)
+                and applied(top.extra, p.sender, p.seq)
+                and p.time > floor
+                for p in naming
+            )
         ):
             raise CallNotFoundError(
                 self.actor_id,
