@@ -457,7 +457,9 @@ def test_a_thousand_asks_behind_a_live_foreign_lease_read_it_rarely_and_take_not
     give_up_at_the_first_lost_race(monkeypatch)
     _, call_id = give_up_on_me_1()
     leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
-    theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 60.0, 2))
+    # (theirs outlasts the asks: 1000 of them took over 60 s on a loaded host, and a lapsed
+    # lease is the asks' to take)
+    theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 3600.0, 2))
     assert theirs is not None
     lease_requests: list[str] = []
     around = store._around
@@ -468,7 +470,8 @@ def test_a_thousand_asks_behind_a_live_foreign_lease_read_it_rarely_and_take_not
         return await around(operation, key, run, **kw)
 
     store._around = counting  # type: ignore[method-assign]
-    deadline = time.monotonic() + HANG
+    began = deadline = time.monotonic()
+    deadline += HANG
     asks = 0
     while asks < 1000 and time.monotonic() < deadline:
         ask_once(call_id)
@@ -479,5 +482,7 @@ def test_a_thousand_asks_behind_a_live_foreign_lease_read_it_rarely_and_take_not
         time.sleep(0.01)
     assert not core._orphans_queued
     assert "put" not in lease_requests and "delete" not in lease_requests
-    assert len(lease_requests) <= 3, lease_requests
+    # once, then once per lease/4 (15 s) the asks took: on an idle host <= 3 (reading it per
+    # ask: about 1000)
+    assert len(lease_requests) <= 2 + (time.monotonic() - began) / 15.0, lease_requests
     assert _sync.sync(leases.read()) == theirs
