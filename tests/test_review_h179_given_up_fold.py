@@ -277,6 +277,7 @@ def test_ctrl_c_as_call_outcome_queues_the_fold_leaves_a_later_ask_free_to_queue
         vc.get_actor("a").call_outcome(call_id)
     assert mutex.fired
     assert not core._orphans_queued, "marked queued with no task queued"
+    assert core.asked_fold_idle.is_set(), "no fold queued, yet the exit hook would wait for one"
     assert ask_until_known(call_id)[0] == 2
     assert log.applied.run() == ["me/0", "me/1"]
 

@@ -45,7 +45,8 @@
    hook's wait for queued folds (``Runtime.finish_queued_calls``) ends then, not at its bound.
    Held: with the task never setting it, every test passed (a one-shot process exited late).
    So too when Ctrl-C stops the ask before it queued the task: nothing is queued, nothing to
-   wait for (held: with the interrupted ask leaving it clear, every test passed).
+   wait for (held: with the interrupted ask leaving it clear, every test passed; pinned in
+   test_review_h179's test_ctrl_c_as_call_outcome_queues_the_fold_leaves_a_later_ask_free_to_queue_one).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from typing import Any
 
 import pytest
 from actors import OrderLog
-from store_helpers import raw_get, raw_put, retune
+from store_helpers import retune
 from test_combining import (
     HANG,
     a_fold_of,
@@ -78,7 +79,7 @@ from test_review_h178_orphaned_post import (
     give_up_at_the_first_lost_race,
     give_up_on_me_1,
 )
-from test_review_h179_given_up_fold import HeldFoldTask, InterruptedAsTheFlagIsSet, ask_once, steps_of_a
+from test_review_h179_given_up_fold import HeldFoldTask, ask_once, steps_of_a
 from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
 from test_review_h185_outcome_edges import _folded_by_another_process
@@ -219,31 +220,8 @@ def test_a_call_given_up_on_is_told_never_applied_after_its_core_was_evicted(
 # post with ActorDeletedError; tests/test_review_h194_outcome_after_delete.py) ---------------------
 
 
-# -- 6. an earlier actor's post carried by its name -------------------------------------------------
-def test_an_old_actors_post_carried_by_its_name_is_not_the_new_actors_call(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Another process's post, its calls sealed in its name, is pending when "a" is deleted (the
-    tombstone fails its call) and still listed after "a" is made again. A new process asking
-    of its call hears "not found" (not a sure never), not "applied": the new actor never had
-    that call (as test_review_h185's bare-named post)."""
-    init_switchable(store_spec, fresh_window=300.0)
-    OrderLog.get_or_create("a").add.run("me/0")
-    box = foreign_box("a")
-    box.names = True
-    assert _sync.sync(box.mail.load(create=True)) is not None
-    (call_id,) = post_adds(box, ["other/1"])
-    (key,) = pending_posts("a")
-    assert _sync.sync(box.keys()) == [key] and box.cached(key) is not None  # (carried by its name)
-    data = raw_get(key)
-    assert vc.delete_actor("a")
-    if not pending_posts("a"):
-        raw_put(key, data)  # (the deleter's delete of the post not done yet)
-    handle = OrderLog.get_or_create("a")
-    _a_new_process(store_spec, monkeypatch)
-    with pytest.raises(vc.CallNotFoundError) as raised:
-        handle.call_outcome(call_id)
-    assert not raised.value.never
+# -- 6. an earlier actor's post carried by its name: a case of test_review_h185's
+# test_an_old_actors_post_still_listed_is_not_the_new_actors_call_and_never_applied_to_it --------
 
 
 # -- 7. an actor made again, its creation compacted -----------------------------------------------
@@ -424,21 +402,3 @@ def test_the_core_says_its_ask_fold_ended_once_it_ran(
     assert core.asked_fold_idle.wait(HANG), "the fold task ended without saying so"
     assert ask_until_known(call_id)[0] == 2
     assert log.applied.run() == ["me/0", "me/1"]
-
-
-@pytest.mark.usefixtures("runtime_off")
-def test_ctrl_c_before_the_fold_is_queued_leaves_nothing_for_the_exit_hook_to_wait_for(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The ask is interrupted just after it marked a fold queued, before it queued it (as in
-    test_review_h179): ``asked_fold_idle`` is set again (no task is queued)."""
-    init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    _, call_id = give_up_on_me_1()
-    core = vc.get_runtime().core("a")
-    mutex = InterruptedAsTheFlagIsSet(core)
-    core._mutex = mutex  # type: ignore[assignment]
-    with pytest.raises(KeyboardInterrupt):
-        vc.get_actor("a").call_outcome(call_id)
-    assert mutex.fired
-    assert core.asked_fold_idle.is_set(), "no fold queued, yet the exit hook would wait for one"
