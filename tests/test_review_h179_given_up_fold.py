@@ -169,12 +169,8 @@ def test_shutdown_while_the_fold_task_waits_ends_takes_no_lease_and_logs_no_erro
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    _, call_id = give_up_on_me_1()
-    held = HeldFoldTask(monkeypatch)
+    *_, held = asked_and_held(monkeypatch)
     runtime = vc.get_runtime()
-    ask_once(call_id)
-    assert held.started.wait(HANG)
     ended = threading.Event()
     stopping = threading.Thread(target=lambda: (vc.shutdown(), ended.set()))
     stopping.start()

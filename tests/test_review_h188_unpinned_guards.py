@@ -79,7 +79,7 @@ from test_review_h178_orphaned_post import (
     give_up_at_the_first_lost_race,
     give_up_on_me_1,
 )
-from test_review_h179_given_up_fold import HeldFoldTask, ask_once, steps_of_a
+from test_review_h179_given_up_fold import HeldFoldTask, ask_once, asked_and_held, steps_of_a
 from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
 from test_review_h185_outcome_edges import _folded_by_another_process
@@ -357,12 +357,8 @@ def test_a_fold_task_let_go_after_shutdown_began_lists_nothing(
     """The ask's fold task is held at its start; shutdown begins (runtime closed), then the
     task runs: it requests nothing of the actor's inbox or lease, and shutdown ends."""
     store = init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    _, call_id = give_up_on_me_1()
-    held = HeldFoldTask(monkeypatch)
+    *_, held = asked_and_held(monkeypatch)
     runtime = vc.get_runtime()
-    ask_once(call_id)
-    assert held.started.wait(HANG)
     stopping = threading.Thread(target=vc.shutdown)
     stopping.start()
     deadline = time.monotonic() + HANG
