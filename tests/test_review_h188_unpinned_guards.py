@@ -82,7 +82,7 @@ from test_review_h178_orphaned_post import (
 from test_review_h179_given_up_fold import HeldFoldTask, ask_once, asked_and_held, steps_of_a
 from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
-from test_review_h185_outcome_edges import _folded_by_another_process
+from test_review_h185_outcome_edges import _folded_by_another_process, an_ask_whose_inbox_listings_fail
 from test_stats import moved, records
 
 import vactor_cloud as vc
@@ -112,20 +112,7 @@ def test_a_call_outcome_that_gives_up_at_its_deadline_counts_a_deadline_timeout(
     """Every LIST of the inbox fails (transiently): the ask reads again until
     ``Settings.deadline``, then says "not known yet" (``StorageTimeoutError``), counted once in
     ``deadline_timeouts`` and logged at WARNING; no commit retry is counted (it is a read)."""
-    init_switchable(store_spec, fresh_window=300.0)
-    handle = OrderLog.get_or_create("a")
-    handle.add.run("me/0")
-    store = _a_new_process(store_spec, monkeypatch)
-    failed: list[str] = []
-
-    def fail_inbox_listings(operation: str, key: str) -> Exception | None:
-        if operation == "list" and key.startswith(posts_prefix("a")):
-            failed.append(key)
-            return RetryableStorageError("injected: the inbox listing failed", key)
-        return None
-
-    handle.applied.run()  # (the actor loaded, under the wide deadline)
-    store.fail = fail_inbox_listings
+    handle, failed = an_ask_whose_inbox_listings_fail(store_spec, monkeypatch, times=None)
     before = vc.stats()
     retune(deadline=0.5)  # (the ask's bound alone)
     with (
