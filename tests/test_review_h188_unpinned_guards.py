@@ -79,7 +79,7 @@ from test_review_h178_orphaned_post import (
     give_up_at_the_first_lost_race,
     give_up_on_me_1,
 )
-from test_review_h179_given_up_fold import HeldFoldTask, ask_once, asked_and_held, steps_of_a
+from test_review_h179_given_up_fold import ask_once, asked_and_held, steps_of_a
 from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
 from test_review_h185_outcome_edges import _folded_by_another_process, an_ask_whose_inbox_listings_fail
@@ -93,7 +93,6 @@ from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import (
     CallPendingError,
     CommitOutcomeUnknownError,
-    RetryableStorageError,
     StorageTimeoutError,
 )
 from vactor_cloud.incarnation import born_of
@@ -136,11 +135,7 @@ def test_a_post_expired_by_our_clock_alone_under_a_foreign_lease_is_left_to_its_
     The task deletes nothing (only a post the newest step applied goes without the lease) and
     writes nothing; the holder's clock decides. Once the lease lapses, a later ask folds it."""
     store = init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    log, call_id = give_up_on_me_1()
-    held = HeldFoldTask(monkeypatch)
-    ask_once(call_id)
-    assert held.started.wait(HANG)
+    log, call_id, held = asked_and_held(monkeypatch)
     leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
     theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 3.0, 2))
     assert theirs is not None
@@ -374,11 +369,7 @@ def test_the_core_says_its_ask_fold_ended_once_it_ran(
     """The ask queues the fold task; once it ran (the post folded), ``asked_fold_idle`` is set
     (what ``finish_queued_calls`` waits for), and the call's outcome is known."""
     init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    log, call_id = give_up_on_me_1()
-    held = HeldFoldTask(monkeypatch)
-    ask_once(call_id)
-    assert held.started.wait(HANG)
+    log, call_id, held = asked_and_held(monkeypatch)
     core = vc.get_runtime().core("a")
     assert not core.asked_fold_idle.is_set()  # (queued: the exit hook waits for it)
     held.let_go()
