@@ -164,12 +164,9 @@ def test_a_fold_task_queued_on_a_core_the_cache_evicted_since_folds_and_then_let
     assert log.applied.run() == ["me/0", "me/1"]
 
 
-@pytest.mark.usefixtures("runtime_off")
-def test_shutdown_while_the_fold_task_waits_ends_takes_no_lease_and_logs_no_error(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    store = init_switchable(store_spec)
-    *_, held = asked_and_held(monkeypatch)
+def shutdown_begun() -> tuple[threading.Thread, threading.Event]:
+    """``vc.shutdown()`` on a thread of its own, once it closed the runtime (its wait for the
+    work queued begun). The thread, and an event set once ``shutdown`` returned."""
     runtime = vc.get_runtime()
     ended = threading.Event()
     stopping = threading.Thread(target=lambda: (vc.shutdown(), ended.set()))
@@ -178,6 +175,17 @@ def test_shutdown_while_the_fold_task_waits_ends_takes_no_lease_and_logs_no_erro
     while not runtime.closed and time.monotonic() < deadline:
         time.sleep(0.01)
     assert runtime.closed
+    return stopping, ended
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_while_the_fold_task_waits_ends_takes_no_lease_and_logs_no_error(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = init_switchable(store_spec)
+    *_, held = asked_and_held(monkeypatch)
+    runtime = vc.get_runtime()
+    stopping, ended = shutdown_begun()
     held.let_go()
     stopping.join(HANG)
     assert ended.is_set(), "shutdown did not end"

@@ -54,8 +54,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pickle
-import threading
-import time
 import uuid
 from typing import Any
 
@@ -79,7 +77,7 @@ from test_review_h178_orphaned_post import (
     give_up_at_the_first_lost_race,
     give_up_on_me_1,
 )
-from test_review_h179_given_up_fold import ask_once, asked_and_held, steps_of_a
+from test_review_h179_given_up_fold import ask_once, asked_and_held, shutdown_begun, steps_of_a
 from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
 from test_review_h185_outcome_edges import _folded_by_another_process, an_ask_whose_inbox_listings_fail
@@ -340,13 +338,7 @@ def test_a_fold_task_let_go_after_shutdown_began_lists_nothing(
     task runs: it requests nothing of the actor's inbox or lease, and shutdown ends."""
     store = init_switchable(store_spec)
     *_, held = asked_and_held(monkeypatch)
-    runtime = vc.get_runtime()
-    stopping = threading.Thread(target=vc.shutdown)
-    stopping.start()
-    deadline = time.monotonic() + HANG
-    while not runtime.closed and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert runtime.closed
+    stopping, ended = shutdown_begun()
     requested: list[tuple[str, str]] = []
     inner_around = store._around
 
@@ -358,7 +350,7 @@ def test_a_fold_task_let_go_after_shutdown_began_lists_nothing(
     store._around = note_requests
     held.let_go()
     stopping.join(HANG)
-    assert not stopping.is_alive(), "shutdown did not end"
+    assert ended.is_set(), "shutdown did not end"
     assert requested == []
 
 
