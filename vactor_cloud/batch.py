@@ -755,8 +755,10 @@ def _apply_batch(
             del edits.ops[consumed:]  # a retried or raising body leaves no timer behind
             if call.options.name is not None:
                 _step_status("RUNNING", actor_id, call)
+            returned = False  # (a body that returned is not run again: it raised nothing)
             try:
                 value = _invoke(instance, body, context)  # (a child it forked ends there)
+                returned = True
                 where = f"{body.method}() of actor {actor_id!r}"
                 frozen = freeze(value, where=where)
                 state, instance = dumps_instance_state(instance, serializer, definition.restores, actor_id)
@@ -772,7 +774,9 @@ def _apply_batch(
                 del edits.ops[consumed:]
                 outcome = Outcome(False, exc)
                 _step_status("FAILED", actor_id, call)
-                if isinstance(exc, Exception) and attempt < call.options.max_retries:
+                # Only a raising body is run again (max_retries): one whose result or state
+                # could not be kept returns the same again, and did what it did once more.
+                if not returned and isinstance(exc, Exception) and attempt < call.options.max_retries:
                     continue
                 break
             good = state

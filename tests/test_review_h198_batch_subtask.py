@@ -1,0 +1,110 @@
+"""A hostile review of ``batch.py`` and ``subtask.py`` against the seed's semantics (review h198).
+
+1. ``options(max_retries=N)`` runs a *raising* body again. A body that returned, whose result
+   cannot be copied (or whose state cannot be captured), raised nothing: running it again
+   cannot help (the same code returns the same thing) and repeats what it did N more times.
+2. A sub-task checkpoint is used only for the child it was written for (function and
+   arguments, its fingerprint). A child with an argument that cannot be pickled (a lock, an
+   open file: the thread executor passes arguments as they are) had the fingerprint
+   ``name:unpicklable`` whatever its other arguments: a checkpoint of ``f(lock, 1)`` was the
+   result of ``f(lock, 2)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+import vactor_cloud as vc
+from vactor_cloud.subtask import _fingerprint
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+#: bodies run, by method, in this process (a body's own side effect, outside the actor's state)
+_runs: list[str] = []
+_LOCK = threading.Lock()
+
+
+def plus_one(lock: Any, n: int) -> int:
+    with lock:
+        return n + 1
+
+
+@vc.virtual_actor
+class Retried:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def uncopyable_result(self) -> Any:
+        _runs.append("uncopyable_result")
+        self.n += 1
+        return threading.Lock()
+
+    def uncapturable_state(self) -> int:
+        _runs.append("uncapturable_state")
+        self.held = threading.Lock()
+        return 1
+
+    def raising(self) -> int:
+        _runs.append("raising")
+        raise ValueError("raised by the body")
+
+    def child_of_each_run(self) -> int:
+        """Its first run launches ``plus_one(_LOCK, 1)``, then raises; the run again (its
+        ``max_retries``) launches ``plus_one(_LOCK, 2)`` at the same position."""
+        _runs.append("child_of_each_run")
+        n = _runs.count("child_of_each_run")
+        got = vc.subtask(plus_one).run(_LOCK, n)
+        if n == 1:
+            raise ValueError("the first run fails after its child")
+        return got
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return self.n
+
+
+@pytest.fixture(autouse=True)
+def runs_forgotten() -> None:
+    _runs.clear()
+
+
+# -- 1. max_retries retries raising bodies only ---------------------------------------------------
+@pytest.mark.parametrize("method", ["uncopyable_result", "uncapturable_state"])
+def test_a_body_that_returned_is_not_run_again_when_its_result_or_state_cannot_be_kept(
+    actor_store: StoreSpec, method: str
+) -> None:
+    handle = Retried.get_or_create("r")
+    with pytest.raises(TypeError):
+        getattr(handle, method).options(max_retries=3).run()
+    assert _runs == [method]  # once: it raised nothing
+    assert handle.count.run() == 0  # (excluded: nothing of it committed)
+
+
+def test_a_raising_body_is_still_run_again_up_to_max_retries(actor_store: StoreSpec) -> None:
+    with pytest.raises(ValueError, match="raised by the body"):
+        Retried.get_or_create("r").raising.options(max_retries=2).run()
+    assert _runs == ["raising"] * 3
+
+
+# -- 2. the fingerprint of a child with an argument that cannot be pickled ------------------------
+def test_the_fingerprint_of_an_unpicklable_argument_still_tells_the_other_arguments() -> None:
+    lock = threading.Lock()
+    assert _fingerprint(plus_one, (lock, 1), {}) != _fingerprint(plus_one, (lock, 2), {})
+    assert _fingerprint(plus_one, (lock, [1]), {}) != _fingerprint(plus_one, (lock, [2]), {})
+    assert _fingerprint(plus_one, (lock, 1), {}) != _fingerprint(plus_one, ([lock], 1), {})
+    # the same shape, another lock (another run, another process): the same child
+    assert _fingerprint(plus_one, (lock, 1), {}) == _fingerprint(plus_one, (threading.Lock(), 1), {})
+    assert _fingerprint(plus_one, ({"k": lock}, 1), {}) == _fingerprint(plus_one, ({"k": _LOCK}, 1), {})
+
+
+def test_a_checkpoint_of_a_child_with_an_unpicklable_argument_is_not_another_childs_result(
+    actor_store: StoreSpec,
+) -> None:
+    """The run again launches ``plus_one(_LOCK, 2)`` where the first run checkpointed
+    ``plus_one(_LOCK, 1)`` (2): it runs, its result 3, not the checkpoint's."""
+    assert Retried.get_or_create("r").child_of_each_run.options(max_retries=1).run() == 3
+    assert _runs == ["child_of_each_run"] * 2
