@@ -869,10 +869,33 @@ def _function_name(fn: Callable[..., Any]) -> str:
 
 
 def _fingerprint(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """Function name and a digest of the arguments, to notice a checkpoint written for another child."""
+    """Function name and a digest of the arguments, to notice a checkpoint written for another
+    child. Arguments that cannot be pickled (the thread executor passes them as they are: a
+    lock, an open file) are digested as their shape (``_shape``): each part that cannot be
+    pickled by its type, the others as they pickle, so that ``f(lock, 1)`` and ``f(lock, 2)``
+    still differ (one digest for all such children used a checkpoint of the one for the other)."""
+    bound = (fn.args, fn.keywords) if isinstance(fn, functools.partial) else None
     try:
-        bound = (fn.args, fn.keywords) if isinstance(fn, functools.partial) else None
-        digest = hashlib.sha256(cloudpickle.dumps((bound, args, kwargs))).hexdigest()[:16]
+        pickled = cloudpickle.dumps((bound, args, kwargs))
     except Exception:
-        digest = "unpicklable"
-    return f"{_function_name(fn)}:{digest}"
+        pickled = cloudpickle.dumps(_shape((bound, args, kwargs), _SHAPE_DEPTH))
+    return f"{_function_name(fn)}:{hashlib.sha256(pickled).hexdigest()[:16]}"
+
+
+#: how deep ``_shape`` looks into lists, tuples and dicts for the parts that cannot be pickled
+_SHAPE_DEPTH = 8
+
+
+def _shape(value: Any, depth: int) -> Any:
+    """``value`` as ``_fingerprint`` digests it when it cannot be pickled: a list, tuple or dict
+    (to ``depth`` levels) part by part, any other part as its pickle, or its type's name if
+    it has none."""
+    kind = type(value)
+    if depth > 0 and kind in (list, tuple):
+        return (kind.__name__, [_shape(item, depth - 1) for item in value])
+    if depth > 0 and kind is dict:
+        return ("dict", [(_shape(k, depth - 1), _shape(v, depth - 1)) for k, v in value.items()])
+    try:
+        return bytes(cloudpickle.dumps(value))
+    except Exception:
+        return f"<unpicklable {kind.__module__}.{kind.__qualname__}>"
