@@ -12,7 +12,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,3 +111,28 @@ def test_a_checkpoint_of_a_child_with_an_unpicklable_argument_is_not_another_chi
     ``plus_one(_LOCK, 1)`` (2): it runs, its result 3, not the checkpoint's."""
     assert Retried.get_or_create("r").child_of_each_run.options(max_retries=1).run() == 3
     assert _runs == ["child_of_each_run"] * 2
+
+
+# -- 3. the shared process pool after a worker died -----------------------------------------------
+def test_the_shared_process_pool_is_made_again_once_a_worker_died() -> None:
+    """A child ends its worker process (``os._exit``, a crash, the OOM killer): that launch
+    fails (``BrokenProcessPool``), and the pool is unusable for good. Every later sub-task on
+    ``"process"`` in this process failed so too, until the process ended."""
+    with pytest.raises(BrokenProcessPool):
+        vc.subtask(lambda x: os._exit(1) if x == 1 else x, executor="process").map(range(2))
+    assert vc.subtask(lambda x: x * 2, executor="process").map([1, 2]) == [2, 4]
+
+
+def test_a_child_whose_worker_died_is_retried_on_a_pool_made_again(tmp_path: Path) -> None:
+    """``max_retries`` runs a child again when its worker died (its first run ends it): on a
+    working pool, not the broken one, where every retry failed at once."""
+    first = tmp_path / "first"
+
+    def ends_its_worker_once(x: int) -> int:
+        if x == 1 and not first.exists():
+            first.touch()
+            os._exit(1)
+        return x
+
+    assert vc.subtask(ends_its_worker_once, executor="process", max_retries=1).map(range(3)) == [0, 1, 2]
+    assert first.exists()

@@ -194,8 +194,10 @@ class Subtask(Generic[P, R]):
                     )
                     unmemoized.add(index)
         checkpoints = _Checkpoints(memo, fingerprints, unmemoized) if memo is not None else None
+        spec = _executor_spec(self.executor, context)
         runner = _Runner(
-            _resolve_executor(self.executor, context),
+            _resolve_executor(spec),
+            spec if isinstance(spec, str) else None,
             self.max_retries,
             _recipe(context),
             on_success=checkpoints.start if checkpoints is not None else None,
@@ -254,11 +256,15 @@ class _Runner:
     def __init__(
         self,
         executor: Executor | Any,
+        shared: str | None,
         max_retries: int,
         recipe: _RuntimeRecipe | None,
         on_success: Callable[[int, Any], None] | None = None,
     ) -> None:
         self.executor: Any = executor
+        #: the kind of the shared pool ``executor`` is (``_shared_pool``), if it is one: made
+        #: again for the children submitted after it broke (a worker died)
+        self.shared = shared
         self.max_retries = max_retries
         self.recipe = recipe
         self.in_process = isinstance(executor, ThreadPoolExecutor)
@@ -271,6 +277,10 @@ class _Runner:
         self.stopped = False
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        if self.shared is not None and _broken(self.executor):
+            # A worker died (os._exit, a crash, the OOM killer): the pool refuses all work for
+            # good. A child retried after it (``max_retries``) runs on the pool made again.
+            self.executor = _shared_pool(self.shared)
         if self.in_process:
             future: Future[Any] = self.executor.submit(
                 carry_runtime(self._call_unless_stopped), fn, args, kwargs
@@ -543,8 +553,13 @@ os.register_at_fork(after_in_child=_reset_pools_after_fork)
 
 
 def _shared_pool(kind: str) -> Executor:
+    """The shared pool of ``kind`` (``"thread"``, ``"process"``); made again once broken (a
+    process pool's worker died: it refused all work for good, every later launch on it failed)."""
     with _pools_lock:
         pool = _pools.get(kind)
+        if pool is not None and _broken(pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
         if pool is None:
             if kind == "thread":
                 pool = ThreadPoolExecutor(_DEFAULT_THREADS, thread_name_prefix="vactor-subtask")
@@ -557,12 +572,23 @@ def _shared_pool(kind: str) -> Executor:
         return pool
 
 
-def _resolve_executor(spec: ExecutorSpec | None, context: CallContext | None) -> Executor | Any:
+def _broken(executor: Any) -> bool:
+    """Whether ``executor`` (a ``concurrent.futures`` pool) refuses all work for good."""
+    return bool(getattr(executor, "_broken", False))
+
+
+def _executor_spec(spec: ExecutorSpec | None, context: CallContext | None) -> ExecutorSpec:
+    """``spec``, or the runtime's ``Settings.subtask_executor`` (else ``"thread"``) if None."""
     if spec is None:
         runtime = context.runtime if context is not None else None
         if runtime is None:
             runtime = get_runtime()
         spec = getattr(runtime.settings, "subtask_executor", None) or "thread"
+    return spec
+
+
+def _resolve_executor(spec: ExecutorSpec) -> Executor | Any:
+    """The executor ``spec`` (``_executor_spec``) names: a shared pool for a kind's name."""
     if isinstance(spec, str):
         if spec not in ("thread", "process"):
             raise ValueError(
