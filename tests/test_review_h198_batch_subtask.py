@@ -8,6 +8,11 @@
    open file: the thread executor passes arguments as they are) had the fingerprint
    ``name:unpicklable`` whatever its other arguments: a checkpoint of ``f(lock, 1)`` was the
    result of ``f(lock, 2)``.
+3. The shared ``"process"`` pool, once a worker died, refused all work for good.
+4. By value: a read-only method's result is a copy, as a writer's is. It was handed over as
+   it was (the instance is the call's own), but a result that is not the instance's own (a
+   class attribute, a module's object) was then shared with every later call in the process:
+   a caller appending to it changed what the next writer committed here, and nowhere else.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_review_stand_in_methods import _stand_in_ledger, spec
 
 import vactor_cloud as vc
 from vactor_cloud.subtask import _fingerprint
@@ -34,6 +40,22 @@ _LOCK = threading.Lock()
 def plus_one(lock: Any, n: int) -> int:
     with lock:
         return n + 1
+
+
+@vc.virtual_actor
+class Shelf:
+    DEFAULT = ["x"]
+
+    def __init__(self) -> None:
+        self.items: list[str] | None = None
+
+    @vc.virtual_actor.readonly
+    def items_or_default(self) -> list[str]:
+        return self.items if self.items is not None else self.DEFAULT
+
+    def take_the_default(self) -> list[str]:
+        self.items = list(self.DEFAULT)
+        return self.items
 
 
 @vc.virtual_actor
@@ -73,6 +95,7 @@ class Retried:
 @pytest.fixture(autouse=True)
 def runs_forgotten() -> None:
     _runs.clear()
+    Shelf.cls.DEFAULT[:] = ["x"]  # (as the class made it, whatever a failing test did to it)
 
 
 # -- 1. max_retries retries raising bodies only ---------------------------------------------------
@@ -136,3 +159,31 @@ def test_a_child_whose_worker_died_is_retried_on_a_pool_made_again(tmp_path: Pat
 
     assert vc.subtask(ends_its_worker_once, executor="process", max_retries=1).map(range(3)) == [0, 1, 2]
     assert first.exists()
+
+
+# -- 4. a read-only result is the caller's own -----------------------------------------------------
+@pytest.mark.parametrize("how", ["run", "run_async"])
+def test_a_caller_changing_a_read_only_result_changes_nothing_a_later_call_sees(
+    actor_store: StoreSpec, how: str
+) -> None:
+    handle = Shelf.get_or_create("s")
+    method = handle.items_or_default
+    got = method.run() if how == "run" else method.run_async().result()
+    assert got == ["x"]
+    got.append("the caller's")
+    assert Shelf.cls.DEFAULT == ["x"]
+    assert method.run() == ["x"]
+    assert handle.take_the_default.run() == ["x"]  # (committed: what every process would)
+
+
+@pytest.mark.usefixtures(spec.__name__)
+def test_a_stand_ins_read_only_result_is_the_callers_own(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only method called through a stand-in (a handle unpickled where its class is not
+    defined) runs in the batch, as a read: its result is a copy there too."""
+    stand_in = _stand_in_ledger(store_spec, "si-kinds", monkeypatch)
+    got = stand_in.kinds.run()
+    assert got == ["add"]
+    got.append("the caller's")
+    assert stand_in.kinds.run() == ["add"]
