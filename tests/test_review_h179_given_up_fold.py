@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from store_helpers import retune
-from test_combining import HANG, fold_the_post_at_step_3, init_switchable, wait_for_no_posts
+from test_combining import HANG, fold_the_post_at_step_3, init_switchable, pending_posts, wait_for_no_posts
 from test_review_h178_orphaned_post import (
     _FOREIGN,
     ask_until_known,
@@ -23,7 +23,7 @@ from test_review_h178_orphaned_post import (
 )
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, folding
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import CallPendingError, RetryableStorageError
 from vactor_cloud.keys import steps_prefix
@@ -291,18 +291,26 @@ def steps_of_a(store: Any) -> list[str]:
 
 
 @pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("clock", ["ours", "ahead"])
 def test_a_lease_another_process_took_after_the_ask_is_left_to_it(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, clock: str
 ) -> None:
     """Taken between the ask (nobody folded) and the task's lease read: the task folds
-    nothing and writes nothing; once that lease lapses unrenewed, a later ask folds the post."""
+    nothing, deletes nothing and writes nothing; once that lease lapses unrenewed, a later ask
+    folds the post. (``ahead``: to this process's clock, stepped ahead, every post is past
+    ``SENDER_TTL / 2``, expired: still the holder's to judge, as only a post the newest step
+    applied goes without the lease, ``Folder._deleted_as_applied``: review h188.)"""
     store = init_switchable(store_spec)
     log, call_id, held = asked_and_held(monkeypatch)
     leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
     theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 3.0, 2))
     assert theirs is not None
-    steps = steps_of_a(store)
-    held.let_go()
+    steps, posts = steps_of_a(store), pending_posts("a")
+    with monkeypatch.context() as ahead:
+        if clock == "ahead":
+            ahead.setattr(folding, "SENDER_TTL", -1.0)  # (our clock's view: every post expired)
+        held.let_go()
+    assert pending_posts("a") == posts  # not deleted by a process that does not hold the lease
     assert steps_of_a(store) == steps  # nothing committed by us
     assert _sync.sync(leases.read()) == theirs  # their lease left alone
     assert not vc.get_runtime().core("a")._orphans_queued

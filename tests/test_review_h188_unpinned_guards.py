@@ -72,7 +72,6 @@ from test_combining import (
 from test_posting import Tally, _give_up_on_c, spec
 from test_review_actor_cache import _SteppedBack, cores_of, wait_until
 from test_review_h178_orphaned_post import (
-    _FOREIGN,
     ask_until_known,
     give_up_at_the_first_lost_race,
     give_up_on_me_1,
@@ -95,7 +94,6 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.keys import posts_prefix, step_of, steps_prefix
-from vactor_cloud.lease import LeaseStore
 from vactor_cloud.posting import SENDER_TTL, PostBox, PostedCall, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -124,27 +122,8 @@ def test_a_call_outcome_that_gives_up_at_its_deadline_counts_a_deadline_timeout(
     assert records(caplog, logging.WARNING, "Settings.deadline")
 
 
-# -- 2. the ask fold's lease-less delete ----------------------------------------------------------
-def test_a_post_expired_by_our_clock_alone_under_a_foreign_lease_is_left_to_its_holder(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Held. Another process takes the folder lease between the ask and its fold task; to this
-    process's clock (stepped ahead: every post past ``SENDER_TTL / 2``) the post has expired.
-    The task deletes nothing (only a post the newest step applied goes without the lease) and
-    writes nothing; the holder's clock decides. Once the lease lapses, a later ask folds it."""
-    store = init_switchable(store_spec)
-    log, call_id, held = asked_and_held(monkeypatch)
-    leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
-    theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 3.0, 2))
-    assert theirs is not None
-    steps, posts = steps_of_a(store), pending_posts("a")
-    with monkeypatch.context() as ahead:
-        ahead.setattr(folding, "SENDER_TTL", -1.0)  # (our clock's view: every post expired)
-        held.let_go()
-    assert pending_posts("a") == posts  # not deleted by a process that does not hold the lease
-    assert steps_of_a(store) == steps
-    assert ask_until_known(call_id)[0] == 2
-    assert log.applied.run() == ["me/0", "me/1"]
+# -- 2. the ask fold's lease-less delete: a case of test_review_h179's
+# test_a_lease_another_process_took_after_the_ask_is_left_to_it (its clock stepped ahead) ------
 
 
 # -- 3. the walk of a made-again actor's steps ends at its creation ------------------------------
