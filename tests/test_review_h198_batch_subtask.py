@@ -13,6 +13,8 @@
    it was (the instance is the call's own), but a result that is not the instance's own (a
    class attribute, a module's object) was then shared with every later call in the process:
    a caller appending to it changed what the next writer committed here, and nowhere else.
+5. A child retried (its ``max_retries``) on the thread executor, which passes arguments as they
+   are, ran on what its failed attempt left of them (a list it popped from): another child.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class Retried:
         if n == 1:
             raise ValueError("the first run fails after its child")
         return got
+
+    def retried_child(self) -> int:
+        return vc.subtask(pops_then_fails_once, max_retries=1).run([1, 2, 3])
 
     @vc.virtual_actor.readonly
     def count(self) -> int:
@@ -187,3 +192,31 @@ def test_a_stand_ins_read_only_result_is_the_callers_own(
     assert got == ["add"]
     got.append("the caller's")
     assert stand_in.kinds.run() == ["add"]
+
+
+# -- 5. a retried child gets the arguments it was launched with ------------------------------------
+_attempts: list[int] = []
+
+
+def pops_then_fails_once(items: list[int]) -> int:
+    """Changes its argument, then fails the first time."""
+    popped = items.pop()
+    _attempts.append(popped)
+    if len(_attempts) == 1:
+        raise ValueError("the first attempt fails")
+    return popped
+
+
+@pytest.mark.parametrize("where", ["outside", "in-a-method"])
+def test_a_child_retried_on_the_thread_executor_gets_its_arguments_as_launched(
+    actor_store: StoreSpec, where: str
+) -> None:
+    """A child that changed its argument, then failed, is run again (``max_retries``) on the
+    arguments it was launched with, as on a process pool (which sends a pickle of them each
+    time), not on what the failed attempt left of them: the retry was another child."""
+    _attempts.clear()
+    if where == "outside":
+        assert vc.subtask(pops_then_fails_once, max_retries=1).run([1, 2, 3]) == 3
+    else:
+        assert Retried.get_or_create("r").retried_child.run() == 3
+    assert _attempts == [3, 3]

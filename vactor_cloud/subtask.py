@@ -170,7 +170,10 @@ class Subtask(Generic[P, R]):
             )
         context = current_call()
         memo = _Memo.start(context, len(calls)) if context is not None and not context.readonly else None
-        fingerprints = [_fingerprint(self.fn, args, kwargs) for args, kwargs in calls]
+        pickles = [_call_pickle(self.fn, args, kwargs) for args, kwargs in calls]
+        fingerprints = [
+            _fingerprint(self.fn, *call, pickled) for call, pickled in zip(calls, pickles, strict=True)
+        ]
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         unmemoized: set[int] = set()
@@ -201,6 +204,8 @@ class Subtask(Generic[P, R]):
             self.max_retries,
             _recipe(context),
             on_success=checkpoints.start if checkpoints is not None else None,
+            # (kept for retries only: a child retried runs on the arguments it was launched with)
+            launched=pickles if self.max_retries else None,
         )
         failures: dict[int, BaseException] = {}
         for index, outcome in runner.run(self.fn, [(i, *calls[i]) for i in todo]):
@@ -260,8 +265,14 @@ class _Runner:
         max_retries: int,
         recipe: _RuntimeRecipe | None,
         on_success: Callable[[int, Any], None] | None = None,
+        launched: list[bytes | None] | None = None,
     ) -> None:
         self.executor: Any = executor
+        #: by index, the pickle of each child's call as it was launched (``_call_pickle``): a
+        #: child retried gets a copy of its arguments read back from it. (The thread executor
+        #: passes arguments as they are: a failed attempt that changed one, a list it popped
+        #: from, left the retry another child.)
+        self.launched = launched
         #: the kind of the shared pool ``executor`` is (``_shared_pool``), if it is one: made
         #: again for the children submitted after it broke (a worker died)
         self.shared = shared
@@ -319,6 +330,20 @@ class _Runner:
             for future in pending:
                 future.cancel()
 
+    def _as_launched(
+        self, child: tuple[int, tuple[Any, ...], dict[str, Any]]
+    ) -> tuple[int, tuple[Any, ...], dict[str, Any]]:
+        """``child`` with a copy of its arguments as it was launched, if they were pickled then
+        (and read back: else as they are, as before the retry)."""
+        pickled = self.launched[child[0]] if self.launched is not None else None
+        if pickled is None:
+            return child
+        try:
+            _, args, kwargs = cloudpickle.loads(pickled)
+        except Exception:
+            return child
+        return child[0], args, kwargs
+
     def _call_unless_stopped(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> _Success | _Failure:
@@ -366,7 +391,7 @@ class _Runner:
                         outcome.error,
                     )
                     attempts[index] += 1
-                    self._start(fn, child, pending)
+                    self._start(fn, self._as_launched(child), pending)
                     continue
                 yield index, outcome
 
@@ -894,16 +919,31 @@ def _function_name(fn: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
-def _fingerprint(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def _call_pickle(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
+    """The cloudpickle of a child's call, ``(bound, args, kwargs)`` (``bound``: a
+    ``functools.partial``'s own arguments, else None); None if it does not pickle."""
+    bound = (fn.args, fn.keywords) if isinstance(fn, functools.partial) else None
+    try:
+        return bytes(cloudpickle.dumps((bound, args, kwargs)))
+    except Exception:
+        return None
+
+
+_UNSET: Any = object()
+
+
+def _fingerprint(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], pickled: bytes | None = _UNSET
+) -> str:
     """Function name and a digest of the arguments, to notice a checkpoint written for another
     child. Arguments that cannot be pickled (the thread executor passes them as they are: a
     lock, an open file) are digested as their shape (``_shape``): each part that cannot be
     pickled by its type, the others as they pickle, so that ``f(lock, 1)`` and ``f(lock, 2)``
     still differ (one digest for all such children used a checkpoint of the one for the other)."""
-    bound = (fn.args, fn.keywords) if isinstance(fn, functools.partial) else None
-    try:
-        pickled = cloudpickle.dumps((bound, args, kwargs))
-    except Exception:
+    if pickled is _UNSET:  # (``pickled``: ``_call_pickle``'s, if made already)
+        pickled = _call_pickle(fn, args, kwargs)
+    if pickled is None:
+        bound = (fn.args, fn.keywords) if isinstance(fn, functools.partial) else None
         pickled = cloudpickle.dumps(_shape((bound, args, kwargs), _SHAPE_DEPTH))
     return f"{_function_name(fn)}:{hashlib.sha256(pickled).hexdigest()[:16]}"
 
