@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from store_helpers import retune
-from test_combining import HANG, fold_the_post_at_step_3, init_switchable, pending_posts, wait_for_no_posts
+from test_combining import (
+    HANG,
+    Switchable,
+    fold_the_post_at_step_3,
+    init_switchable,
+    pending_posts,
+    wait_for_no_posts,
+)
 from test_review_h178_orphaned_post import (
     _FOREIGN,
     ask_until_known,
@@ -318,13 +325,24 @@ def test_a_lease_another_process_took_after_the_ask_is_left_to_it(
     assert log.applied.run() == ["me/0", "me/1"]
 
 
+def applied_elsewhere_once_the_task_is_queued(
+    store: Switchable, monkeypatch: pytest.MonkeyPatch
+) -> tuple[HeldFoldTask, str]:
+    """``me/1`` was posted and given up on; its ask queued the fold task (held); meanwhile
+    another process's fold applied the post at step 3 (outcome "from step 3", the state of
+    step 2 kept) and died before deleting it. The held task, to let go, and me/1's call id."""
+    _, call_id, held = asked_and_held(monkeypatch)
+    assert len(pending_posts("a")) == 1
+    fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
+    return held, call_id
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_a_post_another_process_folded_while_the_task_waited_is_not_applied_again_nor_stepped(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = init_switchable(store_spec)
-    _, call_id, held = asked_and_held(monkeypatch)
-    fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
+    held, call_id = applied_elsewhere_once_the_task_is_queued(store, monkeypatch)
     steps = steps_of_a(store)
     held.let_go()
     assert steps_of_a(store) == steps, "the task committed a step with nothing to fold"
