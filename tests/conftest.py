@@ -111,7 +111,6 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h135_lease_shutdown",
         "test_review_h184_lease_release_at_shutdown",
         "test_review_h185_outcome_edges",
-        "test_review_h187_marked_partials",
         "test_review_h188_unpinned_guards",
         "test_review_h137_lease_take",
         "test_review_h131_tick_stop",

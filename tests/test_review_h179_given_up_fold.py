@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 from actors import OrderLog
 from store_helpers import retune
-from test_combining import HANG, fold_the_post_at_step_3, init_switchable, wait_for_no_posts
+from test_combining import (
+    HANG,
+    Switchable,
+    fold_the_post_at_step_3,
+    init_switchable,
+    pending_posts,
+    wait_for_no_posts,
+)
 from test_review_h178_orphaned_post import (
     _FOREIGN,
     ask_until_known,
@@ -23,7 +30,7 @@ from test_review_h178_orphaned_post import (
 )
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, folding
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import CallPendingError, RetryableStorageError
 from vactor_cloud.keys import steps_prefix
@@ -164,12 +171,9 @@ def test_a_fold_task_queued_on_a_core_the_cache_evicted_since_folds_and_then_let
     assert log.applied.run() == ["me/0", "me/1"]
 
 
-@pytest.mark.usefixtures("runtime_off")
-def test_shutdown_while_the_fold_task_waits_ends_takes_no_lease_and_logs_no_error(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    store = init_switchable(store_spec)
-    *_, held = asked_and_held(monkeypatch)
+def shutdown_begun() -> tuple[threading.Thread, threading.Event]:
+    """``vc.shutdown()`` on a thread of its own, once it closed the runtime (its wait for the
+    work queued begun). The thread, and an event set once ``shutdown`` returned."""
     runtime = vc.get_runtime()
     ended = threading.Event()
     stopping = threading.Thread(target=lambda: (vc.shutdown(), ended.set()))
@@ -178,6 +182,17 @@ def test_shutdown_while_the_fold_task_waits_ends_takes_no_lease_and_logs_no_erro
     while not runtime.closed and time.monotonic() < deadline:
         time.sleep(0.01)
     assert runtime.closed
+    return stopping, ended
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_while_the_fold_task_waits_ends_takes_no_lease_and_logs_no_error(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = init_switchable(store_spec)
+    *_, held = asked_and_held(monkeypatch)
+    runtime = vc.get_runtime()
+    stopping, ended = shutdown_begun()
     held.let_go()
     stopping.join(HANG)
     assert ended.is_set(), "shutdown did not end"
@@ -283,18 +298,26 @@ def steps_of_a(store: Any) -> list[str]:
 
 
 @pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("clock", ["ours", "ahead"])
 def test_a_lease_another_process_took_after_the_ask_is_left_to_it(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, clock: str
 ) -> None:
     """Taken between the ask (nobody folded) and the task's lease read: the task folds
-    nothing and writes nothing; once that lease lapses unrenewed, a later ask folds the post."""
+    nothing, deletes nothing and writes nothing; once that lease lapses unrenewed, a later ask
+    folds the post. (``ahead``: to this process's clock, stepped ahead, every post is past
+    ``SENDER_TTL / 2``, expired: still the holder's to judge, as only a post the newest step
+    applied goes without the lease, ``Folder._deleted_as_applied``: review h188.)"""
     store = init_switchable(store_spec)
     log, call_id, held = asked_and_held(monkeypatch)
     leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
     theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 3.0, 2))
     assert theirs is not None
-    steps = steps_of_a(store)
-    held.let_go()
+    steps, posts = steps_of_a(store), pending_posts("a")
+    with monkeypatch.context() as ahead:
+        if clock == "ahead":
+            ahead.setattr(folding, "SENDER_TTL", -1.0)  # (our clock's view: every post expired)
+        held.let_go()
+    assert pending_posts("a") == posts  # not deleted by a process that does not hold the lease
     assert steps_of_a(store) == steps  # nothing committed by us
     assert _sync.sync(leases.read()) == theirs  # their lease left alone
     assert not vc.get_runtime().core("a")._orphans_queued
@@ -302,13 +325,24 @@ def test_a_lease_another_process_took_after_the_ask_is_left_to_it(
     assert log.applied.run() == ["me/0", "me/1"]
 
 
+def applied_elsewhere_once_the_task_is_queued(
+    store: Switchable, monkeypatch: pytest.MonkeyPatch
+) -> tuple[HeldFoldTask, str]:
+    """``me/1`` was posted and given up on; its ask queued the fold task (held); meanwhile
+    another process's fold applied the post at step 3 (outcome "from step 3", the state of
+    step 2 kept) and died before deleting it. The held task, to let go, and me/1's call id."""
+    _, call_id, held = asked_and_held(monkeypatch)
+    assert len(pending_posts("a")) == 1
+    fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
+    return held, call_id
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_a_post_another_process_folded_while_the_task_waited_is_not_applied_again_nor_stepped(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = init_switchable(store_spec)
-    _, call_id, held = asked_and_held(monkeypatch)
-    fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
+    held, call_id = applied_elsewhere_once_the_task_is_queued(store, monkeypatch)
     steps = steps_of_a(store)
     held.let_go()
     assert steps_of_a(store) == steps, "the task committed a step with nothing to fold"

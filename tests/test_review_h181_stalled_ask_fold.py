@@ -4,8 +4,9 @@ A call posted by another sender waits in the inbox, nobody folding it; a new pro
 (``Poster._pending_elsewhere``), which queues the background fold
 (``ActorCore._fold_given_up_posts_soon``). That fold's lease take or step put gets no answer
 (``HoldOne``: held before it is sent, or sent and its answer held). Meanwhile the asks must
-still answer (pending, or the outcome once the step landed), not wait for the stalled request;
-once the store answers the post applies once. A shutdown while it stalls ends (its timeout
+still answer (pending, or the outcome once the step landed), not wait for the stalled request,
+nor does a read-only call of the actor (the seed's "read-only calls never wait behind
+writes"); once the store answers the post applies once. A shutdown while it stalls ends (its timeout
 cancels the request), leaves no thread of the runtime running and no "Task exception was never
 retrieved", and the next runtime's asks fold the post once. So does the exit hook's wait
 for it (``Runtime.finish_queued_calls``), at its bound.
@@ -72,7 +73,13 @@ def test_asks_answer_while_the_ask_fold_stalls_and_the_post_applies_once_after(
     store, handle, call_id = _a_post_nobody_folds(store_spec, stall)
     _as_a_new_process(monkeypatch)
     _asks_answer_while_it_stalls(store, handle, call_id)
-    store.release.set()  # the store answers again
+    try:  # a read-only call does not wait behind the stalled fold, which holds the actor
+        applied = handle.applied.run_async().result(timeout=HANG / 2)
+    finally:
+        stalled = not store.ended.is_set()
+        store.release.set()  # the store answers again
+    assert stalled, "the read-only call waited for the stalled request"
+    assert applied[0] == "me/0"
     assert outcome_once_folded(handle, call_id) == 2
     assert handle.applied.run() == ["me/0", "other/1"]  # applied once
 

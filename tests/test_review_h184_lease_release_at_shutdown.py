@@ -50,19 +50,24 @@ class HeldRelease:
         await self.inner_close()
 
 
-def closing(runtime: Any, timeout: float) -> threading.Thread:
-    closer = threading.Thread(target=runtime.close, kwargs={"timeout": timeout}, daemon=True)
-    closer.start()
-    return closer
-
-
-@pytest.mark.usefixtures("runtime_off")
-def test_a_shutdown_returns_once_its_lease_release_landed(store_spec: StoreSpec) -> None:
+def closing_with_the_release_held(
+    store_spec: StoreSpec, timeout: float
+) -> tuple[Any, HeldRelease, threading.Thread]:
+    """A holder of "a"'s folder lease whose release PUT is held (``HeldRelease``), its runtime
+    closing (``timeout``) on a thread of its own. The holder's lease store, the store's hold,
+    the thread."""
     runtime, _, leases = a_holder(store_spec)
     store = runtime.store
     assert isinstance(store, Switchable)
     held = HeldRelease(store)
-    closer = closing(runtime, HANG)
+    closer = threading.Thread(target=runtime.close, kwargs={"timeout": timeout}, daemon=True)
+    closer.start()
+    return leases, held, closer
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_shutdown_returns_once_its_lease_release_landed(store_spec: StoreSpec) -> None:
+    leases, held, closer = closing_with_the_release_held(store_spec, HANG)
     assert held.releasing.wait(HANG), "the shutdown did not release the lease"
     # (A bounded look: a shutdown that waits never ends here, one that does not may take longer
     # to end than this and pass; the order noted at the store's close below tells always.)
@@ -77,11 +82,7 @@ def test_a_shutdown_returns_once_its_lease_release_landed(store_spec: StoreSpec)
 
 @pytest.mark.usefixtures("runtime_off")
 def test_a_shutdown_whose_lease_release_stalls_ends_within_its_timeout(store_spec: StoreSpec) -> None:
-    runtime, _, _ = a_holder(store_spec)
-    store = runtime.store
-    assert isinstance(store, Switchable)
-    held = HeldRelease(store)
-    closer = closing(runtime, 0.3)
+    _, held, closer = closing_with_the_release_held(store_spec, 0.3)
     try:
         assert held.releasing.wait(HANG), "the shutdown did not release the lease"
         closer.join(HANG)

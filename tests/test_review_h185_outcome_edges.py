@@ -178,24 +178,37 @@ def test_a_json_actors_not_found_does_not_say_ask_again(store_spec: StoreSpec) -
 
 
 # -- 4. the counters ----------------------------------------------------------------------------
+def an_ask_whose_inbox_listings_fail(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, *, times: int | None
+) -> tuple[vc.ActorHandle[OrderLog], list[str]]:
+    """Actor "a" with one call applied, loaded by a new process whose LISTs of a's inbox fail
+    (transiently) from now on: the first ``times`` of them, or (``None``) every one. The
+    handle and the keys of the listings failed so far."""
+    init_switchable(store_spec, fresh_window=300.0)
+    handle = OrderLog.get_or_create("a")
+    handle.add.run("me/0")
+    store = _a_new_process(store_spec, monkeypatch)
+    handle.applied.run()  # (the actor loaded: the failures are the ask's)
+    failed: list[str] = []
+
+    def fail_inbox_listings(operation: str, key: str) -> Exception | None:
+        if operation != "list" or not key.startswith(posts_prefix("a")):
+            return None
+        if times is not None and len(failed) >= times:
+            return None
+        failed.append(key)
+        return RetryableStorageError("injected: the inbox listing failed", key)
+
+    store.fail = fail_inbox_listings
+    return handle, failed
+
+
 def test_a_call_outcome_read_retried_counts_no_commit_retry(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The ask's LIST of the inbox fails once (transiently) and is tried again: the answer
     comes, and no commit attempt was retried (``commit_retries_transient`` stays)."""
-    init_switchable(store_spec, fresh_window=300.0)
-    handle = OrderLog.get_or_create("a")
-    handle.add.run("me/0")
-    store = _a_new_process(store_spec, monkeypatch)
-    failed: list[str] = []
-
-    def fail_once(operation: str, key: str) -> Exception | None:
-        if operation == "list" and key.startswith(posts_prefix("a")) and not failed:
-            failed.append(key)
-            return RetryableStorageError("injected: the inbox listing failed", key)
-        return None
-
-    store.fail = fail_once
+    handle, failed = an_ask_whose_inbox_listings_fail(store_spec, monkeypatch, times=1)
     before = vc.stats()
     with pytest.raises(vc.CallNotFoundError):
         handle.call_outcome(uuid.uuid4().hex)

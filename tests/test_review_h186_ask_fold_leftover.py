@@ -13,16 +13,13 @@ from __future__ import annotations
 
 import pytest
 from test_combining import (
-    Switchable,
-    fold_the_post_at_step_3,
     foreign_box,
     init_switchable,
-    pending_posts,
     post_adds,
     wait_for_no_posts,
 )
 from test_review_h178_orphaned_post import ask_until_known
-from test_review_h179_given_up_fold import HeldFoldTask, asked_and_held
+from test_review_h179_given_up_fold import applied_elsewhere_once_the_task_is_queued
 from test_review_h182_ask_fold_costs import let_go_writing_nothing, wait_until_quiet
 
 import vactor_cloud as vc
@@ -31,18 +28,6 @@ from vactor_cloud.testing.lanes import StoreSpec
 
 #: Request counts of this process's own protocol: memory and local suffice.
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
-
-
-def applied_elsewhere_once_the_task_is_queued(
-    store: Switchable, monkeypatch: pytest.MonkeyPatch
-) -> tuple[HeldFoldTask, str]:
-    """``me/1`` was posted and given up on; its ask queued the fold task (held); meanwhile
-    another process's fold applied the post at step 3 (outcome "from step 3", the state of
-    step 2 kept) and died before deleting it. The held task, to let go, and me/1's call id."""
-    _, call_id, held = asked_and_held(monkeypatch)
-    assert len(pending_posts("a")) == 1
-    fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
-    return held, call_id
 
 
 @pytest.mark.usefixtures("runtime_off")

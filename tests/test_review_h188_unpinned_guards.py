@@ -54,8 +54,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pickle
-import threading
-import time
 import uuid
 from typing import Any
 
@@ -74,15 +72,14 @@ from test_combining import (
 from test_posting import Tally, _give_up_on_c, spec
 from test_review_actor_cache import _SteppedBack, cores_of, wait_until
 from test_review_h178_orphaned_post import (
-    _FOREIGN,
     ask_until_known,
     give_up_at_the_first_lost_race,
     give_up_on_me_1,
 )
-from test_review_h179_given_up_fold import HeldFoldTask, ask_once, asked_and_held, steps_of_a
+from test_review_h179_given_up_fold import ask_once, asked_and_held, shutdown_begun, steps_of_a
 from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
-from test_review_h185_outcome_edges import _folded_by_another_process
+from test_review_h185_outcome_edges import _folded_by_another_process, an_ask_whose_inbox_listings_fail
 from test_stats import moved, records
 
 import vactor_cloud as vc
@@ -93,12 +90,10 @@ from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import (
     CallPendingError,
     CommitOutcomeUnknownError,
-    RetryableStorageError,
     StorageTimeoutError,
 )
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.keys import posts_prefix, step_of, steps_prefix
-from vactor_cloud.lease import LeaseStore
 from vactor_cloud.posting import SENDER_TTL, PostBox, PostedCall, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -112,20 +107,7 @@ def test_a_call_outcome_that_gives_up_at_its_deadline_counts_a_deadline_timeout(
     """Every LIST of the inbox fails (transiently): the ask reads again until
     ``Settings.deadline``, then says "not known yet" (``StorageTimeoutError``), counted once in
     ``deadline_timeouts`` and logged at WARNING; no commit retry is counted (it is a read)."""
-    init_switchable(store_spec, fresh_window=300.0)
-    handle = OrderLog.get_or_create("a")
-    handle.add.run("me/0")
-    store = _a_new_process(store_spec, monkeypatch)
-    failed: list[str] = []
-
-    def fail_inbox_listings(operation: str, key: str) -> Exception | None:
-        if operation == "list" and key.startswith(posts_prefix("a")):
-            failed.append(key)
-            return RetryableStorageError("injected: the inbox listing failed", key)
-        return None
-
-    handle.applied.run()  # (the actor loaded, under the wide deadline)
-    store.fail = fail_inbox_listings
+    handle, failed = an_ask_whose_inbox_listings_fail(store_spec, monkeypatch, times=None)
     before = vc.stats()
     retune(deadline=0.5)  # (the ask's bound alone)
     with (
@@ -140,31 +122,8 @@ def test_a_call_outcome_that_gives_up_at_its_deadline_counts_a_deadline_timeout(
     assert records(caplog, logging.WARNING, "Settings.deadline")
 
 
-# -- 2. the ask fold's lease-less delete ----------------------------------------------------------
-def test_a_post_expired_by_our_clock_alone_under_a_foreign_lease_is_left_to_its_holder(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Held. Another process takes the folder lease between the ask and its fold task; to this
-    process's clock (stepped ahead: every post past ``SENDER_TTL / 2``) the post has expired.
-    The task deletes nothing (only a post the newest step applied goes without the lease) and
-    writes nothing; the holder's clock decides. Once the lease lapses, a later ask folds it."""
-    store = init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    log, call_id = give_up_on_me_1()
-    held = HeldFoldTask(monkeypatch)
-    ask_once(call_id)
-    assert held.started.wait(HANG)
-    leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
-    theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 3.0, 2))
-    assert theirs is not None
-    steps, posts = steps_of_a(store), pending_posts("a")
-    with monkeypatch.context() as ahead:
-        ahead.setattr(folding, "SENDER_TTL", -1.0)  # (our clock's view: every post expired)
-        held.let_go()
-    assert pending_posts("a") == posts  # not deleted by a process that does not hold the lease
-    assert steps_of_a(store) == steps
-    assert ask_until_known(call_id)[0] == 2
-    assert log.applied.run() == ["me/0", "me/1"]
+# -- 2. the ask fold's lease-less delete: a case of test_review_h179's
+# test_a_lease_another_process_took_after_the_ask_is_left_to_it (its clock stepped ahead) ------
 
 
 # -- 3. the walk of a made-again actor's steps ends at its creation ------------------------------
@@ -358,13 +317,7 @@ def test_a_fold_task_let_go_after_shutdown_began_lists_nothing(
     task runs: it requests nothing of the actor's inbox or lease, and shutdown ends."""
     store = init_switchable(store_spec)
     *_, held = asked_and_held(monkeypatch)
-    runtime = vc.get_runtime()
-    stopping = threading.Thread(target=vc.shutdown)
-    stopping.start()
-    deadline = time.monotonic() + HANG
-    while not runtime.closed and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert runtime.closed
+    stopping, ended = shutdown_begun()
     requested: list[tuple[str, str]] = []
     inner_around = store._around
 
@@ -376,7 +329,7 @@ def test_a_fold_task_let_go_after_shutdown_began_lists_nothing(
     store._around = note_requests
     held.let_go()
     stopping.join(HANG)
-    assert not stopping.is_alive(), "shutdown did not end"
+    assert ended.is_set(), "shutdown did not end"
     assert requested == []
 
 
@@ -387,11 +340,7 @@ def test_the_core_says_its_ask_fold_ended_once_it_ran(
     """The ask queues the fold task; once it ran (the post folded), ``asked_fold_idle`` is set
     (what ``finish_queued_calls`` waits for), and the call's outcome is known."""
     init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    log, call_id = give_up_on_me_1()
-    held = HeldFoldTask(monkeypatch)
-    ask_once(call_id)
-    assert held.started.wait(HANG)
+    log, call_id, held = asked_and_held(monkeypatch)
     core = vc.get_runtime().core("a")
     assert not core.asked_fold_idle.is_set()  # (queued: the exit hook waits for it)
     held.let_go()

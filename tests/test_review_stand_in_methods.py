@@ -43,6 +43,13 @@ class Ledger:
     def peek(self) -> int:
         return self.n
 
+    #: shared by every instance in a process (``kinds`` returns it, not a copy)
+    KINDS = ["add"]
+
+    @vc.virtual_actor.readonly
+    def kinds(self) -> list[str]:
+        return self.KINDS
+
     @staticmethod
     def helper() -> int:
         """Not a method a handle calls (static)."""

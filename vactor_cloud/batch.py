@@ -755,8 +755,10 @@ def _apply_batch(
             del edits.ops[consumed:]  # a retried or raising body leaves no timer behind
             if call.options.name is not None:
                 _step_status("RUNNING", actor_id, call)
+            returned = False  # (a body that returned is not run again: it raised nothing)
             try:
                 value = _invoke(instance, body, context)  # (a child it forked ends there)
+                returned = True
                 where = f"{body.method}() of actor {actor_id!r}"
                 frozen = freeze(value, where=where)
                 state, instance = dumps_instance_state(instance, serializer, definition.restores, actor_id)
@@ -772,7 +774,9 @@ def _apply_batch(
                 del edits.ops[consumed:]
                 outcome = Outcome(False, exc)
                 _step_status("FAILED", actor_id, call)
-                if isinstance(exc, Exception) and attempt < call.options.max_retries:
+                # Only a raising body is run again (max_retries): one whose result or state
+                # could not be kept returns the same again, and did what it did once more.
+                if not returned and isinstance(exc, Exception) and attempt < call.options.max_retries:
                     continue
                 break
             good = state
@@ -875,9 +879,8 @@ def _no_writer_of_the_class(
         return Outcome(False, error)
     try:
         instance = restore_instance(definition.cls, loads_state(good, serializer))
-        return Outcome(
-            True, _invoke(instance, call, CallContext(actor_id, call.call_id, call.method, True, runtime))
-        )
+        context = CallContext(actor_id, call.call_id, call.method, True, runtime)
+        return Outcome(True, _read_result(_invoke(instance, call, context), call))
     except BaseException as exc:
         return Outcome(False, exc)
 
@@ -1002,8 +1005,9 @@ def run_readonly(
 ) -> Any:
     """Run a read-only method on a private copy of ``record``'s state; mutations are discarded.
 
-    The instance is built for this call alone and dropped after it, so its
-    result needs no copy to be independent of any other caller's.
+    The instance is built for this call alone and dropped after it, but what the method
+    returns need not be its own (a class attribute, a module's object, shared with every
+    later call in the process): the result is copied (``_read_result``) as a writer's is.
     """
     serializer = expect_serializer(
         record.serializer, definition.serializer, f"actor {actor_id!r} step {record.step}"
@@ -1021,7 +1025,22 @@ def run_readonly(
         _step_status("FAILED", actor_id, call)
         raise
     _step_status("SUCCESSFUL", actor_id, call)
-    return result
+    return _read_result(result, call)
+
+
+def _read_result(result: Any, call: PendingCall) -> Any:
+    """A read-only call's ``result`` by value: a copy read back from its pickle, which the
+    caller's future holds (``ActorFuture.copies_from``: each read of it unpickles its own).
+    A result that cannot be copied or read back is handed over as it is (a read-only method
+    may return what does not pickle: it commits nothing)."""
+    try:
+        frozen = freeze(result)
+        copy = thaw(frozen)
+    except TypeError:
+        return result
+    if isinstance(call.future, ActorFuture):
+        call.future.copies_from(copy, frozen)
+    return copy
 
 
 def summarize(value: Any) -> str:

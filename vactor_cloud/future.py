@@ -160,11 +160,12 @@ class ActorFuture(concurrent.futures.Future[T]):
     def _by_value(self, value: T) -> T:
         """Each read of the result gets its own copy, as each ``ray.get`` of one reference does:
         each one (another waiter, a done callback, the same caller again) gets the result as it
-        was delivered, whatever an earlier reader did to its own. A writer's result is held as
+        was delivered, whatever an earlier reader did to its own. A method's result is held as
         the pickle it was copied from as its method returned (``copies_from``): each read
-        unpickles its copy. Any other (a read-only method's result, one answered from the
-        idempotency table) is held as it is: the first read gets the object, each later one an
-        unpickle of a pickle made at the first read (nothing for scalars)."""
+        unpickles its copy. Any other (a read-only method's result that could not be copied,
+        one answered from the idempotency table) is held as it is: the first read gets the
+        object, each later one an unpickle of a pickle made at the first read (nothing for
+        scalars)."""
         if isinstance(value, _Pickled):
             own: T = value.copy()
             return own

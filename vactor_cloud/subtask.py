@@ -170,7 +170,10 @@ class Subtask(Generic[P, R]):
             )
         context = current_call()
         memo = _Memo.start(context, len(calls)) if context is not None and not context.readonly else None
-        fingerprints = [_fingerprint(self.fn, args, kwargs) for args, kwargs in calls]
+        pickles = [_call_pickle(self.fn, args, kwargs) for args, kwargs in calls]
+        fingerprints = [
+            _fingerprint(self.fn, *call, pickled) for call, pickled in zip(calls, pickles, strict=True)
+        ]
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         unmemoized: set[int] = set()
@@ -194,11 +197,15 @@ class Subtask(Generic[P, R]):
                     )
                     unmemoized.add(index)
         checkpoints = _Checkpoints(memo, fingerprints, unmemoized) if memo is not None else None
+        spec = _executor_spec(self.executor, context)
         runner = _Runner(
-            _resolve_executor(self.executor, context),
+            _resolve_executor(spec),
+            spec if isinstance(spec, str) else None,
             self.max_retries,
             _recipe(context),
             on_success=checkpoints.start if checkpoints is not None else None,
+            # (kept for retries only: a child retried runs on the arguments it was launched with)
+            launched=pickles if self.max_retries else None,
         )
         failures: dict[int, BaseException] = {}
         for index, outcome in runner.run(self.fn, [(i, *calls[i]) for i in todo]):
@@ -254,11 +261,21 @@ class _Runner:
     def __init__(
         self,
         executor: Executor | Any,
+        shared: str | None,
         max_retries: int,
         recipe: _RuntimeRecipe | None,
         on_success: Callable[[int, Any], None] | None = None,
+        launched: list[bytes | None] | None = None,
     ) -> None:
         self.executor: Any = executor
+        #: by index, the pickle of each child's call as it was launched (``_call_pickle``): a
+        #: child retried gets a copy of its arguments read back from it. (The thread executor
+        #: passes arguments as they are: a failed attempt that changed one, a list it popped
+        #: from, left the retry another child.)
+        self.launched = launched
+        #: the kind of the shared pool ``executor`` is (``_shared_pool``), if it is one: made
+        #: again for the children submitted after it broke (a worker died)
+        self.shared = shared
         self.max_retries = max_retries
         self.recipe = recipe
         self.in_process = isinstance(executor, ThreadPoolExecutor)
@@ -271,6 +288,10 @@ class _Runner:
         self.stopped = False
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
+        if self.shared is not None and _broken(self.executor):
+            # A worker died (os._exit, a crash, the OOM killer): the pool refuses all work for
+            # good. A child retried after it (``max_retries``) runs on the pool made again.
+            self.executor = _shared_pool(self.shared)
         if self.in_process:
             future: Future[Any] = self.executor.submit(
                 carry_runtime(self._call_unless_stopped), fn, args, kwargs
@@ -308,6 +329,20 @@ class _Runner:
             self.stopped = True
             for future in pending:
                 future.cancel()
+
+    def _as_launched(
+        self, child: tuple[int, tuple[Any, ...], dict[str, Any]]
+    ) -> tuple[int, tuple[Any, ...], dict[str, Any]]:
+        """``child`` with a copy of its arguments as it was launched, if they were pickled then
+        (and read back: else as they are, as before the retry)."""
+        pickled = self.launched[child[0]] if self.launched is not None else None
+        if pickled is None:
+            return child
+        try:
+            _, args, kwargs = cloudpickle.loads(pickled)
+        except Exception:
+            return child
+        return child[0], args, kwargs
 
     def _call_unless_stopped(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -356,7 +391,7 @@ class _Runner:
                         outcome.error,
                     )
                     attempts[index] += 1
-                    self._start(fn, child, pending)
+                    self._start(fn, self._as_launched(child), pending)
                     continue
                 yield index, outcome
 
@@ -543,8 +578,13 @@ os.register_at_fork(after_in_child=_reset_pools_after_fork)
 
 
 def _shared_pool(kind: str) -> Executor:
+    """The shared pool of ``kind`` (``"thread"``, ``"process"``); made again once broken (a
+    process pool's worker died: it refused all work for good, every later launch on it failed)."""
     with _pools_lock:
         pool = _pools.get(kind)
+        if pool is not None and _broken(pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
         if pool is None:
             if kind == "thread":
                 pool = ThreadPoolExecutor(_DEFAULT_THREADS, thread_name_prefix="vactor-subtask")
@@ -557,12 +597,23 @@ def _shared_pool(kind: str) -> Executor:
         return pool
 
 
-def _resolve_executor(spec: ExecutorSpec | None, context: CallContext | None) -> Executor | Any:
+def _broken(executor: Any) -> bool:
+    """Whether ``executor`` (a ``concurrent.futures`` pool) refuses all work for good."""
+    return bool(getattr(executor, "_broken", False))
+
+
+def _executor_spec(spec: ExecutorSpec | None, context: CallContext | None) -> ExecutorSpec:
+    """``spec``, or the runtime's ``Settings.subtask_executor`` (else ``"thread"``) if None."""
     if spec is None:
         runtime = context.runtime if context is not None else None
         if runtime is None:
             runtime = get_runtime()
         spec = getattr(runtime.settings, "subtask_executor", None) or "thread"
+    return spec
+
+
+def _resolve_executor(spec: ExecutorSpec) -> Executor | Any:
+    """The executor ``spec`` (``_executor_spec``) names: a shared pool for a kind's name."""
     if isinstance(spec, str):
         if spec not in ("thread", "process"):
             raise ValueError(
@@ -868,11 +919,49 @@ def _function_name(fn: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
-def _fingerprint(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """Function name and a digest of the arguments, to notice a checkpoint written for another child."""
+def _call_pickle(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
+    """The cloudpickle of a child's call, ``(bound, args, kwargs)`` (``bound``: a
+    ``functools.partial``'s own arguments, else None); None if it does not pickle."""
+    bound = (fn.args, fn.keywords) if isinstance(fn, functools.partial) else None
     try:
-        bound = (fn.args, fn.keywords) if isinstance(fn, functools.partial) else None
-        digest = hashlib.sha256(cloudpickle.dumps((bound, args, kwargs))).hexdigest()[:16]
+        return bytes(cloudpickle.dumps((bound, args, kwargs)))
     except Exception:
-        digest = "unpicklable"
-    return f"{_function_name(fn)}:{digest}"
+        return None
+
+
+_UNSET: Any = object()
+
+
+def _fingerprint(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], pickled: bytes | None = _UNSET
+) -> str:
+    """Function name and a digest of the arguments, to notice a checkpoint written for another
+    child. Arguments that cannot be pickled (the thread executor passes them as they are: a
+    lock, an open file) are digested as their shape (``_shape``): each part that cannot be
+    pickled by its type, the others as they pickle, so that ``f(lock, 1)`` and ``f(lock, 2)``
+    still differ (one digest for all such children used a checkpoint of the one for the other)."""
+    if pickled is _UNSET:  # (``pickled``: ``_call_pickle``'s, if made already)
+        pickled = _call_pickle(fn, args, kwargs)
+    if pickled is None:
+        bound = (fn.args, fn.keywords) if isinstance(fn, functools.partial) else None
+        pickled = cloudpickle.dumps(_shape((bound, args, kwargs), _SHAPE_DEPTH))
+    return f"{_function_name(fn)}:{hashlib.sha256(pickled).hexdigest()[:16]}"
+
+
+#: how deep ``_shape`` looks into lists, tuples and dicts for the parts that cannot be pickled
+_SHAPE_DEPTH = 8
+
+
+def _shape(value: Any, depth: int) -> Any:
+    """``value`` as ``_fingerprint`` digests it when it cannot be pickled: a list, tuple or dict
+    (to ``depth`` levels) part by part, any other part as its pickle, or its type's name if
+    it has none."""
+    kind = type(value)
+    if depth > 0 and kind in (list, tuple):
+        return (kind.__name__, [_shape(item, depth - 1) for item in value])
+    if depth > 0 and kind is dict:
+        return ("dict", [(_shape(k, depth - 1), _shape(v, depth - 1)) for k, v in value.items()])
+    try:
+        return bytes(cloudpickle.dumps(value))
+    except Exception:
+        return f"<unpicklable {kind.__module__}.{kind.__qualname__}>"
