@@ -851,7 +851,11 @@ class Poster:
         LIST, is found there; the steps of an actor made since are passed over: the answer
         is about ``walked``'s actor). A post naming the call that the newest step's cursor has not
         applied: ``CallPendingError``, and a background fold is queued as for a post of ours
-        (``ActorCore._fold_given_up_posts_soon``). One the cursor applied, its outcome in no
+        (``ActorCore._fold_given_up_posts_soon``); but one whose sender that cursor dropped,
+        dated at or before its post floor, no fold applies, and whether one did before the
+        drop is not known: ``CommitOutcomeUnknownError`` as the outcome, "cannot be told",
+        never pending (once the post is deleted, "not found" would follow, and a retry). One
+        the cursor applied, its outcome in no
         step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
         never "not found"; unless the cursor passed it within the steps walked (``lowest``, the
         lowest step the walk down from ``walked`` read, does not apply it; with an actor made
@@ -923,7 +927,18 @@ class Poster:
                 return held  # (the tombstones just above ``walked``: its actor's)
         if later - 1 == walked.step:
             top = walked  # (the first walk's newest, the tombstone below the creation)
-        if any(not applied(newest.extra, p.sender, p.seq) for p in naming):
+        floor = floor_of(newest.extra)
+        #: posts the newest cursor has not applied and forgot the sender of, dated at or before
+        #: its post floor: no fold applies them (it deletes them unread), and whether one was
+        #: applied before its sender was dropped (which raised the floor past it) is not known
+        forgotten = [
+            p
+            for p in naming
+            if not applied(newest.extra, p.sender, p.seq)
+            and p.time <= floor
+            and p.sender not in cursor_of(newest.extra)
+        ]
+        if any(not applied(newest.extra, p.sender, p.seq) and p not in forgotten for p in naming):
             # (On a tombstone too: that fold fails it with ``ActorDeletedError``, the answer
             # asked again; not folded, it stayed pending until an actor was made again.)
             self._fold_given_up_posts_soon()
@@ -942,7 +957,6 @@ class Poster:
         # ``top`` (the tombstone below it, whose cursor the creation took) passed the post, so
         # no later actor applied it either (a post that actor applied: "applied", never "not
         # found").
-        floor = floor_of(newest.extra)
         if (
             naming
             and joined
@@ -960,6 +974,10 @@ class Poster:
                 "post is stale: its sender's cursor passed it there without it (it landed after "
                 "its sender's later post was applied, or a fold skipped it as damaged); a fold "
                 "deletes it unread (asked by a process that did not post it: not a sure never)",
+            )
+        if forgotten:
+            return Outcome(
+                False, CommitOutcomeUnknownError(self.actor_id, -1, _cannot_tell(call_id, newest.step))
             )
         if naming:  # applied (its delete not done yet), in a step older than those read or compacted
             why = (
