@@ -79,10 +79,11 @@ def test_the_walk_since_cut_short_across_a_re_creation_never_answers_for_the_new
     three calls of the new actor are applied, and then the new actor's call of the key (the
     same id) is applied (step 7, "the new actor's"), or posted and failed by the new actor's
     delete (step 7, a tombstone of the new actor's). The walk since reads the newest ``scan``
-    steps, not the tombstone of ours. Never the new actor's answer, never pending: our post
-    still listed (the old delete's clean-up not done), "applied, outcome gone"; deleted, "not
-    found" (the call applied, if at all, in a step older than those walked, as a fresh ask
-    says)."""
+    steps, not the tombstone of ours. Never the new actor's answer (nor its tombstone's), never
+    pending: our post still listed (the old delete's clean-up not done), "applied, outcome
+    gone"; deleted, "cannot be told", not "not found" (a step read holds an outcome under the
+    id that may be this call's: its post may have landed after the delete, applied by the new
+    actor)."""
     store, call_id, key, data = _ours_pending(store_spec, monkeypatch)
 
     def delete_and_make_again() -> None:
@@ -109,10 +110,7 @@ def test_the_walk_since_cut_short_across_a_re_creation_never_answers_for_the_new
     error = raised.value
     assert not isinstance(error, vc.ActorDeletedError), f"the new actor's tombstone's: {error!r}"
     assert not isinstance(error, CallPendingError)
-    if post == "still-listed":
-        assert isinstance(error, CommitOutcomeUnknownError), repr(error)
-    else:
-        assert isinstance(error, CallNotFoundError) and not error.never, repr(error)
+    assert isinstance(error, CommitOutcomeUnknownError), repr(error)
 
 
 # -- 2. two actors made since the first walk ------------------------------------------------------
@@ -222,3 +220,36 @@ def test_a_listed_post_whose_sender_left_the_cursor_is_never_pending(
     assert ran.is_set(), "the ask never listed the inbox"
     assert not isinstance(raised.value, CallPendingError)
     assert pending_posts("a") == [key]
+
+
+# -- 4. a post landing after the delete, applied by the actor made since --------------------------
+def test_a_post_the_actor_made_since_applied_is_never_not_found(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new process asks of another process's call to "a" (step 1) whose post has not landed
+    (its write slow): the first walk finds nothing. Before the ask's LIST, "a" is deleted
+    (step 2: no post to fail), the post lands, "a" is made again (step 3), the new actor's
+    first fold applies it (step 4, as that actor's call) and deletes it, and the new actor
+    commits step 5. The walk since takes no outcome from the new actor's steps (the answer
+    is about the first actor), but it reads them: one holds an outcome under the call's id,
+    so the call may have been applied, and "not found" would have its caller retry it and
+    apply it twice: whether it was cannot be told."""
+    init_switchable(store_spec, fresh_window=300.0)
+    OrderLog.get_or_create("a").add.run("me/0")
+    store = _a_new_process(store_spec, monkeypatch)
+    late = _add("late/1")
+
+    def delete_land_make_again_and_fold() -> None:
+        assert vc.delete_actor("a")
+        OrderLog.get_or_create("a")
+        _applied_and_deleted(late, "applied by the new actor")
+        _applied_and_deleted(_add("new/1"), 1)  # (the fold that applied it is not the newest step)
+
+    ran = _at_the_inbox_listing(store, delete_land_make_again_and_fold)
+    answer: object = None
+    with pytest.raises(CommitOutcomeUnknownError) as raised:
+        answer = vc.get_actor("a").call_outcome(late[0].call_id)
+    assert ran.is_set(), "the ask never listed the inbox"
+    assert answer is None
+    assert not isinstance(raised.value, CallPendingError)
+    assert pending_posts("a") == []

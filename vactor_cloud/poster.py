@@ -836,37 +836,50 @@ class Poster:
         found = decode_outcomes(record.posted, key).get(call_id)
         return found if found is not None else decode_outcomes(record.carried, key).get(call_id)
 
+    def _names_outcome(self, record: StepRecord, call_id: str) -> bool:
+        """Whether the step ``record`` holds an outcome of ``call_id`` (its own or a carried
+        copy), loading none (a json actor's step holds none)."""
+        if record.serializer != "pickle":
+            return False
+        key = self.log.step_key(record.step)
+        return call_id in decode_outcomes(record.posted, key) or call_id in decode_outcomes(
+            record.carried, key
+        )
+
     def _pending_elsewhere(self, call_id: str, walked: StepRecord, scan: int, lowest: StepRecord) -> Outcome:
         """(A call this process did not post, not among the steps walked down from ``walked``)
         Whether its post waits in the actor's inbox: a new process asking of a call an earlier
         one (a serverless invocation) gave up on knows no post of it, and "not found" must not
         read "never" while the post may still be folded.
 
-        One LIST of the inbox; posts whose names carry them are read from the names, the
-        others with a GET each, in rounds of ``_ELSEWHERE_READS``, until one names the call
-        or all are read; no round starts once ``Settings.deadline`` has passed since the LIST:
-        ``StorageTimeoutError`` then (not known yet, ask again), never "pending" for a call
-        that may not exist. Then one probe for the newest step, and a walk of the steps
-        committed since ``walked`` (a post applied and deleted after the walk, before the
-        LIST, is found there; the steps of an actor made since are passed over: the answer
-        is about ``walked``'s actor). A post naming the call that the newest step's cursor has not
-        applied: ``CallPendingError``, and a background fold is queued as for a post of ours
-        (``ActorCore._fold_given_up_posts_soon``); but one whose sender that cursor dropped,
-        dated at or before its post floor, no fold applies, and whether one did before the
-        drop is not known: ``CommitOutcomeUnknownError`` as the outcome, "cannot be told",
-        never pending (once the post is deleted, "not found" would follow, and a retry). One
-        the cursor applied, its outcome in no
-        step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
-        never "not found"; unless the cursor passed it within the steps walked (``lowest``, the
-        lowest step the walk down from ``walked`` read, does not apply it; with an actor made
-        since, the step below its creation, ``walked``'s actor's last, does): stale, never
-        applied, ``CallNotFoundError`` (docs/protocol.md, procedure B, step 7, has every
-        condition). None naming it, one read damaged that a fold would not
-        skip yet: ``RetryableStorageError`` (``call_outcome`` reads again until its deadline);
-        one a fold skips (forged, or damaged at rest: ``PostBox.waits_for`` false) is passed
-        over, as the fold passes it over. Otherwise ``CallNotFoundError``. (A post the newest
-        actor's creation had applied, an earlier actor's under the id still listed, names none
-        of the newest actor's calls: ``_to_this_actor``.)"""
+        One LIST of the inbox; posts whose names carry them are read from the names, the others
+        with a GET each, in rounds of ``_ELSEWHERE_READS``, until one names the call or all are
+        read; no round starts once ``Settings.deadline`` has passed since the LIST:
+        ``StorageTimeoutError`` then (not known yet, ask again), never "pending" for a call that
+        may not exist. Then one probe for the newest step, and a walk of the steps committed since
+        ``walked`` (a post applied and deleted after the walk, before the LIST, is found there;
+        the steps of an actor made since are read, their outcomes not taken: the answer is about
+        ``walked``'s actor). A post naming the call that the newest step's cursor has not applied:
+        ``CallPendingError``, and a background fold is queued as for a post of ours
+        (``ActorCore._fold_given_up_posts_soon``); but one whose sender that cursor dropped, dated
+        at or before its post floor, no fold applies, and whether one did before the drop is not
+        known: ``CommitOutcomeUnknownError`` as the outcome, "cannot be told", never pending (once
+        the post is deleted, "not found" would follow, and a retry). One the cursor applied, its
+        outcome in no step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the
+        outcome), never "not found"; unless the cursor passed it within the steps walked
+        (``lowest``, the lowest step the walk down from ``walked`` read, does not apply it; with
+        an actor made since, the step below its creation, ``walked``'s actor's last, does): stale,
+        never applied, ``CallNotFoundError`` (docs/protocol.md, procedure B, step 7, has every
+        condition). None naming it, one read damaged that a fold would not skip yet:
+        ``RetryableStorageError`` (``call_outcome`` reads again until its deadline); one a fold
+        skips (forged, or damaged at rest: ``PostBox.waits_for`` false) is passed over, as the
+        fold passes it over. Otherwise ``CallNotFoundError``; but with an outcome of the id in a
+        step of the walk since not taken (an actor made since holds it: this call's, its post
+        landed after the delete, or that actor's call with the id; or a tombstone not known to be
+        ``walked``'s actor's holds it), ``CommitOutcomeUnknownError`` as the outcome, "cannot be
+        told", never "not found". (A post the newest actor's creation had applied, an earlier
+        actor's under the id still listed, names none of the newest actor's calls:
+        ``_to_this_actor``.)"""
         box = self._posts()
         keys = self.env.run(box.keys())
         give_up_at = time.monotonic() + self.env.settings.deadline
@@ -888,27 +901,31 @@ class Poster:
                 walked, _naming(call_id, self.env.run(box.read(unread[start : start + _ELSEWHERE_READS])))
             )
         newest = self.env.run(self.revalidate())
-        #: every step from ``lowest`` up to the newest was read, or passed over as an actor's made
-        #: since (this walk joins the first)
+        #: every step from ``lowest`` up to the newest was read (this walk joins the first)
         joined = newest.step - scan <= walked.step
         # The answer is about ``walked``'s actor, as the first walk's: the steps of an actor
         # made since (the id deleted and made again: a keyed call of its has the same id) are
-        # passed over, unread, and a tombstone's outcome is taken once no step below it, down
-        # to ``walked``, is of an actor made since (not the tombstone of one made and deleted).
+        # read, their outcomes not taken, and a tombstone's outcome is taken once no step below
+        # it, down to ``walked``, is of an actor made since (not the tombstone of one made and
+        # deleted).
         later = newest.step + 1  # the steps from here up are of actors made since the first walk
         held: Outcome | None = None  # an outcome found in a tombstone, not yet known whose
+        #: an outcome under the call id not taken: in a step of an actor made since (that actor's
+        #: call with the id, a keyed call's, or this call, its post landed after the delete and
+        #: applied by that actor), or in a tombstone not known to be ``walked``'s actor's
+        passed = False
         #: the step just below the lowest actor made since (its tombstone's), once read: the
         #: newest of ``walked``'s actor's steps, whose cursor every actor made since starts from
         top = newest
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
-            if step >= later:
-                continue
             record = newest if step == newest.step else self.env.run(self.log.read_step(step))
             if record is None:
                 joined = False
                 break  # compacted: older steps are gone too
-            if not is_deleted(record) and born_of(record.extra) > walked.step:
-                later, held = born_of(record.extra), None
+            if step >= later or (not is_deleted(record) and born_of(record.extra) > walked.step):
+                if step < later:
+                    later, passed, held = born_of(record.extra), passed or held is not None, None
+                passed = passed or self._names_outcome(record, call_id)
                 continue
             if step == later - 1:
                 top = record
@@ -925,6 +942,7 @@ class Poster:
         else:
             if held is not None and newest.step - scan <= walked.step:
                 return held  # (the tombstones just above ``walked``: its actor's)
+        passed = passed or held is not None
         if later - 1 == walked.step:
             top = walked  # (the first walk's newest, the tombstone below the creation)
         floor = floor_of(newest.extra)
@@ -953,7 +971,7 @@ class Poster:
         # after its sender's later post was applied (a write in doubt), or a fold skipped it
         # as damaged; a fold deletes it unread. (Dated after the post floor: a sender absent
         # from the lowest walked cursor was not dropped from it since the post was applied.)
-        # With an actor made since the first walk, its steps passed over unread: the cursor of
+        # With an actor made since the first walk, its steps' outcomes not taken: the cursor of
         # ``top`` (the tombstone below it, whose cursor the creation took) passed the post, so
         # no later actor applied it either (a post that actor applied: "applied", never "not
         # found").
@@ -983,6 +1001,16 @@ class Poster:
             why = (
                 f"call {call_id} was applied (its post is still listed), but its outcome is in no "
                 f"step of the newest {scan}: the step holding it is older, or has been compacted"
+            )
+            return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
+        if passed:  # (the call may be the one whose outcome that step holds)
+            why = (
+                f"call {call_id} is in no step of the actor asked of nor pending in its inbox, and "
+                "a step not known to be that actor's holds an outcome under its id (a step of an "
+                "actor made under the id since, or a tombstone above the steps walked): this call, "
+                "its post landed after the delete and applied by that actor, or a call of that "
+                "actor's with the same id (a keyed call's); whether this call was applied cannot "
+                "be told: read the actor's state before calling again (applied at most once either way)"
             )
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
         raise CallNotFoundError(
