@@ -202,9 +202,13 @@ class OutcomeElsewhere:
                 False, CommitOutcomeUnknownError(self.actor_id, -1, cannot_tell(call_id, newest.step))
             )
         if naming:  # applied (its delete not done yet), in a step older than those read or compacted
+            # (On an id deleted before: the cursor passes the posts a delete failed too.)
+            failed = (
+                " or failed by a delete of the actor" if born_of(newest.extra) or is_deleted(newest) else ""
+            )
             why = (
-                f"call {call_id} was applied (its post is still listed), but its outcome is in no "
-                f"step of the newest {scan}: the step holding it is older, or has been compacted"
+                f"call {call_id} was applied{failed} (its post is still listed), but its outcome is "
+                f"in no step of the newest {scan}: the step holding it is older, or has been compacted"
             )
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
         if walk.passed:  # (the call may be the one whose outcome that step holds)
