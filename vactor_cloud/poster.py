@@ -6,7 +6,9 @@ A process that another one folds for (it holds the folder lease, ``vactor_cloud.
 writes each batch as one post, then reads the steps that follow until one applies it (the
 post cursor says so), and hands each caller the outcome that step records. A caller that
 stops waiting gets ``CallPendingError``; ``call_outcome`` tells later whether the call was
-applied (at most once), and its result.
+applied (at most once), and its result (of a call another process posted, once the newest
+steps do not hold it, the steps committed since and the answer are
+``vactor_cloud.outcome_elsewhere``'s).
 
 :class:`Poster` is a part of :class:`~vactor_cloud.core.ActorCore` (a mixin: it shares the
 core's cache of the newest step and its commit loop); it owns the fields in its
@@ -49,14 +51,15 @@ from vactor_cloud.incarnation import born_of
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease
 from vactor_cloud.log import ActorLog, StepRecord, retry_pause
+from vactor_cloud.outcome_elsewhere import InboxRead, OutcomeElsewhere
 from vactor_cloud.posting import (
-    SENDER_TTL,
     Post,
     PostBox,
     PostedCall,
     PostInDoubtError,
     PostSender,
     applied,
+    cannot_tell,
     cursor_of,
     decode_outcomes,
     floor_of,
@@ -114,7 +117,7 @@ class CombiningEnv(Protocol):
         ...
 
 
-class Poster:
+class Poster(OutcomeElsewhere):
     """An actor core as a poster: post a batch, wait for the fold that applies it, deliver
     its outcomes; ``call_outcome`` for a caller that stopped waiting."""
 
@@ -561,7 +564,7 @@ class Poster:
                     f"call {call.call_id} was applied (by step {newest.step} at the latest), but the "
                     "step holding its outcome has been compacted"
                     if surely_applied
-                    else _cannot_tell(call.call_id, newest.step)
+                    else cannot_tell(call.call_id, newest.step)
                 )
                 outcome = Outcome(False, CommitOutcomeUnknownError(self.actor_id, newest.step, why))
             call.deliver(outcome)
@@ -806,7 +809,7 @@ class Poster:
             raise _never(self.actor_id, call_id)
         if posted is not None:  # applied (or, unsure, maybe), but the step that tells was compacted
             why = (
-                _cannot_tell(call_id, newest.step)
+                cannot_tell(call_id, newest.step)
                 if unsure
                 else f"call {call_id} was applied, but the step holding its outcome has been compacted"
             )
@@ -837,32 +840,29 @@ class Poster:
         return found if found is not None else decode_outcomes(record.carried, key).get(call_id)
 
     def _pending_elsewhere(self, call_id: str, walked: StepRecord, scan: int, lowest: StepRecord) -> Outcome:
-        """(A call this process did not post, not among the steps walked down from ``walked``)
-        Whether its post waits in the actor's inbox: a new process asking of a call an earlier
-        one (a serverless invocation) gave up on knows no post of it, and "not found" must not
-        read "never" while the post may still be folded.
+        """(A call this process did not post, not among the steps walked down from ``walked``,
+        the lowest of them ``lowest``) Whether its post waits in the actor's inbox: a new
+        process asking of a call an earlier one (a serverless invocation) gave up on knows no
+        post of it, and "not found" must not read "never" while the post may still be folded.
 
-        One LIST of the inbox; posts whose names carry them are read from the names, the
+        Procedure B from step 3 (docs/protocol.md, "Outcomes and ``CallPendingError``"): the
+        inbox read until a post names the call (:meth:`_posts_naming`), the steps committed since
+        ``walked`` (``OutcomeElsewhere._walk_since``: their outcome, if one of ``walked``'s actor
+        holds it), and the answer (``OutcomeElsewhere._answer_elsewhere``)."""
+        inbox = self._posts_naming(call_id, walked)
+        walk = self._walk_since(call_id, walked, scan)
+        if walk.found is not None:
+            return walk.found
+        return self._answer_elsewhere(call_id, scan, lowest, inbox, walk)
+
+    def _posts_naming(self, call_id: str, walked: StepRecord) -> InboxRead:
+        """One LIST of the inbox; posts whose names carry them are read from the names, the
         others with a GET each, in rounds of ``_ELSEWHERE_READS``, until one names the call
-        or all are read; no round starts once ``Settings.deadline`` has passed since the LIST:
-        ``StorageTimeoutError`` then (not known yet, ask again), never "pending" for a call
-        that may not exist. Then one probe for the newest step, and a walk of the steps
-        committed since ``walked`` (a post applied and deleted after the walk, before the
-        LIST, is found there; the steps of an actor made since are passed over: the answer
-        is about ``walked``'s actor). A post naming the call that the newest step's cursor has not
-        applied: ``CallPendingError``, and a background fold is queued as for a post of ours
-        (``ActorCore._fold_given_up_posts_soon``). One the cursor applied, its outcome in no
-        step read: applied, the outcome gone (``CommitOutcomeUnknownError`` as the outcome),
-        never "not found"; unless the cursor passed it within the steps walked (``lowest``, the
-        lowest step the walk down from ``walked`` read, does not apply it; with an actor made
-        since, the step below its creation, ``walked``'s actor's last, does): stale, never
-        applied, ``CallNotFoundError`` (docs/protocol.md, procedure B, step 7, has every
-        condition). None naming it, one read damaged that a fold would not
-        skip yet: ``RetryableStorageError`` (``call_outcome`` reads again until its deadline);
-        one a fold skips (forged, or damaged at rest: ``PostBox.waits_for`` false) is passed
-        over, as the fold passes it over. Otherwise ``CallNotFoundError``. (A post the newest
-        actor's creation had applied, an earlier actor's under the id still listed, names none
-        of the newest actor's calls: ``_to_this_actor``.)"""
+        or all are read (procedure B, step 3). No round starts once ``Settings.deadline`` has
+        passed since the LIST: ``StorageTimeoutError`` then (not known yet, ask again), never
+        "pending" for a call that may not exist. (A post the newest actor's creation had
+        applied, an earlier actor's under the id still listed, names none of the newest
+        actor's calls: ``OutcomeElsewhere._to_this_actor``.)"""
         box = self._posts()
         keys = self.env.run(box.keys())
         give_up_at = time.monotonic() + self.env.settings.deadline
@@ -883,111 +883,7 @@ class Poster:
             naming = self._to_this_actor(
                 walked, _naming(call_id, self.env.run(box.read(unread[start : start + _ELSEWHERE_READS])))
             )
-        newest = self.env.run(self.revalidate())
-        #: every step from ``lowest`` up to the newest was read, or passed over as an actor's made
-        #: since (this walk joins the first)
-        joined = newest.step - scan <= walked.step
-        # The answer is about ``walked``'s actor, as the first walk's: the steps of an actor
-        # made since (the id deleted and made again: a keyed call of its has the same id) are
-        # passed over, unread, and a tombstone's outcome is taken once no step below it, down
-        # to ``walked``, is of an actor made since (not the tombstone of one made and deleted).
-        later = newest.step + 1  # the steps from here up are of actors made since the first walk
-        held: Outcome | None = None  # an outcome found in a tombstone, not yet known whose
-        #: the step just below the lowest actor made since (its tombstone's), once read: the
-        #: newest of ``walked``'s actor's steps, whose cursor every actor made since starts from
-        top = newest
-        for step in range(newest.step, max(walked.step, newest.step - scan), -1):
-            if step >= later:
-                continue
-            record = newest if step == newest.step else self.env.run(self.log.read_step(step))
-            if record is None:
-                joined = False
-                break  # compacted: older steps are gone too
-            if not is_deleted(record) and born_of(record.extra) > walked.step:
-                later, held = born_of(record.extra), None
-                continue
-            if step == later - 1:
-                top = record
-            if record.serializer != "pickle":
-                continue  # (a json actor's step: no posted outcome, never unpickled)
-            found = self._outcome_in(record, call_id)
-            if found is not None:
-                if step != newest.step and self._below_watermark(step):
-                    joined = False
-                    break  # a stray, not the history's: the step was compacted
-                if not is_deleted(record):
-                    return found
-                held = found if held is None else held
-        else:
-            if held is not None and newest.step - scan <= walked.step:
-                return held  # (the tombstones just above ``walked``: its actor's)
-        if later - 1 == walked.step:
-            top = walked  # (the first walk's newest, the tombstone below the creation)
-        if any(not applied(newest.extra, p.sender, p.seq) for p in naming):
-            # (On a tombstone too: that fold fails it with ``ActorDeletedError``, the answer
-            # asked again; not folded, it stayed pending until an actor was made again.)
-            self._fold_given_up_posts_soon()
-            raise CallPendingError(self.actor_id, [call_id])
-        damaged = next((k for k in unread if box.cached(k) is None and box.waits_for(k)), None)
-        if not naming and damaged is not None:  # (until a fold would skip it: it may name the call)
-            raise RetryableStorageError(
-                f"{damaged}: a post read damaged, it may name call {call_id}", damaged
-            )
-        # A post the cursor passed within the steps walked (the lowest walked does not apply it,
-        # and none of them holds the call's outcome) was never applied by it: stale, it landed
-        # after its sender's later post was applied (a write in doubt), or a fold skipped it
-        # as damaged; a fold deletes it unread. (Dated after the post floor: a sender absent
-        # from the lowest walked cursor was not dropped from it since the post was applied.)
-        # With an actor made since the first walk, its steps passed over unread: the cursor of
-        # ``top`` (the tombstone below it, whose cursor the creation took) passed the post, so
-        # no later actor applied it either (a post that actor applied: "applied", never "not
-        # found").
-        floor = floor_of(newest.extra)
-        if (
-            naming
-            and joined
-            and all(
-                not applied(lowest.extra, p.sender, p.seq)
-                and applied(top.extra, p.sender, p.seq)
-                and p.time > floor
-                for p in naming
-            )
-        ):
-            raise CallNotFoundError(
-                self.actor_id,
-                call_id,
-                f"call {call_id} is in no step walked, down to step {lowest.step}, and its listed "
-                "post is stale: its sender's cursor passed it there without it (it landed after "
-                "its sender's later post was applied, or a fold skipped it as damaged); a fold "
-                "deletes it unread (asked by a process that did not post it: not a sure never)",
-            )
-        if naming:  # applied (its delete not done yet), in a step older than those read or compacted
-            why = (
-                f"call {call_id} was applied (its post is still listed), but its outcome is in no "
-                f"step of the newest {scan}: the step holding it is older, or has been compacted"
-            )
-            return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
-        raise CallNotFoundError(
-            self.actor_id,
-            call_id,
-            f"no posted call {call_id} among the newest {scan} steps nor pending in its inbox "
-            "(asked by a process that did not post it: not found, not a sure never)",
-        )
-
-    def _to_this_actor(self, walked: StepRecord, posts: list[Post]) -> list[Post]:
-        """``posts`` but those applied (or failed by a delete) before ``walked``'s actor was
-        created: a post of an earlier actor under the id still listed (its folder's delete not
-        done yet) is not the newest actor's call, though its id may be the same (a keyed
-        call's). One read of the creation step, only with such posts on an id made again;
-        gone (compacted), every post is kept (applied, then: never "not found" for a call
-        the cursor applied)."""
-        born = born_of(walked.extra)
-        if not posts or born == 0:
-            return posts
-        creation = walked if walked.step == born else self.env.run(self.log.read_step(born))
-        if creation is None:
-            return posts
-        return [p for p in posts if not applied(creation.extra, p.sender, p.seq)]
+        return InboxRead(box, naming, unread)
 
     def _unless_a_write_may_land(self, posted: Posted, call_id: str) -> None:
         """Before "never": ``CallPendingError`` while a write of ours that carries the call (the
@@ -1041,22 +937,6 @@ _NEVER_POSTED = (
     "with the same idempotency key (applied at most once), or unkeyed only if it cannot have "
     "been applied"
 )
-
-
-def _cannot_tell(call_id: str, step: int) -> str:
-    """Why the outcome of a posted call the cursor forgot is unknown: a step compacted since
-    (or a stray where it was) may have applied it, or none did. A writer drops a sender
-    ``SENDER_TTL`` after its last post by its own clock: that long passed since the post (an
-    ask that late, no clock skew needed), or that writer's clock runs ahead."""
-    ttl = f"{SENDER_TTL / 3600:g} h (SENDER_TTL)"
-    return (
-        f"call {call_id} was posted, and its sender has left the cursor: a writer drops a sender "
-        f"{ttl} after its last post, by the writer's clock (that long has passed since the post, "
-        "or that writer's clock runs ahead): whether a step compacted since applied it cannot be "
-        f"told (by step {step} it is applied, or never will be); read the actor's state before "
-        f"calling again (applied at most once either way), and ask within {ttl} of a post to be "
-        "told"
-    )
 
 
 def _pickle_frozen(call: PendingCall) -> bytes:

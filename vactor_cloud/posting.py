@@ -84,6 +84,7 @@ __all__ = [
     "advance_cursor",
     "applied",
     "bare",
+    "cannot_tell",
     "cursor_of",
     "decode_outcomes",
     "encode_outcomes",
@@ -202,6 +203,22 @@ def advance_cursor(extra: dict[str, Any], posts: list[Post], now: float) -> dict
     else:
         out.pop(POST_CURSOR, None)
     return out
+
+
+def cannot_tell(call_id: str, step: int) -> str:
+    """Why the outcome of a posted call the cursor forgot is unknown: a step compacted since
+    (or a stray where it was) may have applied it, or none did. A writer drops a sender
+    ``SENDER_TTL`` after its last post by its own clock: that long passed since the post (an
+    ask that late, no clock skew needed), or that writer's clock runs ahead."""
+    ttl = f"{SENDER_TTL / 3600:g} h (SENDER_TTL)"
+    return (
+        f"call {call_id} was posted, and its sender has left the cursor: a writer drops a sender "
+        f"{ttl} after its last post, by the writer's clock (that long has passed since the post, "
+        "or that writer's clock runs ahead): whether a step compacted since applied it cannot be "
+        f"told (by step {step} it is applied, or never will be); read the actor's state before "
+        f"calling again (applied at most once either way), and ask within {ttl} of a post to be "
+        "told"
+    )
 
 
 #: the digits of post names: base 32, in byte order
