@@ -1215,7 +1215,7 @@ class Runtime:
         finally:  # (cancelled: close ran out of time) the connections are released all the same
             await self.store.close()
 
-    def close(self, timeout: float = 30.0, *, waited: str | None = None) -> None:
+    def close(self, timeout: float = 30.0, *, waited: str | None = None, asked_folds: bool = False) -> None:
         """Shut down; once this returns, the runtime makes no storage request and none of its
         threads runs (within ``timeout``: see below), and every call made to it has its outcome.
 
@@ -1232,10 +1232,24 @@ class Runtime:
         ``timeout`` (at least a second each). A close interrupted half way (Ctrl-C) is
         finished by the next one (``shutdown()``, ``init()``, the exit hook). ``waited``: who
         waited how long, as the warning logged past ``timeout`` says it (None: "shutdown waited
-        ``timeout`` s"; "": no warning, as after a Ctrl-C at exit, whose line said it)."""
+        ``timeout`` s"; "": no warning, as after a Ctrl-C at exit, whose line said it).
+
+        ``asked_folds`` (``shutdown()``, ``init()`` again; the exit hook waits for them before
+        its close): first the folds that ``call_outcome`` queued run
+        (:meth:`finish_queued_calls`), within ``timeout`` too, before the runtime refuses new
+        work: a function that asks, then shuts down and is frozen has folded the post, not
+        left it pending for the next ask. A Ctrl-C during that wait reaches the caller, the
+        runtime closed to new work (the next close does the rest)."""
         if os.getpid() != self._pid:
             return
         until = time.monotonic() + timeout
+        if asked_folds:
+            try:
+                self.finish_queued_calls(until, calls=False)
+            except BaseException:
+                with self._lock:
+                    self.closed = True
+                raise
         while True:
             with self._lock:
                 self.closed = True
@@ -1259,18 +1273,22 @@ class Runtime:
                 self._closer = None
             mine.set()
 
-    def finish_queued_calls(self, until: float) -> None:
+    def finish_queued_calls(self, until: float, *, calls: bool = True) -> None:
         """Wait until no call made to this runtime is left queued (not started), at most until
         ``until`` (monotonic). The exit hook's: a script that ends with ``run_async`` calls it
         never waited for has them applied, not failed by the shutdown with nobody to hear it.
         (A call a method makes meanwhile is queued in turn, and waited for too.) So too the
         folds ``call_outcome`` queued (``ActorCore._fold_given_up_posts_soon``): a process
         that asks once and exits (a script, a function's invocation) had its fold cancelled
-        before it ran, every time, and its asks said pending for good. In a forked child,
-        whose copy of the parent's runtime runs nothing, returns at once."""
+        before it ran, every time, and its asks said pending for good. ``calls`` False: the
+        folds alone (``close(asked_folds=True)``). In a forked child, whose copy of the
+        parent's runtime runs nothing, and on the IO loop, which the fold needs, returns at
+        once."""
+        if _sync.in_loop_thread():
+            return
         while not self.closed and os.getpid() == self._pid:
             cores = self._all_cores()
-            pending = [future for core in cores for future in core.queued_futures()]
+            pending = [future for core in cores for future in core.queued_futures()] if calls else []
             folding = [core.asked_fold_idle for core in cores if not core.asked_fold_idle.is_set()]
             left = until - time.monotonic()
             if not (pending or folding) or left <= 0:
@@ -1279,7 +1297,9 @@ class Runtime:
             def all_done(timeout: float | None, pending: list[Future[Any]] = pending) -> bool:
                 return not wait(pending, timeout).not_done
 
-            _sync.interruptible_wait(all_done if pending else folding[0].wait, left, forever=None)
+            # (A pool thread waiting so, as a method that shuts down: the pool runs the fold.)
+            with self.waiting_for_others():
+                _sync.interruptible_wait(all_done if pending else folding[0].wait, left, forever=None)
 
     def queued_calls(self) -> list[tuple[str, str]]:
         """(actor id, method) of each call made to this runtime that no thread has started."""
@@ -1697,10 +1717,11 @@ def _env_key() -> bytes | None:
 
 
 def shutdown() -> None:
-    """Shut the runtime down (``Runtime.close``: calls not started fail with
-    ``RuntimeShutdownError``, what runs is waited for up to 30 s, HEAD pointers are flushed,
-    connections closed); once it returns, nothing of that runtime runs or touches storage,
-    even if another thread began shutting it down. A later call starts a fresh runtime."""
+    """Shut the runtime down (``Runtime.close``: the folds ``call_outcome`` queued run first,
+    calls not started fail with ``RuntimeShutdownError``, what runs is waited for, 30 s in all
+    with those folds, HEAD pointers are flushed, connections closed); once it returns, nothing
+    of that runtime runs or touches storage, even if another thread began shutting it down. A
+    later call starts a fresh runtime."""
     scope = _current_own()
     if scope is not None:
         scope.close()
@@ -1839,7 +1860,7 @@ def _close_all(old: Runtime | None, others: list[Runtime], until: float | None =
 
     def close(runtime: Runtime) -> None:
         if until is None:
-            runtime.close()
+            runtime.close(asked_folds=True)
         else:
             runtime.close(max(until - time.monotonic(), 0.0), waited=_exit_waited())
 
