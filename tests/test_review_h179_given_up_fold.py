@@ -164,6 +164,14 @@ def test_a_fold_task_queued_on_a_core_the_cache_evicted_since_folds_and_then_let
     assert log.applied.run() == ["me/0", "me/1"]
 
 
+def folded_once_by_a_new_runtime(spec: StoreSpec, log: Any, call_id: str) -> None:
+    """A new runtime on ``spec`` asks until known (its asks fold the post): me/1's outcome,
+    applied once."""
+    init_switchable(spec)
+    assert ask_until_known(call_id)[0] == 2
+    assert log.applied.run() == ["me/0", "me/1"]
+
+
 def closing_in_the_background(runtime: Any) -> threading.Thread:
     """``runtime.close()`` begun on a thread of its own, once it refuses new work (``closed``):
     the thread, to join. (A close that does not wait for the fold an ask queued, as

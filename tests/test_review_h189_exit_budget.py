@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 from subprocess import Popen
+from typing import NamedTuple
 
 import pytest
 from actors import OrderLog
@@ -121,15 +122,48 @@ def _store_with_a_post_nobody_folds(spec: StoreSpec) -> str:
     return call_id
 
 
-def _start_child(spec: StoreSpec, call_id: str, stall: str, budget: float, cwd: Path) -> Popen[str]:
+def _start_child(
+    spec: StoreSpec, call_id: str, stall: str, budget: float, cwd: Path, script: str = _CHILD
+) -> Popen[str]:
+    """``script`` (``_CHILD``, or one built on it) run with its argv (see ``_CHILD``)."""
     return subprocess.Popen(
-        [sys.executable, "-u", "-c", _CHILD, spec.url, call_id, stall, str(budget)],
+        [sys.executable, "-u", "-c", script, spec.url, call_id, stall, str(budget)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **spec.env, "PYTHONPATH": os.pathsep.join(sys.path)},
         cwd=cwd,
     )
+
+
+class ChildExit(NamedTuple):
+    """How a child's exit went (:func:`exit_of_a_child`)."""
+
+    call_id: str  #: the other sender's post, waiting
+    seen: list[str]  #: its stdout lines up to the one waited for (the last)
+    took: float  #: seconds from that line until it exited
+    err: str  #: its stderr
+    returncode: int
+
+
+def exit_of_a_child(
+    spec: StoreSpec, cwd: Path, stall: str, budget: float, *, sigint_at: str = "", script: str = _CHILD
+) -> ChildExit:
+    """A store with a post nobody folds, and a child on it (``script``) whose ``stall`` stalls;
+    once it printed a line starting with ``sigint_at`` (sent SIGINT then), or "exiting" (none
+    sent), how its exit went (killed past its bound + 60 s)."""
+    call_id = _store_with_a_post_nobody_folds(spec)
+    child = _start_child(spec, call_id, stall, budget, cwd, script)
+    try:
+        seen = _lines_until(child, sigint_at or "exiting")
+        if sigint_at:
+            child.send_signal(signal.SIGINT)
+        took, err = _exit_time(child, _INTERRUPTED_BOUND if sigint_at else _EXIT_BOUND)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return ChildExit(call_id, seen, took, err, child.returncode)
 
 
 def _exit_time(child: Popen[str], bound: float) -> tuple[float, str]:
@@ -159,19 +193,11 @@ def _then_applied_once(spec: StoreSpec, call_id: str, stall: str) -> None:
 def test_the_exit_is_bounded_by_one_budget_when_the_store_stalls(
     shared: StoreSpec, tmp_path: Path, stall: str
 ) -> None:
-    call_id = _store_with_a_post_nobody_folds(shared)
-    child = _start_child(shared, call_id, stall, _BUDGET, tmp_path)
-    try:
-        seen = _lines_until(child, "exiting")
-        took, err = _exit_time(child, _EXIT_BOUND)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    call_id, seen, took, err, returncode = exit_of_a_child(shared, tmp_path, stall, _BUDGET)
     print(f"{stall}: the exit took {took:.2f} s (budget {_BUDGET:g} s); stderr: {err!r}")
     assert "acknowledged 2" in "".join(seen), seen
     assert took < _EXIT_BOUND, f"the exit took {took:.1f} s with a {_BUDGET:g} s budget: {err}"
-    assert child.returncode == 0, (child.returncode, err)
+    assert returncode == 0, (returncode, err)
     assert "Traceback" not in err, err
     assert f"the exit's budget ({_BUDGET:g} s" in err, err  # (what it cut off, and after how long)
     _then_applied_once(shared, call_id, stall)  # (nothing acknowledged lost; the post folded once)
@@ -181,24 +207,22 @@ def test_the_exit_is_bounded_by_one_budget_when_the_store_stalls(
 def test_ctrl_c_during_the_exit_wait_ends_it_and_names_what_was_abandoned(
     shared: StoreSpec, tmp_path: Path, stall: str
 ) -> None:
-    call_id = _store_with_a_post_nobody_folds(shared)
-    child = _start_child(shared, call_id, stall, 120.0, tmp_path)  # (a budget the test never waits out)
-    try:
-        (waiting,) = _lines_until(child, "waiting at exit")[-1:]
-        child.send_signal(signal.SIGINT)
-        took, err = _exit_time(child, _INTERRUPTED_BOUND)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    # (a budget the test never waits out)
+    call_id, seen, took, err, _ = exit_of_a_child(shared, tmp_path, stall, 120.0, sigint_at="waiting at exit")
     print(f"{stall}: after Ctrl-C the exit took {took:.2f} s; stderr: {err!r}")
     # (the ask's fold is waited for as queued work; the run_async call, running, by the shutdown)
     where = "wait_done" if stall == "run_async" else "finish_queued_calls"
-    assert waiting.split()[-1] == where, waiting
+    assert seen[-1].split()[-1] == where, seen[-1]
     assert took < _INTERRUPTED_BOUND, f"after a Ctrl-C at exit the exit took {took:.1f} s: {err}"
-    assert "Traceback" not in err and "Exception ignored" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("vactor_cloud:")]  # (its own lines)
-    assert len(lines) == 1 and lines[0].startswith("vactor_cloud: interrupted at exit"), err
+    assert_one_line_said_the_interrupt(err)
+    lines = [line for line in err.splitlines() if line.startswith("vactor_cloud:")]
     if stall != "run_async":
         assert "'a'" in lines[0] and "call_outcome" in lines[0], lines[0]  # the fold named, what to do
     _then_applied_once(shared, call_id, stall)
+
+
+def assert_one_line_said_the_interrupt(err: str) -> None:
+    """No traceback, and one line of vactor_cloud's own on stderr: the interrupt's."""
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("vactor_cloud:")]  # (its own lines)
+    assert len(lines) == 1 and lines[0].startswith("vactor_cloud: interrupted at exit"), err

@@ -9,16 +9,20 @@ shutdown now lets the queued fold run first, within its own budget, as the exit 
 
 from __future__ import annotations
 
-import concurrent.futures
-import sys
+import functools
 import threading
+from typing import Any
 
 import pytest
 from interrupts import Interrupted, InterruptOnce
-from test_call_edges import Acct, _hold
 from test_combining import HANG, init_switchable
-from test_review_h178_orphaned_post import ask_until_known, give_up_at_the_first_lost_race, give_up_on_me_1
-from test_review_h179_given_up_fold import ask_once, asked_and_held, closing_in_the_background
+from test_review_h178_orphaned_post import give_up_at_the_first_lost_race, give_up_on_me_1
+from test_review_h179_given_up_fold import (
+    ask_once,
+    asked_and_held,
+    closing_in_the_background,
+    folded_once_by_a_new_runtime,
+)
 from test_review_h181_one_shot_asks import ask_once_in_a_process
 from test_review_h189_exit_budget import _store_with_a_post_nobody_folds
 
@@ -40,19 +44,25 @@ def test_a_process_that_asks_then_shuts_down_and_is_frozen_has_folded_the_post(s
     assert ask_once_in_a_process(shared, call_id, end="shutdown") == "2"
 
 
+def _given_up_on_one_pool_thread(spec: StoreSpec, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, str]:
+    """``me/1`` given up on (``give_up_on_me_1``) on a runtime with one pool thread: the log
+    handle and the call's id."""
+    init_switchable(spec, max_workers=1)
+    give_up_at_the_first_lost_race(monkeypatch)
+    return give_up_on_me_1()
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_a_close_that_cancels_the_queued_ask_fold_says_it_ended(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ask's fold is queued behind the one pool thread (a method that waits); a close
+    """The ask's fold is queued behind the one pool thread (a task that waits); a close
     cancels it: the core says its fold ended (``asked_fold_idle``, what the exit hook's wait
     for queued folds waits on, from another thread), and ``asked_folds()`` names none."""
-    init_switchable(store_spec, max_workers=1)
-    give_up_at_the_first_lost_race(monkeypatch)
-    log, call_id = give_up_on_me_1()
-    Acct.get_or_create("busy")
-    _, gate = _hold("busy")  # the one pool thread
+    log, call_id = _given_up_on_one_pool_thread(store_spec, monkeypatch)
     runtime = vc.get_runtime()
+    gate = threading.Event()
+    runtime.spawn(functools.partial(gate.wait, HANG))  # type: ignore[arg-type]  # (the one pool thread, held)
     try:
         ask_once(call_id)
         assert runtime.asked_folds() == ["a"]  # (queued, not started: the pool is busy)
@@ -63,9 +73,7 @@ def test_a_close_that_cancels_the_queued_ask_fold_says_it_ended(
         gate.set()
     stopping.join(HANG)
     assert not stopping.is_alive(), "the close did not end"
-    init_switchable(store_spec)
-    assert ask_until_known(call_id)[0] == 2  # (the next runtime's ask folds it)
-    assert log.applied.run() == ["me/0", "me/1"]
+    folded_once_by_a_new_runtime(store_spec, log, call_id)
 
 
 @pytest.mark.usefixtures("runtime_off")
@@ -88,42 +96,27 @@ def test_ctrl_c_while_shutdown_waits_for_the_ask_fold_reaches_the_caller_and_clo
     held.let_go()
     vc.shutdown()
     assert runtime.finished_closing, "the next shutdown did not finish the close"
-    init_switchable(store_spec)
-    assert ask_until_known(call_id)[0] == 2
-    assert log.applied.run() == ["me/0", "me/1"]
-
-
-#: set by the test once the ask queued its fold behind :class:`ShutsDown`'s ``stop``
-_ASKED = threading.Event()
-
-
-@vc.virtual_actor
-class ShutsDown:
-    def __init__(self) -> None:
-        self.stops = 0
-
-    def stop(self) -> None:
-        """Once the test asked, shut the runtime down from this method (on the pool's thread)."""
-        assert sys.modules[__name__]._ASKED.wait(HANG), "the test never asked"
-        self.stops += 1
-        vc.shutdown()
+    folded_once_by_a_new_runtime(store_spec, log, call_id)
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_a_method_that_shuts_down_with_the_ask_fold_queued_behind_it_has_the_fold_run(
+def test_a_pool_task_that_shuts_down_with_the_ask_fold_queued_behind_it_has_the_fold_run(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One pool thread runs a method that calls ``shutdown()``; the ask's fold is queued
-    behind it: the shutdown's wait lets the pool run the fold on another thread (else it waited
-    its whole budget for a task queued behind itself, then cancelled it)."""
-    init_switchable(store_spec, max_workers=1)
-    give_up_at_the_first_lost_race(monkeypatch)
-    log, call_id = give_up_on_me_1()
-    monkeypatch.setattr(sys.modules[__name__], "_ASKED", threading.Event())
-    stopped = ShutsDown.get_or_create("stopper").stop.run_async()
-    ask_once(call_id)
-    _ASKED.set()
-    concurrent.futures.wait([stopped], HANG)
-    assert stopped.done(), "the method's shutdown did not end"
+    """The one pool thread runs a task that calls ``shutdown()`` (as a method may); the ask's
+    fold is queued behind it: the shutdown's wait lets the pool run the fold on another thread
+    (else it waited its whole budget for a task queued behind itself, then cancelled it)."""
+    log, call_id = _given_up_on_one_pool_thread(store_spec, monkeypatch)
+    asked, stopped = threading.Event(), threading.Event()
+
+    def stop() -> None:
+        assert asked.wait(HANG), "the test never asked"
+        vc.shutdown()
+        stopped.set()
+
+    vc.get_runtime().spawn(stop)
+    ask_once(call_id)  # (its fold queued behind ``stop``)
+    asked.set()
+    assert stopped.wait(HANG), "the pool task's shutdown did not end"
     init_switchable(store_spec)
     assert log.applied.run() == ["me/0", "me/1"], "the shutdown cancelled the fold queued behind it"
