@@ -144,6 +144,7 @@ class ChildExit(NamedTuple):
     took: float  #: seconds from that line until it exited
     err: str  #: its stderr
     returncode: int
+    out: str  #: its stdout after ``seen``
 
 
 def exit_of_a_child(
@@ -158,23 +159,24 @@ def exit_of_a_child(
         seen = _lines_until(child, sigint_at or "exiting")
         if sigint_at:
             child.send_signal(signal.SIGINT)
-        took, err = _exit_time(child, _INTERRUPTED_BOUND if sigint_at else _EXIT_BOUND)
+        took, out, err = _exit_time(child, _INTERRUPTED_BOUND if sigint_at else _EXIT_BOUND)
     finally:
         if child.poll() is None:
             child.kill()
             child.wait()
-    return ChildExit(call_id, seen, took, err, child.returncode)
+    return ChildExit(call_id, seen, took, err, child.returncode, out)
 
 
-def _exit_time(child: Popen[str], bound: float) -> tuple[float, str]:
-    """Seconds from now until ``child`` exits (killed past ``bound`` + 60 s), and its stderr."""
+def _exit_time(child: Popen[str], bound: float) -> tuple[float, str, str]:
+    """Seconds from now until ``child`` exits (killed past ``bound`` + 60 s), its stdout and
+    its stderr."""
     began = time.monotonic()
     try:
-        _, err = child.communicate(timeout=bound + 60.0)
+        out, err = child.communicate(timeout=bound + 60.0)
     except subprocess.TimeoutExpired:
         child.kill()
-        _, err = child.communicate()
-    return time.monotonic() - began, err
+        out, err = child.communicate()
+    return time.monotonic() - began, out, err
 
 
 def _then_applied_once(spec: StoreSpec, call_id: str, stall: str) -> None:
@@ -193,7 +195,7 @@ def _then_applied_once(spec: StoreSpec, call_id: str, stall: str) -> None:
 def test_the_exit_is_bounded_by_one_budget_when_the_store_stalls(
     shared: StoreSpec, tmp_path: Path, stall: str
 ) -> None:
-    call_id, seen, took, err, returncode = exit_of_a_child(shared, tmp_path, stall, _BUDGET)
+    call_id, seen, took, err, returncode, _ = exit_of_a_child(shared, tmp_path, stall, _BUDGET)
     print(f"{stall}: the exit took {took:.2f} s (budget {_BUDGET:g} s); stderr: {err!r}")
     assert "acknowledged 2" in "".join(seen), seen
     assert took < _EXIT_BOUND, f"the exit took {took:.1f} s with a {_BUDGET:g} s budget: {err}"
@@ -208,7 +210,9 @@ def test_ctrl_c_during_the_exit_wait_ends_it_and_names_what_was_abandoned(
     shared: StoreSpec, tmp_path: Path, stall: str
 ) -> None:
     # (a budget the test never waits out)
-    call_id, seen, took, err, _ = exit_of_a_child(shared, tmp_path, stall, 120.0, sigint_at="waiting at exit")
+    call_id, seen, took, err, *_ = exit_of_a_child(
+        shared, tmp_path, stall, 120.0, sigint_at="waiting at exit"
+    )
     print(f"{stall}: after Ctrl-C the exit took {took:.2f} s; stderr: {err!r}")
     # (the ask's fold is waited for as queued work; the run_async call, running, by the shutdown)
     where = "wait_done" if stall == "run_async" else "finish_queued_calls"
