@@ -9,10 +9,15 @@ acknowledged commit, and leave the post nobody folded to the next process that a
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from actors import OrderLog
+from test_review_ctrl_c_at_exit import _lines_until
 from test_review_h189_exit_budget import (
     _CHILD,
     _INTERRUPTED_BOUND,
@@ -21,6 +26,7 @@ from test_review_h189_exit_budget import (
     exit_of_a_child,
 )
 
+import vactor_cloud as vc
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = [
@@ -86,3 +92,101 @@ def test_a_second_ctrl_c_in_the_close_after_the_first_ends_the_exit_and_loses_no
     assert returncode == 0, (returncode, err)
     assert_one_line_said_the_interrupt(err)
     _then_applied_once(shared, call_id, "silent")
+
+
+#: a program whose non-daemon thread ("worker") calls ``add`` on actor ``a`` until a file
+#: (argv[3]) appears (120 s at most), noting each acknowledged call in argv[2]; its main thread
+#: returns, and it prints "waiting at exit in join_threads" once the exit hook waits for the
+#: thread there
+_THREAD_AT_EXIT = """
+import os, sys, threading, time
+import vactor_cloud as vc
+
+url, acks_path, stop_path = sys.argv[1], sys.argv[2], sys.argv[3]
+vc.init(url)
+handle = vc.get_actor("a")
+called = threading.Event()
+
+
+def worker():
+    acks = open(acks_path, "a", buffering=1)
+    until = time.monotonic() + 120
+    n = 0
+    while not os.path.exists(stop_path) and time.monotonic() < until:
+        try:
+            handle.add.run(f"t/{n}")
+        except Exception:
+            pass
+        else:
+            acks.write(f"t/{n}\\n")
+        called.set()
+        n += 1
+        time.sleep(0.02)
+
+
+threading.Thread(target=worker, name="worker").start()
+assert called.wait(60), "the worker never called"
+main = threading.main_thread()
+
+
+def say_when_the_exit_waits():
+    until = time.monotonic() + 60
+    while time.monotonic() < until:
+        frame = sys._current_frames().get(main.ident)
+        names = []
+        while frame is not None:
+            names.append(frame.f_code.co_name)
+            frame = frame.f_back
+        if "_shutdown_at_exit" in names and "join_threads" in names:
+            print("waiting at exit in join_threads", flush=True)
+            return
+        time.sleep(0.01)
+
+
+threading.Thread(target=say_when_the_exit_waits, daemon=True).start()
+"""
+
+
+def test_ctrl_c_while_the_exit_waits_for_a_thread_ends_the_exit_and_loses_nothing_acknowledged(
+    shared: StoreSpec, tmp_path: Path
+) -> None:
+    """The exit waits for the program's thread, which goes on calling; a Ctrl-C: the exit
+    ends (as Python's own wait for such a thread ends at a Ctrl-C), the thread left running
+    named in the one line said, and every call it was told had committed is in the store."""
+    OrderLog.get_or_create("a").add.run("me/0")
+    vc.shutdown()
+    acks, stop = tmp_path / "acks", tmp_path / "stop"
+    child = subprocess.Popen(
+        [sys.executable, "-u", "-c", _THREAD_AT_EXIT, shared.url, str(acks), str(stop)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **shared.env, "PYTHONPATH": os.pathsep.join(sys.path)},
+        cwd=tmp_path,
+    )
+    try:
+        _lines_until(child, "waiting at exit in join_threads")
+        child.send_signal(signal.SIGINT)
+        try:
+            _, err = child.communicate(timeout=_INTERRUPTED_BOUND + 15.0)
+            ended = True
+        except subprocess.TimeoutExpired:
+            stop.touch()  # (the thread ends: the exit goes on)
+            _, err = child.communicate(timeout=60.0)
+            ended = False
+    finally:
+        stop.touch()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    print(f"stderr: {err!r}")
+    assert ended, f"after a Ctrl-C the exit still waited for the program's thread: {err}"
+    assert child.returncode == 0, (child.returncode, err)
+    assert_one_line_said_the_interrupt(err)
+    assert "'worker'" in err, err  # (the thread it no longer waits for)
+    acknowledged = acks.read_text().split()
+    assert acknowledged, "the worker's calls were never acknowledged"
+    shared.init()
+    applied = vc.get_actor("a").applied.run()
+    assert set(acknowledged) <= set(applied), (acknowledged, applied)
+    assert len(applied) == len(set(applied)), applied  # (each once)

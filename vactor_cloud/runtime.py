@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
@@ -1927,7 +1927,8 @@ def _shutdown_at_exit() -> None:
     for what still runs (a call's commit, a fold, a lease renewal) share it; past it, what runs
     has its requests cancelled, and the shutdown's release of leases, HEAD flush and joins take
     a second or so each at most. A Ctrl-C during any of it ends the waiting at once
-    (:func:`_interrupted_at_exit`). The shutdown adds no wait of its own past the budget, so
+    (:func:`_interrupted_at_exit`), Python's own wait for the program's threads still running
+    with it (:func:`_skip_pythons_wait_for_threads`). The shutdown adds no wait of its own past the budget, so
     that a stalled store cannot hold the exit long past it, Ctrl-C or not.
     """
     global _exit_until
@@ -1939,6 +1940,7 @@ def _shutdown_at_exit() -> None:
     others = [t for t in threading.enumerate() if t is not me and not t.daemon and t not in pools]
     _exit_until = until = time.monotonic() + _EXIT_WAIT
     runtime = _runtime
+    left: list[threading.Thread] = []
     try:
         join_threads(others, until)
         # Then the calls the program made and did not wait for (``run_async``): a shutdown
@@ -1947,12 +1949,36 @@ def _shutdown_at_exit() -> None:
         if runtime is not None:
             runtime.finish_queued_calls(until)
     except KeyboardInterrupt:  # (Ctrl-C while waiting: the runtime is shut down all the same)
-        _interrupted_at_exit(_runtime)
+        left = [thread for thread in others if thread.is_alive()]
+        _interrupted_at_exit(_runtime, left)
     finally:
         try:
             _shutdown_by(_exit_close_until())
         except KeyboardInterrupt:  # (while it waits for the calls running)
             _interrupted_at_exit(runtime)
+    if left:
+        _skip_pythons_wait_for_threads()
+
+
+class _ThreadsLeftAtExit(KeyboardInterrupt):
+    """(Raised by the exit hook) A Ctrl-C cut the exit's wait for the program's threads."""
+
+
+def _skip_pythons_wait_for_threads() -> None:
+    """(The exit hook, once a Ctrl-C cut its wait for the program's threads, some still running)
+    End Python's own wait for them too, as that Ctrl-C would have without this hook: raised out
+    of threading's exit hooks, an exception ends ``threading._shutdown`` before its join (and
+    before the hooks registered ahead of this one), and Python reports it as unraisable, which
+    it is not here (the hook's line said the Ctrl-C). Without it, the process would wait on for
+    a thread the user has just interrupted the wait for, until a second Ctrl-C."""
+    previous = sys.unraisablehook
+
+    def unraisable(report: Any) -> None:
+        if not isinstance(report.exc_value, _ThreadsLeftAtExit):
+            previous(report)
+
+    sys.unraisablehook = unraisable
+    raise _ThreadsLeftAtExit
 
 
 #: set by a Ctrl-C that cut the exit's wait short, once said
@@ -1976,11 +2002,12 @@ def _exit_waited() -> str:
     return f"the exit's budget ({_EXIT_WAIT:g} s for all it waits for) ran out"
 
 
-def _interrupted_at_exit(runtime: Runtime | None) -> None:
+def _interrupted_at_exit(runtime: Runtime | None, threads: Sequence[threading.Thread] = ()) -> None:
     """A Ctrl-C cut the exit's wait short: say, in one line on stderr (no traceback), what is
-    abandoned (the calls queued, not started: the shutdown fails them, unapplied; a fold that
-    ``call_outcome`` queued: its posts stay in the inbox) and what the user can do; the exit
-    then goes on without waiting any more (:func:`_shutdown_at_interpreter_exit`)."""
+    abandoned (the program's threads still running, not waited for any more; the calls queued,
+    not started: the shutdown fails them, unapplied; a fold that ``call_outcome`` queued: its
+    posts stay in the inbox) and what the user can do; the exit then goes on without waiting
+    any more (:func:`_shutdown_at_interpreter_exit`)."""
     global _exit_interrupted
     if _exit_interrupted:
         return
@@ -1988,6 +2015,9 @@ def _interrupted_at_exit(runtime: Runtime | None) -> None:
     calls = runtime.queued_calls() if runtime is not None else []
     folds = runtime.asked_folds() if runtime is not None else []
     said = [*_abandoned_calls(calls), *_abandoned_folds(folds)] or ["no call was left queued"]
+    if threads:
+        names = _first_named([thread.name for thread in threads])
+        said.insert(0, f"the program's threads still running ({names}) are not waited for")
     ids = list(dict.fromkeys(actor_id for actor_id, _ in calls)) or ["ID"]
     others = " (and the other actors named)" if len(ids) > 1 else ""
     said.append(
@@ -2010,11 +2040,16 @@ def _abandoned_calls(calls: list[tuple[str, str]]) -> list[str]:
     return [f"{len(calls)} call(s) made and not started are abandoned, not applied: {', '.join(named)}{more}"]
 
 
+def _first_named(names: Sequence[str]) -> str:
+    """(:func:`_interrupted_at_exit`) The first three of ``names``, quoted, and "and more"."""
+    return ", ".join(repr(name) for name in names[:3]) + (" and more" if len(names) > 3 else "")
+
+
 def _abandoned_folds(folds: list[str]) -> list[str]:
     """(:func:`_interrupted_at_exit`) What it says of the folds ``call_outcome`` queued, if any."""
     if not folds:
         return []
-    actors = ", ".join(repr(actor_id) for actor_id in folds[:3]) + (" and more" if len(folds) > 3 else "")
+    actors = _first_named(folds)
     return [
         f"the fold call_outcome queued for {actors} is abandoned: the posts it would fold stay in "
         "the inbox, for call_outcome(call_id) asked from a process that lives on to fold (or a "
