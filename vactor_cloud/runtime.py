@@ -1282,10 +1282,7 @@ class Runtime:
         that asks once and exits (a script, a function's invocation) had its fold cancelled
         before it ran, every time, and its asks said pending for good. ``calls`` False: the
         folds alone (``close(asked_folds=True)``). In a forked child, whose copy of the
-        parent's runtime runs nothing, and on the IO loop, which the fold needs, returns at
-        once."""
-        if _sync.in_loop_thread():
-            return
+        parent's runtime runs nothing, returns at once."""
         while not self.closed and os.getpid() == self._pid:
             cores = self._all_cores()
             pending = [future for core in cores for future in core.queued_futures()] if calls else []
