@@ -44,12 +44,37 @@ pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process"),
 ]
 
+#: (a child's code, after ``sys``, ``threading`` and ``time`` are imported)
+#: ``when_the_main_thread(where, then)``: a daemon thread looks at the functions the main thread
+#: is in (their names, innermost first) every few milliseconds (60 s at most); once
+#: ``where(names)`` returns something true, it calls ``then`` with that
+WHEN_THE_MAIN_THREAD = """
+
+def when_the_main_thread(where, then):
+    def watch():
+        until = time.monotonic() + 60
+        while time.monotonic() < until:
+            frame = sys._current_frames().get(threading.main_thread().ident)
+            names = []
+            while frame is not None:
+                names.append(frame.f_code.co_name)
+                frame = frame.f_back
+            found = where(names)
+            if found:
+                then(found)
+                return
+            time.sleep(0.005)
+
+    threading.Thread(target=watch, daemon=True).start()
+"""
+
 #: the child: argv = store url, call id, what stalls, exit budget (s). Prints "exiting" from a
 #: threading exit hook that runs just before vactor_cloud's, and "waiting at exit in <wait>" once
 #: its main thread waits (blocked in ``_sync.interruptible_wait``) in vactor_cloud's hook (the
 #: stalled request held): for the queued calls and asks' folds (``finish_queued_calls``), or in
 #: the shutdown for what runs (``wait_done``).
-_CHILD = """
+_CHILD = (
+    """
 import sys, threading, time
 import vactor_cloud as vc
 import vactor_cloud.runtime as runtime_module
@@ -78,29 +103,22 @@ if stall != "run_async":
 if stall in ("run_async", "silent"):
     handle.add.run_async("me/2")  # (never waited for; its step put lands, its answer stalls)
 assert store.held.wait(60), "the stalled request was never sent"
-main = threading.main_thread()
+"""
+    + WHEN_THE_MAIN_THREAD
+    + """
 
-
-def say_when_the_exit_waits():
-    until = time.monotonic() + 60
-    while time.monotonic() < until:
-        frame = sys._current_frames().get(main.ident)
-        names = []
-        while frame is not None:
-            names.append(frame.f_code.co_name)
-            frame = frame.f_back
-        waits = [name for name in names if name in ("finish_queued_calls", "wait_done")]
-        # (blocked in the wait: finish_queued_calls passes through at once with nothing queued,
-        # and a main thread held up there by a loaded host must not be reported waiting in it)
-        if "_shutdown_at_exit" in names and waits and "interruptible_wait" in names:
-            print("waiting at exit in", waits[0], flush=True)
-            return
-        time.sleep(0.01)
+def waits_at_exit(names):
+    waits = [name for name in names if name in ("finish_queued_calls", "wait_done")]
+    # (blocked in the wait: finish_queued_calls passes through at once with nothing queued,
+    # and a main thread held up there by a loaded host must not be reported waiting in it)
+    if "_shutdown_at_exit" in names and waits and "interruptible_wait" in names:
+        return waits[0]
 
 
 threading._register_atexit(lambda: print("exiting", flush=True))  # (runs before vactor_cloud's)
-threading.Thread(target=say_when_the_exit_waits, daemon=True).start()
+when_the_main_thread(waits_at_exit, lambda wait: print("waiting at exit in", wait, flush=True))
 """
+)
 
 #: what stalls in the child (its argv[3]): see the module's docstring
 _STALLS = ["ask_fold", "lease_held", "run_async", "silent"]
@@ -122,12 +140,11 @@ def _store_with_a_post_nobody_folds(spec: StoreSpec) -> str:
     return call_id
 
 
-def _start_child(
-    spec: StoreSpec, call_id: str, stall: str, budget: float, cwd: Path, script: str = _CHILD
-) -> Popen[str]:
-    """``script`` (``_CHILD``, or one built on it) run with its argv (see ``_CHILD``)."""
+def start_child(spec: StoreSpec, cwd: Path, script: str, *argv: str) -> Popen[str]:
+    """``script`` run in a child process on ``spec``'s store (its argv: the store's url, then
+    ``argv``), in ``cwd``; its stdout and stderr piped, as text."""
     return subprocess.Popen(
-        [sys.executable, "-u", "-c", script, spec.url, call_id, stall, str(budget)],
+        [sys.executable, "-u", "-c", script, spec.url, *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -154,7 +171,7 @@ def exit_of_a_child(
     once it printed a line starting with ``sigint_at`` (sent SIGINT then), or "exiting" (none
     sent), how its exit went (killed past its bound + 60 s)."""
     call_id = _store_with_a_post_nobody_folds(spec)
-    child = _start_child(spec, call_id, stall, budget, cwd, script)
+    child = start_child(spec, cwd, script, call_id, stall, str(budget))
     try:
         seen = _lines_until(child, sigint_at or "exiting")
         if sigint_at:

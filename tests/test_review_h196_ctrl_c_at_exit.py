@@ -9,7 +9,6 @@ acknowledged commit, and leave the post nobody folded to the next process that a
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,9 +20,11 @@ from test_review_ctrl_c_at_exit import _lines_until
 from test_review_h189_exit_budget import (
     _CHILD,
     _INTERRUPTED_BOUND,
+    WHEN_THE_MAIN_THREAD,
     _then_applied_once,
     assert_one_line_said_the_interrupt,
     exit_of_a_child,
+    start_child,
 )
 
 import vactor_cloud as vc
@@ -51,25 +52,15 @@ def saying(*args, **kwargs):
     return said(*args, **kwargs)
 
 
+def ctrl_c_again(_):
+    print("Ctrl-C again in the close's floor", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 runtime_module._interrupted_at_exit = saying
-
-
-def ctrl_c_again_in_the_close():
-    until = time.monotonic() + 60
-    while time.monotonic() < until:
-        frame = sys._current_frames().get(main.ident)
-        names = []
-        while frame is not None:
-            names.append(frame.f_code.co_name)
-            frame = frame.f_back
-        if runtime_module._exit_interrupted and "_close" in names and "sync" in names:
-            print("Ctrl-C again in the close's floor", flush=True)
-            os.kill(os.getpid(), signal.SIGINT)
-            return
-        time.sleep(0.005)
-
-
-threading.Thread(target=ctrl_c_again_in_the_close, daemon=True).start()
+when_the_main_thread(
+    lambda names: runtime_module._exit_interrupted and "_close" in names and "sync" in names, ctrl_c_again
+)
 """
 )
 
@@ -98,7 +89,8 @@ def test_a_second_ctrl_c_in_the_close_after_the_first_ends_the_exit_and_loses_no
 #: (argv[3]) appears (120 s at most), noting each acknowledged call in argv[2]; its main thread
 #: returns, and it prints "waiting at exit in join_threads" once the exit hook waits for the
 #: thread there
-_THREAD_AT_EXIT = """
+_THREAD_AT_EXIT = (
+    """
 import os, sys, threading, time
 import vactor_cloud as vc
 
@@ -126,25 +118,15 @@ def worker():
 
 threading.Thread(target=worker, name="worker").start()
 assert called.wait(60), "the worker never called"
-main = threading.main_thread()
-
-
-def say_when_the_exit_waits():
-    until = time.monotonic() + 60
-    while time.monotonic() < until:
-        frame = sys._current_frames().get(main.ident)
-        names = []
-        while frame is not None:
-            names.append(frame.f_code.co_name)
-            frame = frame.f_back
-        if "_shutdown_at_exit" in names and "join_threads" in names:
-            print("waiting at exit in join_threads", flush=True)
-            return
-        time.sleep(0.01)
-
-
-threading.Thread(target=say_when_the_exit_waits, daemon=True).start()
 """
+    + WHEN_THE_MAIN_THREAD
+    + """
+when_the_main_thread(
+    lambda names: "_shutdown_at_exit" in names and "join_threads" in names,
+    lambda _: print("waiting at exit in join_threads", flush=True),
+)
+"""
+)
 
 
 def test_ctrl_c_while_the_exit_waits_for_a_thread_ends_the_exit_and_loses_nothing_acknowledged(
@@ -156,14 +138,7 @@ def test_ctrl_c_while_the_exit_waits_for_a_thread_ends_the_exit_and_loses_nothin
     OrderLog.get_or_create("a").add.run("me/0")
     vc.shutdown()
     acks, stop = tmp_path / "acks", tmp_path / "stop"
-    child = subprocess.Popen(
-        [sys.executable, "-u", "-c", _THREAD_AT_EXIT, shared.url, str(acks), str(stop)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **shared.env, "PYTHONPATH": os.pathsep.join(sys.path)},
-        cwd=tmp_path,
-    )
+    child = start_child(shared, tmp_path, _THREAD_AT_EXIT, str(acks), str(stop))
     try:
         _lines_until(child, "waiting at exit in join_threads")
         child.send_signal(signal.SIGINT)
