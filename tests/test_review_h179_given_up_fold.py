@@ -171,31 +171,38 @@ def test_a_fold_task_queued_on_a_core_the_cache_evicted_since_folds_and_then_let
     assert log.applied.run() == ["me/0", "me/1"]
 
 
-def shutdown_begun() -> tuple[threading.Thread, threading.Event]:
-    """``vc.shutdown()`` on a thread of its own, once it closed the runtime (its wait for the
-    work queued begun). The thread, and an event set once ``shutdown`` returned."""
-    runtime = vc.get_runtime()
-    ended = threading.Event()
-    stopping = threading.Thread(target=lambda: (vc.shutdown(), ended.set()))
+def folded_once_by_a_new_runtime(spec: StoreSpec, log: Any, call_id: str) -> None:
+    """A new runtime on ``spec`` asks until known (its asks fold the post): me/1's outcome,
+    applied once."""
+    init_switchable(spec)
+    assert ask_until_known(call_id)[0] == 2
+    assert log.applied.run() == ["me/0", "me/1"]
+
+
+def closing_in_the_background(runtime: Any) -> threading.Thread:
+    """``runtime.close()`` begun on a thread of its own, once it refuses new work (``closed``):
+    the thread, to join. (A close that does not wait for the fold an ask queued, as
+    ``shutdown()``'s does first: as one whose wait for it ran out, or was cut by Ctrl-C.)"""
+    stopping = threading.Thread(target=runtime.close)
     stopping.start()
     deadline = time.monotonic() + HANG
     while not runtime.closed and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert runtime.closed
-    return stopping, ended
+    assert runtime.closed, "the close never began"
+    return stopping
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_shutdown_while_the_fold_task_waits_ends_takes_no_lease_and_logs_no_error(
+def test_a_close_while_the_fold_task_waits_ends_takes_no_lease_and_logs_no_error(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = init_switchable(store_spec)
     *_, held = asked_and_held(monkeypatch)
     runtime = vc.get_runtime()
-    stopping, ended = shutdown_begun()
+    stopping = closing_in_the_background(runtime)
     held.let_go()
     stopping.join(HANG)
-    assert ended.is_set(), "shutdown did not end"
+    assert not stopping.is_alive(), "the close did not end"
     leases = LeaseStore(store.inner, "a", runtime.settings.signing_key)
     assert not _sync.sync(leases.read()).valid()
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
@@ -407,10 +414,10 @@ def test_a_compaction_while_the_fold_task_waits_leaves_the_post_applied_once(
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_shutdown_while_the_fold_tasks_step_put_is_answered_late_ends_and_applies_once(
+def test_a_close_while_the_fold_tasks_step_put_is_answered_late_ends_and_applies_once(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The task's fold step landed, its answer held while shutdown begins: shutdown ends, the
+    """The task's fold step landed, its answer held while a close begins: the close ends, the
     lease is not left held, and a new runtime finds the post applied once."""
     store = init_switchable(store_spec)
     give_up_at_the_first_lost_race(monkeypatch)
@@ -431,15 +438,10 @@ def test_shutdown_while_the_fold_tasks_step_put_is_answered_late_ends_and_applie
     store._around = answer_late  # type: ignore[method-assign]
     ask_once(call_id)
     assert held.wait(HANG)
-    ended = threading.Event()
-    stopping = threading.Thread(target=lambda: (vc.shutdown(), ended.set()))
-    stopping.start()
-    deadline = time.monotonic() + HANG
-    while not runtime.closed and time.monotonic() < deadline:
-        time.sleep(0.01)
+    stopping = closing_in_the_background(runtime)
     release.set()
     stopping.join(HANG)
-    assert ended.is_set(), "shutdown did not end"
+    assert not stopping.is_alive(), "the close did not end"
     leases = LeaseStore(store.inner, "a", runtime.settings.signing_key)
     assert not _sync.sync(leases.read()).valid()
     init_switchable(store_spec)

@@ -25,23 +25,31 @@ from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("local", "moto")
 
-#: a process that asks once and exits (no shutdown of its own: the exit hook's)
+#: a process that asks once and exits (argv[4] "exit": no shutdown of its own, the exit hook's;
+#: "shutdown": ``vc.shutdown()``, then ended with no exit hook run, as a function's sandbox is
+#: frozen or killed once its handler returned)
 _ASK_ONCE = """
-import json, sys
+import json, os, sys
 import vactor_cloud as vc
 from vactor_cloud.errors import CallPendingError
-url, options, call_id = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+url, options, call_id, end = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 vc.init(url, **options)
 try:
     print(repr(vc.get_actor("a").call_outcome(call_id)))
 except CallPendingError:
     print("pending")
+if end == "shutdown":
+    vc.shutdown()
+    sys.stdout.flush()
+    os._exit(0)
 """
 
 
-def _ask_once(spec: StoreSpec, call_id: str) -> str:
+def ask_once_in_a_process(spec: StoreSpec, call_id: str, end: str = "exit") -> str:
+    """What ``call_outcome(call_id)`` answers in a new process that then ends as ``end`` says
+    (see ``_ASK_ONCE``)."""
     out = subprocess.run(
-        [sys.executable, "-c", _ASK_ONCE, spec.url, json.dumps(spec.options), call_id],
+        [sys.executable, "-c", _ASK_ONCE, spec.url, json.dumps(spec.options), call_id, end],
         capture_output=True,
         text=True,
         timeout=120,
@@ -61,7 +69,7 @@ def test_processes_that_ask_once_and_exit_get_the_outcome(shared: StoreSpec) -> 
     handle.add.run("me/0")
     (call_id,) = post_adds(foreign_box("a"), ["other/1"])
     vc.shutdown()
-    assert _ask_once(shared, call_id) == "pending"
-    assert _ask_once(shared, call_id) == "2"
+    assert ask_once_in_a_process(shared, call_id) == "pending"
+    assert ask_once_in_a_process(shared, call_id) == "2"
     shared.init()
     assert vc.get_actor("a").applied.run() == ["me/0", "other/1"]

@@ -38,7 +38,7 @@
    a fold work (``Folder._keys_with_work``): one expired (by its name's time) does not, one
    beside it that is live does. Held: with that filter removed, or made "every post", every
    test passed.
-11. A fold task the ask queued that starts once shutdown began requests nothing (its
+11. A fold task the ask queued that starts once a close began requests nothing (its
    ``env.closed`` check): not even the inbox LIST. Held: without the check every test passed
    (the lease take refuses later).
 12. Once the fold the ask queued has run, the core says so (``asked_fold_idle`` set): the exit
@@ -76,7 +76,12 @@ from test_review_h178_orphaned_post import (
     give_up_at_the_first_lost_race,
     give_up_on_me_1,
 )
-from test_review_h179_given_up_fold import ask_once, asked_and_held, shutdown_begun, steps_of_a
+from test_review_h179_given_up_fold import (
+    ask_once,
+    asked_and_held,
+    closing_in_the_background,
+    steps_of_a,
+)
 from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
 from test_review_h183_outcome_not_found import _a_new_process, _is_not_found
 from test_review_h185_outcome_edges import _folded_by_another_process, an_ask_whose_inbox_listings_fail
@@ -309,15 +314,15 @@ def test_an_expired_post_landing_during_the_ask_fold_does_not_keep_its_lease(
         assert log.applied.run() == ["me/0", "me/1"]
 
 
-# -- 11. a fold task started after shutdown began --------------------------------------------------
-def test_a_fold_task_let_go_after_shutdown_began_lists_nothing(
+# -- 11. a fold task started after a close began ---------------------------------------------------
+def test_a_fold_task_let_go_after_a_close_began_lists_nothing(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ask's fold task is held at its start; shutdown begins (runtime closed), then the
-    task runs: it requests nothing of the actor's inbox or lease, and shutdown ends."""
+    """The ask's fold task is held at its start; a close begins (runtime closed), then the
+    task runs: it requests nothing of the actor's inbox or lease, and the close ends."""
     store = init_switchable(store_spec)
     *_, held = asked_and_held(monkeypatch)
-    stopping, ended = shutdown_begun()
+    stopping = closing_in_the_background(vc.get_runtime())
     requested: list[tuple[str, str]] = []
     inner_around = store._around
 
@@ -329,7 +334,7 @@ def test_a_fold_task_let_go_after_shutdown_began_lists_nothing(
     store._around = note_requests
     held.let_go()
     stopping.join(HANG)
-    assert ended.is_set(), "shutdown did not end"
+    assert not stopping.is_alive(), "the close did not end"
     assert requested == []
 
 

@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 from subprocess import Popen
+from typing import NamedTuple
 
 import pytest
 from actors import OrderLog
@@ -43,12 +44,37 @@ pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process"),
 ]
 
+#: (a child's code, after ``sys``, ``threading`` and ``time`` are imported)
+#: ``when_the_main_thread(where, then)``: a daemon thread looks at the functions the main thread
+#: is in (their names, innermost first) every few milliseconds (60 s at most); once
+#: ``where(names)`` returns something true, it calls ``then`` with that
+WHEN_THE_MAIN_THREAD = """
+
+def when_the_main_thread(where, then):
+    def watch():
+        until = time.monotonic() + 60
+        while time.monotonic() < until:
+            frame = sys._current_frames().get(threading.main_thread().ident)
+            names = []
+            while frame is not None:
+                names.append(frame.f_code.co_name)
+                frame = frame.f_back
+            found = where(names)
+            if found:
+                then(found)
+                return
+            time.sleep(0.005)
+
+    threading.Thread(target=watch, daemon=True).start()
+"""
+
 #: the child: argv = store url, call id, what stalls, exit budget (s). Prints "exiting" from a
 #: threading exit hook that runs just before vactor_cloud's, and "waiting at exit in <wait>" once
 #: its main thread waits (blocked in ``_sync.interruptible_wait``) in vactor_cloud's hook (the
 #: stalled request held): for the queued calls and asks' folds (``finish_queued_calls``), or in
 #: the shutdown for what runs (``wait_done``).
-_CHILD = """
+_CHILD = (
+    """
 import sys, threading, time
 import vactor_cloud as vc
 import vactor_cloud.runtime as runtime_module
@@ -77,29 +103,22 @@ if stall != "run_async":
 if stall in ("run_async", "silent"):
     handle.add.run_async("me/2")  # (never waited for; its step put lands, its answer stalls)
 assert store.held.wait(60), "the stalled request was never sent"
-main = threading.main_thread()
+"""
+    + WHEN_THE_MAIN_THREAD
+    + """
 
-
-def say_when_the_exit_waits():
-    until = time.monotonic() + 60
-    while time.monotonic() < until:
-        frame = sys._current_frames().get(main.ident)
-        names = []
-        while frame is not None:
-            names.append(frame.f_code.co_name)
-            frame = frame.f_back
-        waits = [name for name in names if name in ("finish_queued_calls", "wait_done")]
-        # (blocked in the wait: finish_queued_calls passes through at once with nothing queued,
-        # and a main thread held up there by a loaded host must not be reported waiting in it)
-        if "_shutdown_at_exit" in names and waits and "interruptible_wait" in names:
-            print("waiting at exit in", waits[0], flush=True)
-            return
-        time.sleep(0.01)
+def waits_at_exit(names):
+    waits = [name for name in names if name in ("finish_queued_calls", "wait_done")]
+    # (blocked in the wait: finish_queued_calls passes through at once with nothing queued,
+    # and a main thread held up there by a loaded host must not be reported waiting in it)
+    if "_shutdown_at_exit" in names and waits and "interruptible_wait" in names:
+        return waits[0]
 
 
 threading._register_atexit(lambda: print("exiting", flush=True))  # (runs before vactor_cloud's)
-threading.Thread(target=say_when_the_exit_waits, daemon=True).start()
+when_the_main_thread(waits_at_exit, lambda wait: print("waiting at exit in", wait, flush=True))
 """
+)
 
 #: what stalls in the child (its argv[3]): see the module's docstring
 _STALLS = ["ask_fold", "lease_held", "run_async", "silent"]
@@ -121,9 +140,11 @@ def _store_with_a_post_nobody_folds(spec: StoreSpec) -> str:
     return call_id
 
 
-def _start_child(spec: StoreSpec, call_id: str, stall: str, budget: float, cwd: Path) -> Popen[str]:
+def start_child(spec: StoreSpec, cwd: Path, script: str, *argv: str) -> Popen[str]:
+    """``script`` run in a child process on ``spec``'s store (its argv: the store's url, then
+    ``argv``), in ``cwd``; its stdout and stderr piped, as text."""
     return subprocess.Popen(
-        [sys.executable, "-u", "-c", _CHILD, spec.url, call_id, stall, str(budget)],
+        [sys.executable, "-u", "-c", script, spec.url, *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -132,15 +153,47 @@ def _start_child(spec: StoreSpec, call_id: str, stall: str, budget: float, cwd: 
     )
 
 
-def _exit_time(child: Popen[str], bound: float) -> tuple[float, str]:
-    """Seconds from now until ``child`` exits (killed past ``bound`` + 60 s), and its stderr."""
+class ChildExit(NamedTuple):
+    """How a child's exit went (:func:`exit_of_a_child`)."""
+
+    call_id: str  #: the other sender's post, waiting
+    seen: list[str]  #: its stdout lines up to the one waited for (the last)
+    took: float  #: seconds from that line until it exited
+    err: str  #: its stderr
+    returncode: int
+    out: str  #: its stdout after ``seen``
+
+
+def exit_of_a_child(
+    spec: StoreSpec, cwd: Path, stall: str, budget: float, *, sigint_at: str = "", script: str = _CHILD
+) -> ChildExit:
+    """A store with a post nobody folds, and a child on it (``script``) whose ``stall`` stalls;
+    once it printed a line starting with ``sigint_at`` (sent SIGINT then), or "exiting" (none
+    sent), how its exit went (killed past its bound + 60 s)."""
+    call_id = _store_with_a_post_nobody_folds(spec)
+    child = start_child(spec, cwd, script, call_id, stall, str(budget))
+    try:
+        seen = _lines_until(child, sigint_at or "exiting")
+        if sigint_at:
+            child.send_signal(signal.SIGINT)
+        took, out, err = _exit_time(child, _INTERRUPTED_BOUND if sigint_at else _EXIT_BOUND)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return ChildExit(call_id, seen, took, err, child.returncode, out)
+
+
+def _exit_time(child: Popen[str], bound: float) -> tuple[float, str, str]:
+    """Seconds from now until ``child`` exits (killed past ``bound`` + 60 s), its stdout and
+    its stderr."""
     began = time.monotonic()
     try:
-        _, err = child.communicate(timeout=bound + 60.0)
+        out, err = child.communicate(timeout=bound + 60.0)
     except subprocess.TimeoutExpired:
         child.kill()
-        _, err = child.communicate()
-    return time.monotonic() - began, err
+        out, err = child.communicate()
+    return time.monotonic() - began, out, err
 
 
 def _then_applied_once(spec: StoreSpec, call_id: str, stall: str) -> None:
@@ -159,19 +212,11 @@ def _then_applied_once(spec: StoreSpec, call_id: str, stall: str) -> None:
 def test_the_exit_is_bounded_by_one_budget_when_the_store_stalls(
     shared: StoreSpec, tmp_path: Path, stall: str
 ) -> None:
-    call_id = _store_with_a_post_nobody_folds(shared)
-    child = _start_child(shared, call_id, stall, _BUDGET, tmp_path)
-    try:
-        seen = _lines_until(child, "exiting")
-        took, err = _exit_time(child, _EXIT_BOUND)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    call_id, seen, took, err, returncode, _ = exit_of_a_child(shared, tmp_path, stall, _BUDGET)
     print(f"{stall}: the exit took {took:.2f} s (budget {_BUDGET:g} s); stderr: {err!r}")
     assert "acknowledged 2" in "".join(seen), seen
     assert took < _EXIT_BOUND, f"the exit took {took:.1f} s with a {_BUDGET:g} s budget: {err}"
-    assert child.returncode == 0, (child.returncode, err)
+    assert returncode == 0, (returncode, err)
     assert "Traceback" not in err, err
     assert f"the exit's budget ({_BUDGET:g} s" in err, err  # (what it cut off, and after how long)
     _then_applied_once(shared, call_id, stall)  # (nothing acknowledged lost; the post folded once)
@@ -181,24 +226,24 @@ def test_the_exit_is_bounded_by_one_budget_when_the_store_stalls(
 def test_ctrl_c_during_the_exit_wait_ends_it_and_names_what_was_abandoned(
     shared: StoreSpec, tmp_path: Path, stall: str
 ) -> None:
-    call_id = _store_with_a_post_nobody_folds(shared)
-    child = _start_child(shared, call_id, stall, 120.0, tmp_path)  # (a budget the test never waits out)
-    try:
-        (waiting,) = _lines_until(child, "waiting at exit")[-1:]
-        child.send_signal(signal.SIGINT)
-        took, err = _exit_time(child, _INTERRUPTED_BOUND)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    # (a budget the test never waits out)
+    call_id, seen, took, err, *_ = exit_of_a_child(
+        shared, tmp_path, stall, 120.0, sigint_at="waiting at exit"
+    )
     print(f"{stall}: after Ctrl-C the exit took {took:.2f} s; stderr: {err!r}")
     # (the ask's fold is waited for as queued work; the run_async call, running, by the shutdown)
     where = "wait_done" if stall == "run_async" else "finish_queued_calls"
-    assert waiting.split()[-1] == where, waiting
+    assert seen[-1].split()[-1] == where, seen[-1]
     assert took < _INTERRUPTED_BOUND, f"after a Ctrl-C at exit the exit took {took:.1f} s: {err}"
-    assert "Traceback" not in err and "Exception ignored" not in err, err
-    lines = [line for line in err.splitlines() if line.startswith("vactor_cloud:")]  # (its own lines)
-    assert len(lines) == 1 and lines[0].startswith("vactor_cloud: interrupted at exit"), err
+    assert_one_line_said_the_interrupt(err)
+    lines = [line for line in err.splitlines() if line.startswith("vactor_cloud:")]
     if stall != "run_async":
         assert "'a'" in lines[0] and "call_outcome" in lines[0], lines[0]  # the fold named, what to do
     _then_applied_once(shared, call_id, stall)
+
+
+def assert_one_line_said_the_interrupt(err: str) -> None:
+    """No traceback, and one line of vactor_cloud's own on stderr: the interrupt's."""
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("vactor_cloud:")]  # (its own lines)
+    assert len(lines) == 1 and lines[0].startswith("vactor_cloud: interrupted at exit"), err

@@ -1209,8 +1209,8 @@ class ActorCore(Folder):
         that lost a race (an uncontended commit does not look at the inbox), and
         ``call_outcome``, asked again and again, said pending all that time. Not on the
         caller's thread: ``call_outcome`` stays a read (ask again later). A queued fold is
-        waited for by the exit hook (``Runtime.finish_queued_calls``), not by an explicit
-        shutdown, which cancels it. Nothing is queued while this process works on the actor
+        waited for by the exit hook and by ``shutdown()`` (``Runtime.finish_queued_calls``);
+        a close past that wait cancels it. Nothing is queued while this process works on the actor
         (a drain or a round of serving folds it, ours among the pending posts), nor when
         another process is known to fold (``_other_folds``: a lease of theirs read lately),
         nor once shutdown began."""

@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeVar
@@ -1215,7 +1215,7 @@ class Runtime:
         finally:  # (cancelled: close ran out of time) the connections are released all the same
             await self.store.close()
 
-    def close(self, timeout: float = 30.0, *, waited: str | None = None) -> None:
+    def close(self, timeout: float = 30.0, *, waited: str | None = None, asked_folds: bool = False) -> None:
         """Shut down; once this returns, the runtime makes no storage request and none of its
         threads runs (within ``timeout``: see below), and every call made to it has its outcome.
 
@@ -1232,10 +1232,24 @@ class Runtime:
         ``timeout`` (at least a second each). A close interrupted half way (Ctrl-C) is
         finished by the next one (``shutdown()``, ``init()``, the exit hook). ``waited``: who
         waited how long, as the warning logged past ``timeout`` says it (None: "shutdown waited
-        ``timeout`` s"; "": no warning, as after a Ctrl-C at exit, whose line said it)."""
+        ``timeout`` s"; "": no warning, as after a Ctrl-C at exit, whose line said it).
+
+        ``asked_folds`` (``shutdown()``, ``init()`` again; the exit hook waits for them before
+        its close): first the folds that ``call_outcome`` queued run
+        (:meth:`finish_queued_calls`), within ``timeout`` too, before the runtime refuses new
+        work: a function that asks, then shuts down and is frozen has folded the post, not
+        left it pending for the next ask. A Ctrl-C during that wait reaches the caller, the
+        runtime closed to new work (the next close does the rest)."""
         if os.getpid() != self._pid:
             return
         until = time.monotonic() + timeout
+        if asked_folds:
+            try:
+                self.finish_queued_calls(until, calls=False)
+            except BaseException:
+                with self._lock:
+                    self.closed = True
+                raise
         while True:
             with self._lock:
                 self.closed = True
@@ -1259,18 +1273,19 @@ class Runtime:
                 self._closer = None
             mine.set()
 
-    def finish_queued_calls(self, until: float) -> None:
+    def finish_queued_calls(self, until: float, *, calls: bool = True) -> None:
         """Wait until no call made to this runtime is left queued (not started), at most until
         ``until`` (monotonic). The exit hook's: a script that ends with ``run_async`` calls it
         never waited for has them applied, not failed by the shutdown with nobody to hear it.
         (A call a method makes meanwhile is queued in turn, and waited for too.) So too the
         folds ``call_outcome`` queued (``ActorCore._fold_given_up_posts_soon``): a process
         that asks once and exits (a script, a function's invocation) had its fold cancelled
-        before it ran, every time, and its asks said pending for good. In a forked child,
-        whose copy of the parent's runtime runs nothing, returns at once."""
+        before it ran, every time, and its asks said pending for good. ``calls`` False: the
+        folds alone (``close(asked_folds=True)``). In a forked child, whose copy of the
+        parent's runtime runs nothing, returns at once."""
         while not self.closed and os.getpid() == self._pid:
             cores = self._all_cores()
-            pending = [future for core in cores for future in core.queued_futures()]
+            pending = [future for core in cores for future in core.queued_futures()] if calls else []
             folding = [core.asked_fold_idle for core in cores if not core.asked_fold_idle.is_set()]
             left = until - time.monotonic()
             if not (pending or folding) or left <= 0:
@@ -1279,7 +1294,9 @@ class Runtime:
             def all_done(timeout: float | None, pending: list[Future[Any]] = pending) -> bool:
                 return not wait(pending, timeout).not_done
 
-            _sync.interruptible_wait(all_done if pending else folding[0].wait, left, forever=None)
+            # (A pool thread waiting so, as a method that shuts down: the pool runs the fold.)
+            with self.waiting_for_others():
+                _sync.interruptible_wait(all_done if pending else folding[0].wait, left, forever=None)
 
     def queued_calls(self) -> list[tuple[str, str]]:
         """(actor id, method) of each call made to this runtime that no thread has started."""
@@ -1697,10 +1714,11 @@ def _env_key() -> bytes | None:
 
 
 def shutdown() -> None:
-    """Shut the runtime down (``Runtime.close``: calls not started fail with
-    ``RuntimeShutdownError``, what runs is waited for up to 30 s, HEAD pointers are flushed,
-    connections closed); once it returns, nothing of that runtime runs or touches storage,
-    even if another thread began shutting it down. A later call starts a fresh runtime."""
+    """Shut the runtime down (``Runtime.close``: the folds ``call_outcome`` queued run first,
+    calls not started fail with ``RuntimeShutdownError``, what runs is waited for, 30 s in all
+    with those folds, HEAD pointers are flushed, connections closed); once it returns, nothing
+    of that runtime runs or touches storage, even if another thread began shutting it down. A
+    later call starts a fresh runtime."""
     scope = _current_own()
     if scope is not None:
         scope.close()
@@ -1839,7 +1857,7 @@ def _close_all(old: Runtime | None, others: list[Runtime], until: float | None =
 
     def close(runtime: Runtime) -> None:
         if until is None:
-            runtime.close()
+            runtime.close(asked_folds=True)
         else:
             runtime.close(max(until - time.monotonic(), 0.0), waited=_exit_waited())
 
@@ -1906,7 +1924,8 @@ def _shutdown_at_exit() -> None:
     for what still runs (a call's commit, a fold, a lease renewal) share it; past it, what runs
     has its requests cancelled, and the shutdown's release of leases, HEAD flush and joins take
     a second or so each at most. A Ctrl-C during any of it ends the waiting at once
-    (:func:`_interrupted_at_exit`). The shutdown adds no wait of its own past the budget, so
+    (:func:`_interrupted_at_exit`), Python's own wait for the program's threads still running
+    with it (:func:`_skip_pythons_wait_for_threads`). The shutdown adds no wait of its own past the budget, so
     that a stalled store cannot hold the exit long past it, Ctrl-C or not.
     """
     global _exit_until
@@ -1918,6 +1937,7 @@ def _shutdown_at_exit() -> None:
     others = [t for t in threading.enumerate() if t is not me and not t.daemon and t not in pools]
     _exit_until = until = time.monotonic() + _EXIT_WAIT
     runtime = _runtime
+    left: list[threading.Thread] = []
     try:
         join_threads(others, until)
         # Then the calls the program made and did not wait for (``run_async``): a shutdown
@@ -1926,12 +1946,36 @@ def _shutdown_at_exit() -> None:
         if runtime is not None:
             runtime.finish_queued_calls(until)
     except KeyboardInterrupt:  # (Ctrl-C while waiting: the runtime is shut down all the same)
-        _interrupted_at_exit(_runtime)
+        left = [thread for thread in others if thread.is_alive()]
+        _interrupted_at_exit(_runtime, left)
     finally:
         try:
             _shutdown_by(_exit_close_until())
         except KeyboardInterrupt:  # (while it waits for the calls running)
             _interrupted_at_exit(runtime)
+    if left:
+        _skip_pythons_wait_for_threads()
+
+
+class _ThreadsLeftAtExit(KeyboardInterrupt):
+    """(Raised by the exit hook) A Ctrl-C cut the exit's wait for the program's threads."""
+
+
+def _skip_pythons_wait_for_threads() -> None:
+    """(The exit hook, once a Ctrl-C cut its wait for the program's threads, some still running)
+    End Python's own wait for them too, as that Ctrl-C would have without this hook: raised out
+    of threading's exit hooks, an exception ends ``threading._shutdown`` before its join (and
+    before the hooks registered ahead of this one), and Python reports it as unraisable, which
+    it is not here (the hook's line said the Ctrl-C). Without it, the process would wait on for
+    a thread the user has just interrupted the wait for, until a second Ctrl-C."""
+    previous = sys.unraisablehook
+
+    def unraisable(report: Any) -> None:
+        if not isinstance(report.exc_value, _ThreadsLeftAtExit):
+            previous(report)
+
+    sys.unraisablehook = unraisable
+    raise _ThreadsLeftAtExit
 
 
 #: set by a Ctrl-C that cut the exit's wait short, once said
@@ -1955,11 +1999,12 @@ def _exit_waited() -> str:
     return f"the exit's budget ({_EXIT_WAIT:g} s for all it waits for) ran out"
 
 
-def _interrupted_at_exit(runtime: Runtime | None) -> None:
+def _interrupted_at_exit(runtime: Runtime | None, threads: Sequence[threading.Thread] = ()) -> None:
     """A Ctrl-C cut the exit's wait short: say, in one line on stderr (no traceback), what is
-    abandoned (the calls queued, not started: the shutdown fails them, unapplied; a fold that
-    ``call_outcome`` queued: its posts stay in the inbox) and what the user can do; the exit
-    then goes on without waiting any more (:func:`_shutdown_at_interpreter_exit`)."""
+    abandoned (the program's threads still running, not waited for any more; the calls queued,
+    not started: the shutdown fails them, unapplied; a fold that ``call_outcome`` queued: its
+    posts stay in the inbox) and what the user can do; the exit then goes on without waiting
+    any more (:func:`_shutdown_at_interpreter_exit`)."""
     global _exit_interrupted
     if _exit_interrupted:
         return
@@ -1967,6 +2012,9 @@ def _interrupted_at_exit(runtime: Runtime | None) -> None:
     calls = runtime.queued_calls() if runtime is not None else []
     folds = runtime.asked_folds() if runtime is not None else []
     said = [*_abandoned_calls(calls), *_abandoned_folds(folds)] or ["no call was left queued"]
+    if threads:
+        names = _first_named([thread.name for thread in threads])
+        said.insert(0, f"the program's threads still running ({names}) are not waited for")
     ids = list(dict.fromkeys(actor_id for actor_id, _ in calls)) or ["ID"]
     others = " (and the other actors named)" if len(ids) > 1 else ""
     said.append(
@@ -1989,11 +2037,16 @@ def _abandoned_calls(calls: list[tuple[str, str]]) -> list[str]:
     return [f"{len(calls)} call(s) made and not started are abandoned, not applied: {', '.join(named)}{more}"]
 
 
+def _first_named(names: Sequence[str]) -> str:
+    """(:func:`_interrupted_at_exit`) The first three of ``names``, quoted, and "and more"."""
+    return ", ".join(repr(name) for name in names[:3]) + (" and more" if len(names) > 3 else "")
+
+
 def _abandoned_folds(folds: list[str]) -> list[str]:
     """(:func:`_interrupted_at_exit`) What it says of the folds ``call_outcome`` queued, if any."""
     if not folds:
         return []
-    actors = ", ".join(repr(actor_id) for actor_id in folds[:3]) + (" and more" if len(folds) > 3 else "")
+    actors = _first_named(folds)
     return [
         f"the fold call_outcome queued for {actors} is abandoned: the posts it would fold stay in "
         "the inbox, for call_outcome(call_id) asked from a process that lives on to fold (or a "
