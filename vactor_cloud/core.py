@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import functools
 import logging
@@ -47,7 +46,7 @@ import uuid
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 from vactor_cloud import counters, tracing
 from vactor_cloud._sync import interruptible_wait
@@ -59,7 +58,6 @@ from vactor_cloud.batch import (
     deliver_all,
     fail_calls,
     run_readonly,
-    swap_current_call,
 )
 from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes, safe_repr
@@ -79,7 +77,7 @@ from vactor_cloud.errors import (
     VactorError,
 )
 from vactor_cloud.folding import Folder, damaged_pause, doubling_pause
-from vactor_cloud.future import CallFuture, Waker, install_actor_held_probe
+from vactor_cloud.future import CallFuture, Waker
 from vactor_cloud.log import (
     ActorLog,
     CallRecord,
@@ -99,16 +97,24 @@ from vactor_cloud.posting import (
     encode_outcomes,
     legacy_outcomes,
 )
-from vactor_cloud.read_room import Read, ReadRoom, lent_while_waiting
+from vactor_cloud.read_room import Read, ReadRoom
+from vactor_cloud.reentrancy import (
+    WaitingInsideWriter,
+    call_cycle,
+    held_here,
+    holds_actor,
+    lends_read_room,
+    refuse_wait_cycle,
+    unblock,
+    waiting_writers,
+    writers_on_this_thread,
+)
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
-__all__ = ["ActorCore", "CommitHook", "CoreEnv", "run_detached"]
+__all__ = ["ActorCore", "CommitHook", "CoreEnv"]
 
 #: a creation on a deleted actor's id that keeps meeting new tombstones (folds on it) gives up
 _CREATE_AFTER_TOMBSTONE_ATTEMPTS = 16
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 logger = logging.getLogger("vactor_cloud")
 #: seconds after which a core checks again that the class body its steps name is stored whole
@@ -174,186 +180,6 @@ class CoreEnv(CombiningEnv, Protocol):
         """Whether ``core`` is its actor's core in the cache: False once it was evicted (until
         a call takes it back). A lease holder that is not serves others no more."""
         ...
-
-
-#: per thread: actor ids whose writer method runs on this thread while it waits for (or
-#: runs) another call, outermost first (the innermost running writer is ``current_call()``)
-_waiting_writers = threading.local()
-
-
-def writers_on_this_thread() -> list[str]:
-    """(``ActorCore.help``'s helper) Actors whose writer method runs on this thread now, outermost
-    first: a call that would wait for one of them would wait for itself."""
-    held = list(getattr(_waiting_writers, "stack", ()))
-    running = current_call()
-    if running is not None and not running.readonly:
-        held.append(running.actor_id)
-    return held
-
-
-def call_cycle(actor_id: str) -> str | None:
-    """``"a -> b -> a"`` when a writer method of ``actor_id`` runs on this thread (a call that
-    would wait for that actor would wait for itself), else None."""
-    held = writers_on_this_thread()
-    if actor_id not in held:
-        return None
-    return " -> ".join([*held[held.index(actor_id) :], actor_id])
-
-
-def run_detached(fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)`` on this thread as a fresh pool thread would run it: no actor call runs here
-    (``current_call()`` is None), no writer waits here, in an empty ``contextvars`` context.
-
-    For work a thread takes from a pool's queue while it waits for that work (caller runs):
-    it must not pass for part of the actor call the waiting thread is in.
-    """
-    previous = swap_current_call(None)
-    stack = getattr(_waiting_writers, "stack", None)
-    _waiting_writers.stack = []
-    try:
-        return contextvars.Context().run(fn, *args)
-    finally:
-        swap_current_call(previous)
-        if stack is None:
-            del _waiting_writers.stack
-        else:
-            _waiting_writers.stack = stack
-
-
-#: ``actors``: the actors this thread holds (drains or serves) now
-_holding = threading.local()
-
-P = ParamSpec("P")
-
-
-def _holds_actor(method: Callable[Concatenate[ActorCore, P], R]) -> Callable[Concatenate[ActorCore, P], R]:
-    """Mark this thread as holding the core's actor while ``method`` runs: a done callback of
-    an ``ActorFuture`` it settles meanwhile runs on a thread of its own (see ``future.py``), and
-    a call to that actor made on this thread meanwhile (a signal handler) is refused (``help``)."""
-
-    @functools.wraps(method)
-    def run(core: ActorCore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        held = _holding.__dict__.setdefault("actors", [])
-        held.append(core.actor_id)
-        try:
-            return method(core, *args, **kwargs)
-        finally:
-            held.pop()
-
-    return run
-
-
-def _lends_read_room(
-    method: Callable[Concatenate[ActorCore, P], R],
-) -> Callable[Concatenate[ActorCore, P], R]:
-    """While ``method`` waits for a call of the core's actor, the read-only call running in this
-    context (if any) lends its spare to reads made inside that actor's writer methods: one of
-    them may be what the wait waits for (``read_room``)."""
-
-    @functools.wraps(method)
-    def run(core: ActorCore, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with lent_while_waiting(core.actor_id):
-            return method(core, *args, **kwargs)
-
-    return run
-
-
-def _held_here() -> list[str]:
-    return getattr(_holding, "actors", None) or []
-
-
-install_actor_held_probe(lambda: bool(getattr(_holding, "actors", None)))
-
-
-class WaitingInsideWriter:
-    """(``ActorCore.help``'s helper) ``with WaitingInsideWriter():`` while this thread waits for
-    (or runs) another call from inside a writer method, that writer stays on this thread's list
-    (``writers_on_this_thread``)."""
-
-    __slots__ = ("pushed",)
-
-    def __enter__(self) -> None:
-        running = current_call()
-        self.pushed = False
-        if running is None or running.readonly:
-            return
-        stack = _waiting_writers.__dict__.setdefault("stack", [])
-        # Nested: ``run()`` enters, then the wait it makes (``help``) enters for the same
-        # writer. Listed twice, a cycle A -> B -> A was reported as "A -> A -> B -> A".
-        if stack and stack[-1] == running.actor_id:
-            return
-        stack.append(running.actor_id)
-        self.pushed = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pushed:
-            _waiting_writers.stack.pop()
-
-
-#: threads waiting in ``ActorCore.help`` without a timeout, for a call of another thread's
-#: actor: thread ident -> (that actor's core, the call's future). With each core's
-#: ``_drainer`` this is the wait-for graph of the process's threads: A's writer waiting for
-#: B's call, which a pool thread runs (``run_async(...).result()``, ``await``, ``vc.get``),
-#: while that call waits for A, is a cycle in it. Found when its last edge is added, the cycle
-#: is broken at once by refusing a call not started yet (``ReentrantCallError``); else each
-#: call waited ``max(deadline, commit_timeout)`` for ``ActorBusyError``.
-_blocked: dict[int, tuple[ActorCore, Future[Any]]] = {}
-_blocked_lock = threading.Lock()
-
-
-def _refuse_wait_cycle(core: ActorCore, future: Future[Any]) -> bool:
-    """Record that this thread waits for ``future``, a call of ``core``; if that wait closes a
-    cycle of waits, withdraw a call of the cycle that has not started (the one this thread
-    waits for first) with ``ReentrantCallError`` and return True (this thread does not wait)."""
-    me = threading.get_ident()
-    with _blocked_lock:
-        _blocked[me] = (core, future)
-        cycle: list[tuple[ActorCore, Future[Any]]] = []
-        thread: int | None = me
-        for _ in range(len(_blocked)):
-            edge = _blocked.get(thread) if thread is not None else None
-            if edge is None or edge[1].done():
-                return False
-            cycle.append(edge)
-            thread = edge[0]._drainer
-            if thread == me:
-                break
-        else:
-            return False  # a cycle of other threads: the last of them to wait breaks it
-        del _blocked[me]
-    # Each waiting thread holds the actor of the edge before its own: the calls went
-    # cycle[-1] -> cycle[0] -> ... -> cycle[-1]. Named from the actor whose call is refused
-    # (its writer is the outer one, waiting): "a -> b -> a", as on one thread.
-    actors = [c.actor_id for c, _ in cycle]
-    for index, (waited, call) in enumerate(cycle):
-        names = " -> ".join([*actors[index:], *actors[: index + 1]])
-        error = ReentrantCallError(
-            f"a call to actor {waited.actor_id!r} waits for that actor, whose writer method waits, "
-            f"on another thread, for a call that waits for this one (a call cycle {names} across "
-            "threads: a call made with run_async and then waited for ran on a pool thread, or two "
-            "threads' writer methods each called the other's actor): no thread could go on, so it "
-            "was not applied. Let the outer method do that work itself, or call the actor after "
-            "its method has returned"
-        )
-        if waited._withdraw(call, error):
-            return True
-    return False  # every call of the cycle started: the busy bound ends the wait
-
-
-def _unblock() -> None:
-    with _blocked_lock:
-        _blocked.pop(threading.get_ident(), None)
-
-
-def _forget_blocked_after_fork() -> None:
-    # The child has one thread: no other waits, and a lock another thread held at the fork
-    # would stay held forever.
-    global _blocked_lock
-    _blocked.clear()
-    _blocked_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_blocked_after_fork)
 
 
 class ActorCore(Folder):
@@ -834,14 +660,14 @@ class ActorCore(Folder):
         if wake is not None:
             wake.set()  # a serving lease holder takes it into its next fold
 
-    @_lends_read_room
+    @lends_read_room
     def help(self, future: Future[Any], timeout: float | None) -> None:
         """Wait until ``future`` is done, applying this actor's queued writes whenever nobody is.
 
         Returns early (future not done) only when ``timeout`` passed. Never waits for
         itself: if this actor's writer runs on this thread (an outer call of a cycle
         A -> B -> A), the call is withdrawn and fails with ``ReentrantCallError``; so is a call
-        closing a cycle of such waits across threads (``_refuse_wait_cycle``). A call
+        closing a cycle of such waits across threads (``refuse_wait_cycle``). A call
         still queued (not started) after ``max(Settings.deadline, Settings.commit_timeout)``
         seconds in which the actor made no progress (its holder stuck: a method running that
         long, or a cycle of calls across threads) is withdrawn and fails with ``ActorBusyError``:
@@ -849,8 +675,8 @@ class ActorCore(Folder):
         """
         if future.done():
             return
-        if current_call() is None and not getattr(_waiting_writers, "stack", None):
-            if self.actor_id in _held_here():
+        if current_call() is None and not getattr(waiting_writers, "stack", None):
+            if self.actor_id in held_here():
                 # This thread applies the actor's calls, and was interrupted to make this one: a
                 # signal handler (SIGTERM's "save progress") run in the middle of a commit. It
                 # waited for itself for max(deadline, commit_timeout), then was ActorBusyError.
@@ -923,7 +749,7 @@ class ActorCore(Folder):
                         return
                     stalled_at = now + bound  # it started: its batch settles it
                 assert wake is not None
-                if timeout is None and _refuse_wait_cycle(self, future):
+                if timeout is None and refuse_wait_cycle(self, future):
                     continue  # a call of the cycle was withdrawn: ours, or one that frees the holder
                 try:
                     interruptible_wait(wake.wait, min(remaining, stalled_at - now))
@@ -936,7 +762,7 @@ class ActorCore(Folder):
                     raise
                 finally:
                     if timeout is None:
-                        _unblock()
+                        unblock()
                 wake.clear()
         finally:
             if wake is not None:
@@ -1066,7 +892,7 @@ class ActorCore(Folder):
                 ),
             )
 
-    @_holds_actor
+    @holds_actor
     def _drain(self, until: Future[Any] | None) -> None:
         """Apply queued writes batch by batch (this thread holds the actor).
 
@@ -1113,7 +939,7 @@ class ActorCore(Folder):
         if wake is not None:
             wake.set()
 
-    @_holds_actor
+    @holds_actor
     def _serve(self) -> None:
         """The lease holder, on a pool thread: fold others' posts while this process's callers
         are quiet (their calls join the next fold). One round (a fold, or a listing and a short
@@ -1234,7 +1060,7 @@ class ActorCore(Folder):
                     self.asked_fold_idle.set()
             raise
 
-    @_holds_actor
+    @holds_actor
     def _fold_given_up_posts(self) -> None:
         """(A pool task: ``_fold_given_up_posts_soon``) Holding the actor, list the inbox; if a
         post waits there, take the folder lease if it is free and fold every pending post, then
