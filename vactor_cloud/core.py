@@ -60,6 +60,14 @@ from vactor_cloud.batch import (
     run_readonly,
 )
 from vactor_cloud.call_queue import CallQueue
+from vactor_cloud.commit_notes import (
+    interrupted_note,
+    not_sent_note,
+    noted_interrupted,
+    noted_sent,
+    sent_note,
+    started_elsewhere_note,
+)
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, cached_bytes, safe_repr
 from vactor_cloud.definition import ActorDefinition, lookup_local_class, superseded
 from vactor_cloud.deletion import after_tombstone, deleted_error, forget_before_creation, is_deleted
@@ -915,10 +923,10 @@ class ActorCore(Folder):
             except BaseException as exc:
                 # Not from a method (those are caught per call): an interrupt
                 # reaching this thread while it waited on I/O. Nothing may hang.
-                if batch and not isinstance(exc, Exception) and not _noted(exc, self.actor_id):
+                if batch and not isinstance(exc, Exception) and not noted_interrupted(exc, self.actor_id):
                     # Ctrl-C, a signal handler's SystemExit (the commit's own note, when it has
                     # one, knows more: see _commit_attempts)
-                    exc.add_note(_interrupted_note(self.actor_id, batch))
+                    exc.add_note(interrupted_note(self.actor_id, batch))
                 fail_calls(batch, exc)
                 if self._release():
                     self.env.spawn(self._drain_from_pool)
@@ -1186,7 +1194,7 @@ class ActorCore(Folder):
                     # interrupted while it was written may have landed: ``Poster._post``):
                     # nothing applied. The drain's note said "may or may not", and a caller
                     # looked at history.
-                    exc.add_note(_not_sent_note(self.actor_id, c.batch))
+                    exc.add_note(not_sent_note(self.actor_id, c.batch))
                 raise
             self._interrupted_after_posting(c.posted, c.batch)
             if not isinstance(exc, Exception):
@@ -1732,13 +1740,13 @@ class ActorCore(Folder):
                 write_in_flight=False,
             )
             reported.__cause__ = exc
-        elif c.put_sent and not isinstance(exc, StorageTimeoutError) and not _noted_sent(exc, self.actor_id):
+        elif c.put_sent and not isinstance(exc, StorageTimeoutError) and not noted_sent(exc, self.actor_id):
             # The step's put was sent, and what stopped us came after (a read back of it that
             # failed, its own answer lost): raised as it is, for what callers catch, but told
             # that the calls may have been applied (a bare "read failed" said nothing of it).
             # Not a timeout of a write (its own words say it: "may or may not have been
             # applied"; a read's was made so above).
-            exc.add_note(_sent_note(self.actor_id, c.record.step))
+            exc.add_note(sent_note(self.actor_id, c.record.step))
         fail_calls(batch, reported)
         return "done"
 
@@ -1979,69 +1987,6 @@ class ActorCore(Folder):
         self.head = await self.log.advance_head(record.step, record.class_ref, self.head)
 
 
-def _sent_note(actor_id: str, step: int) -> str:
-    """What a storage error that ended a commit after its step's put was sent tells its catcher."""
-    return (
-        f"vactor_cloud: the write of step {step} of actor {actor_id!r} was sent before this "
-        "error: the calls may or may not have been applied (look at handle.history(), or use "
-        "an idempotency key, before calling again)"
-    )
-
-
-def _noted_sent(exc: BaseException, actor_id: str) -> bool:
-    """Whether ``exc`` carries :func:`_sent_note` about ``actor_id`` already."""
-    return any(
-        n.startswith("vactor_cloud: the write of step ") and f" of actor {actor_id!r} was sent " in n
-        for n in getattr(exc, "__notes__", ())
-    )
-
-
-def _not_sent_note(actor_id: str, batch: list[PendingCall]) -> str:
-    """What an interrupt that stopped a commit before its step's put was sent tells its catcher."""
-    methods = ", ".join(sorted({call.method for call in batch}))
-    return (
-        f"vactor_cloud: this interrupted the commit of {len(batch)} call(s) to actor {actor_id!r} "
-        f"({methods}) before its step's write was sent: not applied; they can be called again"
-    )
-
-
-def _noted(exc: BaseException, actor_id: str) -> bool:
-    """Whether ``exc`` carries a commit's note about ``actor_id`` already."""
-    head = "vactor_cloud: this interrupted the commit of "
-    return any(n.startswith(head) and f"to actor {actor_id!r} " in n for n in getattr(exc, "__notes__", ()))
-
-
-def _interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
-    """What an interrupt that stopped a commit tells its catcher (and its traceback)."""
-    methods = ", ".join(sorted({call.method for call in batch}))
-    if any(call.posted is not None for call in batch):
-        # Posted under contention: not withdrawn. History does not show such a call until a
-        # fold applies it, so "look at history before calling again" applied it twice.
-        ids = ", ".join(call.call_id for call in batch[:_NOTE_IDS])
-        if len(batch) > _NOTE_IDS:
-            ids += f" and {len(batch) - _NOTE_IDS} more"
-        return (
-            f"vactor_cloud: this interrupted the commit of {len(batch)} call(s) to actor "
-            f"{actor_id!r} ({methods}) after they were posted under contention: the post stays, "
-            "and any process's fold may still apply them (at most once, after this process's "
-            "earlier calls to the actor, before its later ones) until it expires (30 min); "
-            f"handle.call_outcome(call_id) tells what became of each (call ids: {ids}): do not "
-            "call again before it says not applied, unless the call has an idempotency key"
-        )
-    keyed = all(call.idempotency_key is not None for call in batch)
-    retry = (
-        "a retry with the same idempotency key applies each at most once"
-        if keyed
-        else "look at handle.history() before calling again (calls with an idempotency key "
-        "can be retried safely)"
-    )
-    return (
-        f"vactor_cloud: this interrupted the commit of {len(batch)} call(s) to actor "
-        f"{actor_id!r} ({methods}): they may or may not have been applied (a step put already "
-        f"sent may land); {retry}"
-    )
-
-
 def _left_if_cancelled(core: weakref.ref[ActorCore], future: Future[Any]) -> None:
     """(Done-callback of a queued call's future; the core by weak reference: a future kept
     after its call keeps no core alive) A cancelled call leaves its core's queue."""
@@ -2049,20 +1994,6 @@ def _left_if_cancelled(core: weakref.ref[ActorCore], future: Future[Any]) -> Non
         alive = core()
         if alive is not None:
             alive._drop_cancelled()
-
-
-#: call ids an interrupt's note names at most
-_NOTE_IDS = 8
-
-
-def started_elsewhere_note(actor_id: str) -> str:
-    """What an interrupt tells whose call another thread was already committing."""
-    return (
-        f"vactor_cloud: this interrupted a wait for a call to actor {actor_id!r} that another "
-        "thread of this process had already taken into the batch it commits: that thread goes "
-        "on, so the call may be applied (look at the actor before calling again, or use an "
-        "idempotency key)"
-    )
 
 
 #: a fold copies its parent's outcomes (``StepRecord.carried``) up to this many bytes

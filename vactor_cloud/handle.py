@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Self, TypeVa
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCall, current_call
+from vactor_cloud.commit_notes import started_elsewhere_note
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
-from vactor_cloud.core import ActorCore, started_elsewhere_note
+from vactor_cloud.core import ActorCore
 from vactor_cloud.definition import (
     ActorDefinition,
     MethodInfo,
