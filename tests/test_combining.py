@@ -42,7 +42,7 @@ from combining_workers import (
 from store_helpers import retune
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, committer, compaction, folding, poster, posting
+from vactor_cloud import _sync, committer, compaction, folding, holding, poster, posting
 from vactor_cloud import core as core_module
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.core import ActorCore
@@ -1738,6 +1738,7 @@ def commit_timeout_runs_out(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     clock = JumpingClock(up)
     monkeypatch.setattr(core_module, "time", clock)
     monkeypatch.setattr(committer, "time", clock)
+    monkeypatch.setattr(holding, "time", clock)
     monkeypatch.setattr(poster, "time", clock)
     return up
 
