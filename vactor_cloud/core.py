@@ -94,9 +94,11 @@ class CoreEnv(HoldEnv, Protocol):
 class ActorCore(Holder):
     """Per-process state of one actor. Create through ``Runtime.core(actor_id)``.
 
-    Its bases hold parts of it, each with its own fields: contention combining, the poster's side
-    (:class:`~vactor_cloud.poster.Poster`) and the folder's side (:class:`~vactor_cloud.folding.Folder`),
-    and the commit loop (:class:`~vactor_cloud.committer.Committer`).
+    Its bases hold parts of it, each with its own fields, each over the one before: contention
+    combining, the poster's side (:class:`~vactor_cloud.poster.Poster`) and the folder's side
+    (:class:`~vactor_cloud.folding.Folder`); the commit loop (:class:`~vactor_cloud.committer.Committer`);
+    the holding of the actor, calls queued, waited for and drained (:class:`~vactor_cloud.holding.Holder`).
+    Here: its cache of the newest step, loading, creation, reads, HEAD.
     """
 
     # Slots (and the bases' too): a process may touch tens of thousands of actors; every byte counts.
