@@ -103,11 +103,9 @@ def test_the_circle_detector_finds_a_circle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_the_core_does_not_reach_up_to_handles_events_or_the_runtime() -> None:
-    modules = _modules()
-    known = set(modules)
-    core = _imports("vactor_cloud.core", modules["vactor_cloud.core"], known)
-    assert not core & {
+#: what the core never imports
+ABOVE_THE_CORE = frozenset(
+    {
         "vactor_cloud.runtime",
         "vactor_cloud.handle",
         "vactor_cloud.actor",
@@ -115,6 +113,14 @@ def test_the_core_does_not_reach_up_to_handles_events_or_the_runtime() -> None:
         "vactor_cloud.inbox",
         "vactor_cloud.history",
     }
+)
+
+
+def test_the_core_does_not_reach_up_to_handles_events_or_the_runtime() -> None:
+    modules = _modules()
+    known = set(modules)
+    core = _imports("vactor_cloud.core", modules["vactor_cloud.core"], known)
+    assert not core & ABOVE_THE_CORE
 
 
 def test_contention_combining_sits_below_the_core() -> None:

@@ -4,19 +4,10 @@ the carved modules' own)."""
 
 from __future__ import annotations
 
-from test_layers import _imports, _modules
+from test_layers import ABOVE_THE_CORE, _imports, _modules
 
-#: ``ActorCore``'s bases, lowest first: each imports the ones below it, none one above it
+#: ``ActorCore``'s bases, lowest first: each imports the one below it, none one above it
 BASES = ("poster", "folding", "committer", "holding", "core")
-#: what the core never reaches, nor any module it was carved into
-ABOVE_THE_CORE = {
-    "vactor_cloud.runtime",
-    "vactor_cloud.handle",
-    "vactor_cloud.actor",
-    "vactor_cloud.events",
-    "vactor_cloud.inbox",
-    "vactor_cloud.history",
-}
 
 
 def _imports_of(part: str) -> set[str]:
