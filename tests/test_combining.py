@@ -42,7 +42,7 @@ from combining_workers import (
 from store_helpers import retune
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, compaction, folding, poster, posting
+from vactor_cloud import _sync, committer, compaction, folding, holding, poster, posting
 from vactor_cloud import core as core_module
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.core import ActorCore
@@ -951,7 +951,7 @@ def test_a_fold_that_fails_unexpectedly_tells_its_poster_pending_not_failed(
     init_switchable(store_spec, combine_window=60.0)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
-    real = core_module.apply_batch
+    real = committer.apply_batch
     applies: list[int] = []
 
     runtime = vc.get_runtime()
@@ -966,7 +966,7 @@ def test_a_fold_that_fails_unexpectedly_tells_its_poster_pending_not_failed(
             raise RuntimeError("a defect while applying the batch (injected)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(core_module, "apply_batch", fails_once)
+    monkeypatch.setattr(committer, "apply_batch", fails_once)
     commit_behind_its_back("a")
     with pytest.raises(CallPendingError) as raised:
         log.add.run("me/1")  # loses, posts, takes the lease, folds: the apply fails
@@ -1737,6 +1737,8 @@ def commit_timeout_runs_out(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     up = threading.Event()
     clock = JumpingClock(up)
     monkeypatch.setattr(core_module, "time", clock)
+    monkeypatch.setattr(committer, "time", clock)
+    monkeypatch.setattr(holding, "time", clock)
     monkeypatch.setattr(poster, "time", clock)
     return up
 

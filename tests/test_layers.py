@@ -103,11 +103,9 @@ def test_the_circle_detector_finds_a_circle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_the_core_does_not_reach_up_to_handles_events_or_the_runtime() -> None:
-    modules = _modules()
-    known = set(modules)
-    core = _imports("vactor_cloud.core", modules["vactor_cloud.core"], known)
-    assert not core & {
+#: what the core never imports
+ABOVE_THE_CORE = frozenset(
+    {
         "vactor_cloud.runtime",
         "vactor_cloud.handle",
         "vactor_cloud.actor",
@@ -115,6 +113,14 @@ def test_the_core_does_not_reach_up_to_handles_events_or_the_runtime() -> None:
         "vactor_cloud.inbox",
         "vactor_cloud.history",
     }
+)
+
+
+def test_the_core_does_not_reach_up_to_handles_events_or_the_runtime() -> None:
+    modules = _modules()
+    known = set(modules)
+    core = _imports("vactor_cloud.core", modules["vactor_cloud.core"], known)
+    assert not core & ABOVE_THE_CORE
 
 
 def test_contention_combining_sits_below_the_core() -> None:
@@ -127,6 +133,7 @@ def test_contention_combining_sits_below_the_core() -> None:
     folding = _imports("vactor_cloud.folding", modules["vactor_cloud.folding"], known)
     assert not poster & {"vactor_cloud.core", "vactor_cloud.folding"}
     assert "vactor_cloud.core" not in folding
+    # (The core reaches both through its commit loop, ``vactor_cloud.committer``.)
     assert {"vactor_cloud.poster", "vactor_cloud.folding"} <= _imports(
-        "vactor_cloud.core", modules["vactor_cloud.core"], known
+        "vactor_cloud.committer", modules["vactor_cloud.committer"], known
     )

@@ -1,5 +1,5 @@
 """Review h131: what an interrupt's note tells the caller of a commit stopped before its step's
-put was sent (``core._not_sent_note``). "Not applied" is said only when nothing that may apply
+put was sent (``commit_notes.not_sent_note``). "Not applied" is said only when nothing that may apply
 the calls was sent: a post of the batch sent before the interrupt (its put landed, or may
 have) is folded by another process later, and a caller told "not applied" calls again and
 applies its call twice.

@@ -38,9 +38,8 @@ from test_delete_actor import call_on
 from test_idempotency import LostResponseStore
 
 import vactor_cloud as vc
-from vactor_cloud import core as core_module
 from vactor_cloud import handle as handle_module
-from vactor_cloud import workflow
+from vactor_cloud import holding, workflow
 from vactor_cloud.batch import PendingCall, deliver_all
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
@@ -516,8 +515,8 @@ def test_ctrl_c_while_queued_behind_another_threads_writer_withdraws_the_call(
     actor_id = f"ctrl-c-queued-{way}"
     box = Sweep.get_or_create(actor_id)
     held, gate = _hold(actor_id)
-    interrupted_wait = InterruptOnce(core_module.interruptible_wait)
-    monkeypatch.setattr(core_module, "interruptible_wait", interrupted_wait)
+    interrupted_wait = InterruptOnce(holding.interruptible_wait)
+    monkeypatch.setattr(holding, "interruptible_wait", interrupted_wait)
     try:
         with pytest.raises(Interrupted):
             if way == "run":

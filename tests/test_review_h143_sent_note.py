@@ -1,5 +1,5 @@
 """Review h143: the note a storage error that ends a commit after its step's put was sent
-carries (``core._sent_note``: the calls may or may not have been applied).
+carries (``commit_notes.sent_note``: the calls may or may not have been applied).
 
 It is added once, to an error that does not say so itself. A step put that got no answer
 (``StorageTimeoutError`` with ``write_in_flight``: "the write may or may not have been

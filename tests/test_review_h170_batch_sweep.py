@@ -657,7 +657,7 @@ def test_a_call_schedules_sees_and_cancels_its_own_timers(store_spec: StoreSpec)
 
 def test_a_method_whose_thread_ran_a_sub_task_is_still_its_own_call(store_spec: StoreSpec) -> None:
     """Mutation: ``swap_current_call`` returning the context it set, not the one it replaced: a
-    method whose waiting thread ran a queued sub-task (``core.run_detached``, caller runs) was
+    method whose waiting thread ran a queued sub-task (``reentrancy.run_detached``, caller runs) was
     left outside any call (``current_call()`` None) once the sub-task returned."""
     pool = ThreadPoolExecutor(1, thread_name_prefix="h170-subtask")
     CHILD_RAN.clear()

@@ -637,7 +637,7 @@ def _mail_keys() -> None:
 
 
 def _wait_graph() -> None:
-    importlib.import_module("vactor_cloud.core")._unblock()  # what a waiting call does
+    importlib.import_module("vactor_cloud.reentrancy").unblock()  # what a waiting call does
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -647,7 +647,7 @@ def _wait_graph() -> None:
         ("vactor_cloud.storage._memory", "_LOCK", _memory_request),
         ("vactor_cloud.definition", "_PICKLE_LOCK", _class_body),
         ("vactor_cloud.mailkey", "_KEYS_LOCK", _mail_keys),
-        ("vactor_cloud.core", "_blocked_lock", _wait_graph),
+        ("vactor_cloud.reentrancy", "_blocked_lock", _wait_graph),
     ],
 )
 def test_a_child_forked_while_another_thread_held_a_process_wide_lock_can_take_it(

@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
-from vactor_cloud.core import call_cycle
 from vactor_cloud.definition import (
     PROCESS_ONLY_MODULES,
     ActorDefinition,
@@ -28,6 +27,7 @@ from vactor_cloud.errors import ReentrantCallError
 from vactor_cloud.events import forget_existing
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.ids import validate_idempotency_key
+from vactor_cloud.reentrancy import call_cycle
 from vactor_cloud.runtime import Runtime, get_runtime
 
 __all__ = ["ActorClass", "VirtualActorDecorator", "get_actor", "get_actor_async", "virtual_actor"]

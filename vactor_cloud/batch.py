@@ -310,7 +310,7 @@ install_method_probe(lambda: current_call() is not None)
 
 def swap_current_call(context: CallContext | None) -> CallContext | None:
     """Make ``context`` the call running in this thread; the one it replaces is returned (for
-    ``core.run_detached``, which runs work on a thread as a fresh thread would)."""
+    ``reentrancy.run_detached``, which runs work on a thread as a fresh thread would)."""
     previous: CallContext | None = getattr(_local, "call", None)
     _local.call = context
     return previous

@@ -43,7 +43,6 @@ from typing import Any
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import PendingCall
-from vactor_cloud.core import call_cycle
 from vactor_cloud.dedup import Outcome, StepDedup, delivered
 from vactor_cloud.deletion import deleted_error, is_deleted
 from vactor_cloud.errors import (
@@ -67,6 +66,7 @@ from vactor_cloud.inbox import (
     validate_event_id,
 )
 from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.reentrancy import call_cycle
 from vactor_cloud.runtime import Runtime, get_runtime
 
 __all__ = [

@@ -69,7 +69,6 @@ import cloudpickle
 from vactor_cloud import _sync, codec
 from vactor_cloud.batch import CallContext, current_call
 from vactor_cloud.checked_read import read_checked
-from vactor_cloud.core import run_detached
 from vactor_cloud.errors import (
     AlreadyExistsError,
     DamagedObjectError,
@@ -84,6 +83,7 @@ from vactor_cloud.errors import (
 from vactor_cloud.fork_guard import end_a_forked_child, forks_now
 from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import task_key, tasks_prefix
+from vactor_cloud.reentrancy import run_detached
 from vactor_cloud.runtime import get_runtime, init
 from vactor_cloud.runtime_scope import carry_runtime
 from vactor_cloud.state import dumps_state, expect_serializer, loads_state
