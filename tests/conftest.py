@@ -224,6 +224,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h176_cli",
         "test_review_h179_tick_renewals",
         "test_review_h186_partialmethod_marks",
+        "test_review_h202_cli_unimportable_state",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

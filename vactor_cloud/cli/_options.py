@@ -289,13 +289,13 @@ def actor_error(actor_id: str, exc: BaseException) -> str:
 
 def error_advice(exc: BaseException | None) -> str:
     """What to do about an actor's error, as every command says it: ``IMPORT_HINT`` when the
-    actor's class cannot be imported or loaded here, :func:`integrity_advice` for a damaged
-    object; else nothing."""
+    actor's class, or a module its state refers to, cannot be imported or loaded here,
+    :func:`integrity_advice` for a damaged object; else nothing."""
     from vactor_cloud.errors import ActorDefinitionError
 
     if exc is None:
         return ""
-    import_hint = IMPORT_HINT if isinstance(exc, ActorDefinitionError) else ""
+    import_hint = IMPORT_HINT if isinstance(exc, ActorDefinitionError | ImportError) else ""
     return f"{import_hint}{integrity_advice(exc)}"
 
 
