@@ -10,12 +10,12 @@ say the same.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from child_processes import run_python
 from cli_harness import Result, Vactor, one_line_error
 
 from vactor_cloud.cli import EXIT_ERROR
@@ -91,16 +91,7 @@ def shelf(store: str, tmp_path: Path) -> str:
     src.mkdir()
     (src / "h202_shelf.py").write_text(textwrap.dedent(MODULE))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(ROOT)])}
-    done = subprocess.run(
-        [sys.executable, "-c", PROGRAM, store],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    run_python(["-c", PROGRAM, store], env=env, cwd=tmp_path)
     assert "h202_shelf" not in sys.modules
     return store
 
