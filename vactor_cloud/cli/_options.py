@@ -550,8 +550,22 @@ def init_runtime(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
 
 
 def parse_json_arg(text: str, what: str) -> Any:
+    """One JSON value, as Python's json module reads it (``NaN``, ``Infinity`` and ``-Infinity``
+    too: typed, they are meant), but not a number no float holds (``1e400``), which it would
+    read as infinity: a value the user did not type."""
+
+    def finite(value: str) -> float:
+        number = float(value)
+        if math.isfinite(number):
+            return number
+        raise CliError(
+            f"{what} {text!r}: {value} is beyond a float's range (it would be read as infinity); "
+            "pass a smaller number, or Infinity if that is what you mean",
+            EXIT_USAGE,
+        )
+
     try:
-        return json.loads(text)
+        return json.loads(text, parse_float=finite)
     except ValueError:
         raise CliError(
             f"{what} {text!r} is not JSON; quote strings as JSON, e.g. '\"text\"', or pass numbers as 5",
