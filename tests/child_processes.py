@@ -8,10 +8,11 @@ import os
 import queue
 import select
 import signal
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -32,6 +33,29 @@ def report_stacks_on_request() -> None:
 
 #: how long a test waits for its child processes (a hung child fails the test, not the suite)
 JOIN_TIMEOUT = 240.0
+
+
+def python_child(
+    args: Sequence[str], *, env: dict[str, str], cwd: str | os.PathLike[str]
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` (``-c CODE ...``, a script) run to its end in a fresh interpreter, within
+    120 s: its ``subprocess.CompletedProcess``, text."""
+    return subprocess.run(
+        [sys.executable, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def run_python(args: Sequence[str], *, env: dict[str, str], cwd: str | os.PathLike[str]) -> str:
+    """:func:`python_child`'s stdout, or fail the test with (the end of) its stderr."""
+    done = python_child(args, env=env, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def run_to_end(procs: Iterable[BaseProcess], timeout: float = JOIN_TIMEOUT) -> list[int | None]:

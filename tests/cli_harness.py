@@ -20,7 +20,7 @@ from silent_listener import SilentListener
 
 import vactor_cloud as vc
 from vactor_cloud import history
-from vactor_cloud.cli import _chunks, main
+from vactor_cloud.cli import EXIT_OK, _chunks, main
 
 __all__ = [
     "BrokenStream",
@@ -33,6 +33,7 @@ __all__ = [
     "one_line_error",
     "seed_long_actor",
     "store",
+    "timers_ls_cells",
     "vactor",
 ]
 
@@ -85,6 +86,18 @@ def vactor(capsys: pytest.CaptureFixture[str]) -> Vactor:
         return Result(code, out, err)
 
     return run
+
+
+def timers_ls_cells(vactor: Vactor) -> list[list[str]]:
+    """``vactor timers ls``, piped: the fields of each row, five (one a column, for ``awk``),
+    under the headers every table has."""
+    result = vactor("timers", "ls")
+    assert result.code == EXIT_OK, result.err
+    header, *rows = result.out.splitlines()
+    assert header.split() == ["DUE", "LATE", "ACTOR", "KEY", "GEN"], result.out
+    cells = [row.split() for row in rows]
+    assert all(len(fields) == 5 for fields in cells), result.out
+    return cells
 
 
 def one_line_error(result: Result) -> str:

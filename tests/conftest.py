@@ -224,6 +224,9 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h176_cli",
         "test_review_h179_tick_renewals",
         "test_review_h186_partialmethod_marks",
+        "test_review_h202_cli_unimportable_state",
+        "test_review_h202_timers_ls_lateness",
+        "test_review_h202_cli_call_arguments",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from child_processes import python_child
 from example_commands import check_printed_inspect_command
 
 from vactor_cloud.storage import LocalStore
@@ -118,15 +119,7 @@ def _example_in(cwd: Path, name: str, *args: str) -> subprocess.CompletedProcess
     if name == "batch_dask.py":
         pytest.importorskip("distributed")
     env = embedded_env(cwd.parent)
-    return subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return python_child([str(EXAMPLES / name), *args], env=env, cwd=cwd)
 
 
 @pytest.mark.parametrize("name", TAKE_A_URL)

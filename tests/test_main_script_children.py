@@ -10,11 +10,10 @@ its parent made. Runs the script for real (a child process of the test), on the 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from child_processes import run_python
 
 SCRIPT = """
 import multiprocessing, sys
@@ -57,14 +56,5 @@ def test_a_scripts_actor_class_is_one_class_in_its_pools_children(tmp_path: Path
     script.write_text(SCRIPT)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root)
-    done = subprocess.run(
-        [sys.executable, str(script), method, (tmp_path / "store").as_uri()],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-1] == "7"
+    out = run_python([str(script), method, (tmp_path / "store").as_uri()], env=env, cwd=tmp_path)
+    assert out.split()[-1] == "7"

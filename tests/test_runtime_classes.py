@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import multiprocessing.context
 import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import runtime_workers as workers
+from child_processes import run_python
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -101,17 +100,8 @@ def run_script(spec: StoreSpec, action: str, module_dir: Path | None) -> dict[st
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["SPEC"] = json.dumps({"url": spec.url, "options": spec.options, "env": spec.env})
     env["EXTRA_PATH"] = str(module_dir) if module_dir else ""
-    out = subprocess.run(
-        [sys.executable, "-c", SCRIPT, action],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd="/",
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    out = run_python(["-c", SCRIPT, action], env=env, cwd="/")
+    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def write_module(directory: Path, source: str) -> Path:

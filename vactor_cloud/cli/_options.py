@@ -289,13 +289,13 @@ def actor_error(actor_id: str, exc: BaseException) -> str:
 
 def error_advice(exc: BaseException | None) -> str:
     """What to do about an actor's error, as every command says it: ``IMPORT_HINT`` when the
-    actor's class cannot be imported or loaded here, :func:`integrity_advice` for a damaged
-    object; else nothing."""
+    actor's class, or a module its state refers to, cannot be imported or loaded here,
+    :func:`integrity_advice` for a damaged object; else nothing."""
     from vactor_cloud.errors import ActorDefinitionError
 
     if exc is None:
         return ""
-    import_hint = IMPORT_HINT if isinstance(exc, ActorDefinitionError) else ""
+    import_hint = IMPORT_HINT if isinstance(exc, ActorDefinitionError | ImportError) else ""
     return f"{import_hint}{integrity_advice(exc)}"
 
 
@@ -550,8 +550,22 @@ def init_runtime(args: argparse.Namespace, *, must_exist: bool = True) -> StoreC
 
 
 def parse_json_arg(text: str, what: str) -> Any:
+    """One JSON value, as Python's json module reads it (``NaN``, ``Infinity`` and ``-Infinity``
+    too: typed, they are meant), but not a number no float holds (``1e400``), which it would
+    read as infinity: a value the user did not type."""
+
+    def finite(value: str) -> float:
+        number = float(value)
+        if math.isfinite(number):
+            return number
+        raise CliError(
+            f"{what} {text!r}: {value} is beyond a float's range (it would be read as infinity); "
+            "pass a smaller number, or Infinity if that is what you mean",
+            EXIT_USAGE,
+        )
+
     try:
-        return json.loads(text)
+        return json.loads(text, parse_float=finite)
     except ValueError:
         raise CliError(
             f"{what} {text!r} is not JSON; quote strings as JSON, e.g. '\"text\"', or pass numbers as 5",

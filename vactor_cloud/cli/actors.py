@@ -135,11 +135,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             EXIT_NOT_FOUND,
         ) from exc
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
-        raise CliError(
-            f"the state of {args.actor_id!r} refers to code this process cannot import ({exc}); "
-            "run vactor with the actor's modules on PYTHONPATH",
-            EXIT_ERROR,
-        ) from exc
+        raise _state_not_importable(args.actor_id, exc) from exc
     summary = {
         "actor_id": args.actor_id,
         "class": record.class_ref.name,
@@ -237,6 +233,8 @@ def cmd_call(args: argparse.Namespace) -> int:
             EXIT_INTERRUPTED,
         ) from None
     except BaseException as exc:  # SystemExit too: the method's, not this command's exit status
+        if _loading_the_state_raised(exc) and not _raised_in(exc, method._info.function):
+            raise _state_not_importable(args.actor_id, exc) from exc  # the method never ran
         raise CliError(f"{args.method}() raised {type(exc).__name__}: {exc}", EXIT_ERROR) from exc
     if out.json:
         out.emit_json({"result": result})
@@ -252,6 +250,31 @@ def cmd_call(args: argparse.Namespace) -> int:
         except (TypeError, ValueError):
             out.print(repr(result))
     return EXIT_OK
+
+
+def _state_not_importable(actor_id: str, exc: BaseException) -> CliError:
+    """What ``show`` and ``call`` say of a state that refers to code this process cannot import
+    (a class of the program's own module, not on ``PYTHONPATH`` here)."""
+    return CliError(
+        f"the state of {actor_id!r} refers to code this process cannot import ({exc}); "
+        "run vactor with the actor's modules on PYTHONPATH",
+        EXIT_ERROR,
+    )
+
+
+def _loading_the_state_raised(exc: BaseException) -> bool:
+    """Whether ``exc`` is an import or attribute lookup that failed while the actor's pickled
+    state was being loaded (a frame of ``loads_state`` is in its traceback): not the method's."""
+    from vactor_cloud.state import loads_state
+
+    if not isinstance(exc, ImportError | AttributeError):
+        return False
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code is loads_state.__code__:
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def _raised_in(exc: BaseException, function: Any) -> bool:

@@ -358,7 +358,9 @@ def _drain_chunks(first: list[str], chunks: IdChunks, out: Output, bar: bool) ->
             for actor_id in _one_by_one(first, chunks, advance):
                 try:
                     line = _sync.sync(_drain_one(actor_id))
-                except (VactorError, OSError) as exc:
+                # ImportError, AttributeError: its state refers to a module (or a class of one)
+                # this process cannot import; the other actors are still drained
+                except (VactorError, OSError, ImportError, AttributeError) as exc:
                     errors.append(actor_error(actor_id, exc))
                 else:
                     drained += 1

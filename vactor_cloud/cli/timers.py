@@ -264,11 +264,26 @@ def _ls_row(entry: IndexEntry, now: float) -> dict[str, Any]:
 def _ls_cells(row: dict[str, Any]) -> tuple[str, str, str, str, str]:
     return (
         _utc(row["due"]),
-        f"{row['late_s']:+.3f}s",  # -: not due yet
+        _lateness(row["late_s"]),
         str(row["actor"]),
         str(row["key"]),
         "-" if row["gen"] is None else str(row["gen"]),
     )
+
+
+def _lateness(seconds: float) -> str:
+    """A LATE cell, one field: ``+0.160s`` under a minute, else the two largest units that
+    fit (``-59m59s``, ``+3h07m``, ``-29d23h``); ``-``: not due yet."""
+    sign = "-" if seconds < 0 else "+"
+    left = abs(seconds)
+    if left < 60:
+        return f"{sign}{left:.3f}s"
+    whole = int(left)
+    if whole >= 86400:
+        return f"{sign}{whole // 86400}d{whole % 86400 // 3600:02d}h"
+    if whole >= 3600:
+        return f"{sign}{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{sign}{whole // 60}m{whole % 60:02d}s"
 
 
 #: (a name of its own here: tests stand another in for it)
