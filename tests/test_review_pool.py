@@ -343,7 +343,7 @@ def test_ctrl_c_just_after_run_async_deferred_its_call_behind_a_pending_creation
     Failed before: the creation, once committed, submitted it, and it was applied."""
     store_spec.init(settings=vc.Settings(storage="", wait_for_init=False))
     _born.clear()
-    from vactor_cloud.runtime import Creation
+    from vactor_cloud.creation import Creation
 
     deferred_then_interrupted = InterruptOnce(Creation.defer, after=True)
     monkeypatch.setattr(Creation, "defer", deferred_then_interrupted)

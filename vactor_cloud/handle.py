@@ -25,6 +25,7 @@ from vactor_cloud import _sync
 from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCall, current_call
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
 from vactor_cloud.core import ActorCore, WaitingInsideWriter, started_elsewhere_note, writers_on_this_thread
+from vactor_cloud.creation import Creation
 from vactor_cloud.definition import (
     ActorDefinition,
     MethodInfo,
@@ -53,7 +54,7 @@ from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log import unrecordable
 from vactor_cloud.read_room import Read, current_read
-from vactor_cloud.runtime import Creation, Runtime, get_runtime, storage_chosen, store_in_use
+from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
