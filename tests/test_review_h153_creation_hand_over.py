@@ -20,9 +20,9 @@ from store_helpers import retune
 from test_review_h150_ready_after_failed_creation import _hold_spawned
 
 import vactor_cloud as vc
+from vactor_cloud import actor_runtime, head_flusher, init_settings
 from vactor_cloud import creation as creation_module
 from vactor_cloud import handle as handle_module
-from vactor_cloud import head_flusher, init_settings
 from vactor_cloud import runtime as runtime_module
 from vactor_cloud.core import ActorCore
 from vactor_cloud.creation import Creation
@@ -31,7 +31,9 @@ from vactor_cloud.testing.lanes import StoreSpec
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 #: the files of the runtime's code: ``runtime.py`` and the modules it is built of
-RUNTIME_FILES = {m.__file__ for m in (runtime_module, creation_module, head_flusher, init_settings)}
+RUNTIME_FILES = {
+    m.__file__ for m in (runtime_module, actor_runtime, creation_module, head_flusher, init_settings)
+}
 
 
 @contextmanager
