@@ -26,6 +26,7 @@ from subtask_workers import Trainer, events
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
+from vactor_cloud.actor_runtime import _read_class_body
 from vactor_cloud.checked_read import READS
 from vactor_cloud.compaction import _checkpoint_meta
 from vactor_cloud.deletion import forget_failed_calls
@@ -35,7 +36,6 @@ from vactor_cloud.keys import failure_key, task_key
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import ActorLog, ClassRef, GcWatermark, StepRecord, encode_gc
 from vactor_cloud.mailkey import MailKeys
-from vactor_cloud.runtime import _read_class_body
 from vactor_cloud.storage import Blob, MemoryStore, ObjectStore, PutMode
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec

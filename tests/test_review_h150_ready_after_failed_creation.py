@@ -14,7 +14,8 @@ from store_helpers import retune
 
 import vactor_cloud as vc
 from vactor_cloud.core import ActorCore
-from vactor_cloud.runtime import Creation, Runtime
+from vactor_cloud.creation import Creation
+from vactor_cloud.runtime import Runtime
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")

@@ -3,8 +3,8 @@ behind it over one by one (``Creation.settle``). h150 made every hand-over run w
 interrupted; an interrupt (Ctrl-C) landing *between* two hand-overs, where the loop goes on to
 the next, still stopped the rest: their callers waited for good. The interrupt is forced there
 with a trace function (an exception a trace function raises is raised in the traced frame, as
-a signal handler's is, at the next line of ``vactor_cloud/runtime.py`` run after the first
-hand-over returned)."""
+a signal handler's is, at the next line of the runtime's modules run after the first hand-over
+returned: ``RUNTIME_FILES``)."""
 
 from __future__ import annotations
 
@@ -20,18 +20,25 @@ from store_helpers import retune
 from test_review_h150_ready_after_failed_creation import _hold_spawned
 
 import vactor_cloud as vc
+from vactor_cloud import actor_runtime, head_flusher, init_settings
+from vactor_cloud import creation as creation_module
 from vactor_cloud import handle as handle_module
 from vactor_cloud import runtime as runtime_module
 from vactor_cloud.core import ActorCore
-from vactor_cloud.runtime import Creation
+from vactor_cloud.creation import Creation
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
+#: the files of the runtime's code: ``runtime.py`` and the modules it is built of
+RUNTIME_FILES = {
+    m.__file__ for m in (runtime_module, actor_runtime, creation_module, head_flusher, init_settings)
+}
+
 
 @contextmanager
 def _interrupt_at_the_next_runtime_line_once(armed: Callable[[], bool]) -> Iterator[list[int]]:
-    """While inside: a ``KeyboardInterrupt`` at the first line of ``runtime.py`` run once
+    """While inside: a ``KeyboardInterrupt`` at the first line of ``RUNTIME_FILES`` run once
     ``armed()`` is true (once). Yields a list that holds 1 once it was raised."""
     raised: list[int] = []
 
@@ -42,7 +49,7 @@ def _interrupt_at_the_next_runtime_line_once(armed: Callable[[], bool]) -> Itera
         return local
 
     def calls(frame: FrameType, event: str, arg: Any) -> Any:
-        return local if frame.f_code.co_filename == runtime_module.__file__ else None
+        return local if frame.f_code.co_filename in RUNTIME_FILES else None
 
     before = sys.gettrace()
     sys.settrace(calls)

@@ -1,4 +1,4 @@
-"""Hostile review (h159) of the failed creation's locals clearing (``runtime._forget_locals``).
+"""Hostile review (h159) of the failed creation's locals clearing (``creation._forget_locals``).
 
 A failure that is an exception group holds its members, each with its own traceback: the
 frames they passed through (and their locals, the arguments) were left held."""
@@ -87,7 +87,7 @@ def test_a_failed_creation_raising_out_of_a_generator_holds_not_its_arguments(
 def test_forgetting_locals_ends_on_a_cycle_of_contexts_and_nested_groups() -> None:
     """Exceptions chained in a cycle, and a group holding itself through a member's context:
     each is visited once (no endless walk), and each finished frame is cleared."""
-    from vactor_cloud.runtime import _forget_locals
+    from vactor_cloud.creation import _forget_locals
 
     def fail(blob: Blob) -> ValueError:
         try:

@@ -77,9 +77,9 @@ import vactor_cloud as vc
 from vactor_cloud import runtime as runtime_module
 from vactor_cloud.actor import delete_actor_async
 from vactor_cloud.batch import PendingCall
+from vactor_cloud.creation import CreationTurns
 from vactor_cloud.errors import RuntimeShutdownError
 from vactor_cloud.future import ActorFuture
-from vactor_cloud.runtime import CreationTurns
 from vactor_cloud.storage import MemoryStore
 from vactor_cloud.testing.lanes import StoreSpec
 

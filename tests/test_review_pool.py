@@ -343,7 +343,7 @@ def test_ctrl_c_just_after_run_async_deferred_its_call_behind_a_pending_creation
     Failed before: the creation, once committed, submitted it, and it was applied."""
     store_spec.init(settings=vc.Settings(storage="", wait_for_init=False))
     _born.clear()
-    from vactor_cloud.runtime import Creation
+    from vactor_cloud.creation import Creation
 
     deferred_then_interrupted = InterruptOnce(Creation.defer, after=True)
     monkeypatch.setattr(Creation, "defer", deferred_then_interrupted)
@@ -402,19 +402,19 @@ def _interrupt_as_the_end_of_work_is_made(monkeypatch: pytest.MonkeyPatch) -> li
     import functools
     import types
 
-    from vactor_cloud import runtime as runtime_module
+    from vactor_cloud import actor_runtime
 
     armed = [False]
 
     def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
         made = functools.partial(fn, *args, **kwargs)
-        ends = (runtime_module._Work.end, runtime_module.Runtime._background_ended)
+        ends = (actor_runtime._Work.end, actor_runtime.Runtime._background_ended)
         if armed and armed[0] and getattr(fn, "__func__", None) in ends:
             armed.clear()
             raise Interrupted
         return made
 
-    monkeypatch.setattr(runtime_module, "functools", types.SimpleNamespace(partial=partial))
+    monkeypatch.setattr(actor_runtime, "functools", types.SimpleNamespace(partial=partial))
     return armed
 
 
@@ -498,13 +498,13 @@ def test_ctrl_c_just_after_spawn_began_its_piece_of_work_leaves_shutdown_nothing
     shutdown has no piece of work to wait for. Failed before (h92): the interrupt landed before
     spawn's ``try``, so nothing ended the piece: shutdown waited its whole timeout ("still
     running") for a task that never existed."""
-    from vactor_cloud import runtime as runtime_module
+    from vactor_cloud import actor_runtime
 
     store_spec.init()
     runtime = vc.get_runtime()
     ran: list[str] = []
-    begun_then_interrupted = InterruptOnce(runtime_module._Work.begin, after=True)
-    monkeypatch.setattr(runtime_module._Work, "begin", begun_then_interrupted)
+    begun_then_interrupted = InterruptOnce(actor_runtime._Work.begin, after=True)
+    monkeypatch.setattr(actor_runtime._Work, "begin", begun_then_interrupted)
     with pytest.raises(Interrupted):
         runtime.spawn(lambda: ran.append("lost"))
     assert begun_then_interrupted.fired
@@ -685,7 +685,7 @@ def test_ctrl_c_as_run_begins_its_piece_of_work_leaves_none_behind(
     whole timeout: "still running"), and the coroutine was left never awaited."""
     import inspect
 
-    from vactor_cloud import runtime as runtime_module
+    from vactor_cloud import actor_runtime
 
     store_spec.init()
     runtime = vc.get_runtime()
@@ -693,8 +693,8 @@ def test_ctrl_c_as_run_begins_its_piece_of_work_leaves_none_behind(
     async def request() -> None:
         pass
 
-    begun_then_interrupted = InterruptOnce(runtime_module._Work.begin, after=True)
-    monkeypatch.setattr(runtime_module._Work, "begin", begun_then_interrupted)
+    begun_then_interrupted = InterruptOnce(actor_runtime._Work.begin, after=True)
+    monkeypatch.setattr(actor_runtime._Work, "begin", begun_then_interrupted)
     coro = request()
     with pytest.raises(Interrupted):
         runtime.run(coro)
@@ -714,12 +714,12 @@ def test_ctrl_c_as_a_thread_begins_holding_an_actor_leaves_no_piece_of_work_behi
     lease holder's folds) just as its piece of work was begun, inside ``__enter__``: the
     block never ran, so nothing ends the piece but ``__enter__`` itself. Failed before (h92):
     the piece stayed (a shutdown from another thread waited its whole timeout)."""
-    from vactor_cloud import runtime as runtime_module
+    from vactor_cloud import actor_runtime
 
     store_spec.init()
     runtime = vc.get_runtime()
-    begun_then_interrupted = InterruptOnce(runtime_module._Work.begin, after=True)
-    monkeypatch.setattr(runtime_module._Work, "begin", begun_then_interrupted)
+    begun_then_interrupted = InterruptOnce(actor_runtime._Work.begin, after=True)
+    monkeypatch.setattr(actor_runtime._Work, "begin", begun_then_interrupted)
     with pytest.raises(Interrupted), runtime.working():
         pass
     assert begun_then_interrupted.fired

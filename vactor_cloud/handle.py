@@ -26,6 +26,7 @@ from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCal
 from vactor_cloud.commit_notes import started_elsewhere_note
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
 from vactor_cloud.core import ActorCore
+from vactor_cloud.creation import Creation
 from vactor_cloud.definition import (
     ActorDefinition,
     MethodInfo,
@@ -55,7 +56,7 @@ from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log import unrecordable
 from vactor_cloud.read_room import Read, current_read
 from vactor_cloud.reentrancy import WaitingInsideWriter, writers_on_this_thread
-from vactor_cloud.runtime import Creation, Runtime, get_runtime, storage_chosen, store_in_use
+from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use
 from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from vactor_cloud import _sync, codec, keys
+from vactor_cloud.actor_runtime import join_threads
 from vactor_cloud.batch import CallOptions, PendingCall
 from vactor_cloud.checked_read import read_checked
 from vactor_cloud.deletion import deleted_error, is_deleted
@@ -85,7 +86,7 @@ from vactor_cloud.history import iter_actor_ids
 from vactor_cloud.ids import validate_runner_id
 from vactor_cloud.lease import LONGEST_LEASE, expiry_too_far_ahead
 from vactor_cloud.reentrancy import call_cycle
-from vactor_cloud.runtime import Runtime, get_runtime, join_threads
+from vactor_cloud.runtime import Runtime, get_runtime
 from vactor_cloud.runtime_scope import carry_runtime
 from vactor_cloud.storage import Blob, IfMatch, ObjectStore
 from vactor_cloud.timers import (
