@@ -71,7 +71,6 @@ class Holder(Committer):
 
     __slots__ = (
         "_asked_held",
-        "_asked_fold_runs",
         "_drain_queued",
         "_drainer",
         "_orphans_queued",
@@ -108,8 +107,6 @@ class Holder(Committer):
         #: a pool task that folds a given-up post of ours nobody folds is queued (see
         #: ``_fold_given_up_posts_soon``): ``call_outcome`` queues no other
         self._orphans_queued = False
-        #: such a task runs (from its start to its end, holding the actor or not)
-        self._asked_fold_runs = False
         #: asks (and tasks) that found the actor held here since it was last given up: the
         #: holder queues the task as it gives the actor up (``_fold_asked_while_held``); a
         #: round of serving whose listing began after them clears them
@@ -575,8 +572,12 @@ class Holder(Committer):
         the exit hook all the same; a round of serving whose listing began after the ask
         settles it. Nothing is queued when another process is known to fold
         (``_other_folds``: a lease of theirs read lately), nor once shutdown began."""
+        self._queue_asked_fold()
+
+    def _queue_asked_fold(self) -> bool:
+        """(``_fold_given_up_posts_soon``) False if refused: nothing queued nor remembered."""
         if self.env.closed or self._other_folds():
-            return
+            return False
         marked = False
         try:
             # (The mark is set inside the ``try``: a Ctrl-C landing as the lock is left, before
@@ -584,13 +585,14 @@ class Holder(Committer):
             # a fold again: pending for good.)
             with self._mutex:
                 if self._orphans_queued:
-                    return
+                    return True
                 self.asked_fold_idle.clear()
                 if self._drainer is not None or self._serving or self._serve_queued:
                     self._asked_held += 1  # (the holder queues it as it gives the actor up)
-                    return
+                    return True
                 self._orphans_queued = marked = True
             self.env.spawn(self._fold_given_up_posts, on_shutdown=self._asked_fold_cancelled)
+            return True
         except BaseException:
             if marked:
                 with self._mutex:  # (refused or interrupted: none is queued; the next ask queues one)
@@ -602,16 +604,19 @@ class Holder(Committer):
         """(``_release``, the actor given up with no writes left) Queue the fold that asks
         (or a task that found the actor held) left to the holder (``_asked_held``), unless this
         process holds the actor again or serves it (that holder's release queues it). Refused
-        (another process folds, shutdown began), the asks are settled: nothing is waited for."""
+        (another process folds, shutdown began), the asks are settled: nothing is waited for.
+        (Settled only then: a task queued here may have started, and holds the actor.)"""
         with self._mutex:
             if not self._asked_held or self._drainer is not None or self._serving or self._serve_queued:
                 return
             self._asked_held = 0
+        queued = False
         try:
-            self._fold_given_up_posts_soon()
+            queued = self._queue_asked_fold()
         finally:
-            with self._mutex:
-                self._asked_fold_settled()
+            if not queued:
+                with self._mutex:
+                    self._asked_fold_settled()
 
     def _asks_settled(self, asked: int) -> None:
         """(A round of serving, after a listing that found no post waiting, or a fold of what
@@ -624,9 +629,9 @@ class Holder(Committer):
                     self._asked_fold_settled()
 
     def _asked_fold_settled(self) -> None:
-        """(Under ``_mutex``) Say the asked fold idle unless a task is queued or runs, or an
-        ask waits for the actor to be given up."""
-        if not (self._orphans_queued or self._asked_fold_runs or self._asked_held):
+        """(Under ``_mutex``; no asked fold task holds the actor) Say the asked fold idle unless
+        a task is queued, or an ask waits for the actor to be given up."""
+        if not (self._orphans_queued or self._asked_held):
             self.asked_fold_idle.set()
 
     def _asked_fold_cancelled(self, _: object) -> None:
@@ -644,7 +649,6 @@ class Holder(Committer):
         try:
             with self._mutex:
                 self._orphans_queued = False
-                self._asked_fold_runs = True
                 if self._drainer is not None or self._serving:
                     # This process works on the actor: its holder queues the fold as it gives
                     # the actor up (a drain of our own calls does not list the inbox).
@@ -659,7 +663,6 @@ class Holder(Committer):
                     self.env.spawn(self._drain_from_pool)
         finally:
             with self._mutex:
-                self._asked_fold_runs = False
                 self._asked_fold_settled()  # (not if an ask queued the next one meanwhile)
 
     def _fold_unless_another_does(self) -> None:
