@@ -85,9 +85,25 @@ def test_a_fold_task_that_finds_a_drain_holding_the_actor_is_queued_again_when_i
     _exits_once_the_post_is_folded(log)
 
 
+def test_an_ask_left_to_a_drain_that_ends_once_another_process_folds_is_not_waited_for(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drain gives the actor up once another process is known to fold (its lease read
+    lately): no fold is queued, and the exit hook waits for none (it waited out its budget)."""
+    log, held, theirs = _their_post_and_a_held_drain(store_spec)
+    future = _drain_me_1_held(log, held)
+    with pytest.raises(CallPendingError):
+        vc.get_actor("a").call_outcome(theirs)
+    assert vc.get_runtime().asked_folds() == ["a"]
+    monkeypatch.setattr(ActorCore, "_other_folds", lambda core: True)
+    held.release.set()
+    assert future.result(HANG) == 2  # type: ignore[attr-defined]
+    assert wait_for(lambda: vc.get_runtime().asked_folds() == []), "the exit hook waits for no fold"
+
+
 class PausedServingRound:
-    """Once ``armed``, the next round of serving pauses before its listing (``_gather_posts``)
-    until ``resumed``."""
+    """Once armed (``arm``), the next round of serving pauses before its listing
+    (``_gather_posts``) until ``resumed``."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.armed = False
@@ -96,34 +112,72 @@ class PausedServingRound:
         gather = ActorCore._gather_posts
 
         def paused(core: ActorCore, wake: Any = None) -> None:
-            if wake is not None and self.armed and not self.paused.is_set():
+            if wake is not None and self.armed:
+                self.armed = False
                 self.paused.set()
                 assert self.resumed.wait(HANG), "the test never resumed the round"
             gather(core, wake)
 
         monkeypatch.setattr(ActorCore, "_gather_posts", paused)
 
+    def arm(self) -> None:
+        self.paused.clear()
+        self.resumed.clear()
+        self.armed = True
 
-def test_an_ask_while_this_process_serves_is_settled_by_the_next_rounds_listing(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The lease holder serves (for longer than the test: ``combine_window``); another
-    process's post lands and is asked of while a round waits before its listing: the exit
-    hook waits for it, until that round folded it; not for serving to end."""
+
+def _serving_paused_before_a_listing(store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """This process holds the lease of ``a`` (``me/0``, then ``me/1`` lost its race and folded)
+    and serves it for longer than the test (``combine_window``); a round paused before its
+    listing. The paused round's control, and the log."""
     init_switchable(store_spec, combine_window=3600.0, lease_seconds=600.0)
     serving = PausedServingRound(monkeypatch)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
     commit_behind_its_back("a")
     log.add.run("me/1")  # loses its race: takes the lease and folds; its rounds of serving follow
-    serving.armed = True
+    serving.arm()
     assert serving.paused.wait(HANG), "this process does not serve the actor"
-    (theirs,) = post_adds(foreign_box("a"), ["f/0"])
+    return serving, log
+
+
+def _asked_while_held(theirs: str) -> None:
     with pytest.raises(CallPendingError):
         vc.get_actor("a").call_outcome(theirs)
-    runtime = vc.get_runtime()
-    assert runtime.asked_folds() == ["a"], "the ask said pending and the exit hook waits for nothing"
+    assert vc.get_runtime().asked_folds() == ["a"], "the ask said pending and the exit hook waits for nothing"
+
+
+def test_an_ask_while_this_process_serves_is_settled_by_the_fold_of_the_next_rounds_listing(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's post lands and is asked of while a round waits before its listing:
+    the exit hook waits for it until that round folded it; not for serving to end."""
+    serving, log = _serving_paused_before_a_listing(store_spec, monkeypatch)
+    (theirs,) = post_adds(foreign_box("a"), ["f/0"])
+    _asked_while_held(theirs)
+    serving.arm()  # (the round after: paused before it lists)
     serving.resumed.set()
-    assert wait_for(lambda: runtime.asked_folds() == []), "the round's fold left the ask waiting"
+    assert serving.paused.wait(HANG), "serving ended"
+    runtime = vc.get_runtime()
+    assert runtime.asked_folds() == [], "the round's fold left the ask waiting"
     assert runtime.core("a")._held_until != -math.inf  # (serving goes on)
+    serving.resumed.set()
     assert log.applied.run() == ["me/0", "me/1", "f/0"]
+
+
+def test_an_ask_while_this_process_serves_is_settled_by_a_later_listing_that_finds_nothing(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Asked while a round waits before its listing, the post is folded by a call of ours
+    queued meanwhile (the lease holder's commit folds the inbox); the listing of the round
+    after it finds nothing, and the ask is settled."""
+    serving, log = _serving_paused_before_a_listing(store_spec, monkeypatch)
+    (theirs,) = post_adds(foreign_box("a"), ["f/0"])
+    _asked_while_held(theirs)
+    future = log.add.run_async("me/2")  # (the paused round gives way to it: no listing)
+    serving.resumed.set()
+    assert future.result(HANG) == 4
+    assert log.applied.run() == ["me/0", "me/1", "f/0", "me/2"]
+    runtime = vc.get_runtime()
+    assert wait_for(lambda: runtime.asked_folds() == []), "no listing settled the ask"
+    assert runtime.core("a")._held_until != -math.inf  # (serving goes on)

@@ -591,7 +591,7 @@ class Holder(Committer):
                     self._asked_held += 1  # (the holder queues it as it gives the actor up)
                     return True
                 self._orphans_queued = marked = True
-            self.env.spawn(self._fold_given_up_posts, on_shutdown=self._asked_fold_cancelled)
+            self.env.spawn(self._fold_given_up_posts, on_shutdown=lambda _: self.asked_fold_idle.set())
             return True
         except BaseException:
             if marked:
@@ -632,12 +632,6 @@ class Holder(Committer):
         """(Under ``_mutex``; no asked fold task holds the actor) Say the asked fold idle unless
         a task is queued, or an ask waits for the actor to be given up."""
         if not (self._orphans_queued or self._asked_held):
-            self.asked_fold_idle.set()
-
-    def _asked_fold_cancelled(self, _: object) -> None:
-        """(The pool cancelled the queued task at shutdown) Nothing is waited for any more."""
-        with self._mutex:
-            self._asked_held = 0
             self.asked_fold_idle.set()
 
     @holds_actor
