@@ -10,9 +10,11 @@ listing (its poster gave up, as a one-shot process does), and this process asks 
    does not say "idle" while that one is queued (else the exit hook did not wait for it, and a
    one-shot process exited with the post unfolded). No test failed with the task setting
    ``asked_fold_idle`` whatever another ask queued meanwhile.
-2. before the task gave the actor up: the ask queues nothing (a task holds the actor), and
-   the task ends without looking at the inbox again: pending, with no fold queued, as
-   ``call_outcome`` says it never is; the exit hook waits for nothing.
+2. before the task gave the actor up: the ask queues nothing (a task holds the actor); it is
+   remembered, and the task queues the next fold as it gives the actor up (else it ended
+   without looking at the inbox again: pending, with no fold queued, and the exit hook waited
+   for nothing; ``tests/test_review_h201_asked_while_held.py`` has the drain's and serving's
+   cases).
 """
 
 from __future__ import annotations
@@ -132,12 +134,6 @@ def test_an_ask_once_the_fold_task_gave_the_actor_up_is_waited_for_by_the_exit_h
     assert core.asked_fold_idle.is_set()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an ask while the ask's fold task holds the actor queues nothing, and the task ends "
-    "without listing the inbox again: pending with no fold queued (vactor_cloud/core.py, "
-    "_fold_given_up_posts_soon; reported, not fixed here)",
-)
 def test_an_ask_after_the_fold_tasks_last_listing_has_its_post_folded_before_the_exit(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -70,6 +70,7 @@ class Holder(Committer):
     (``_serve``), and the fold of a post of ours given up on (``_fold_given_up_posts``)."""
 
     __slots__ = (
+        "_asked_held",
         "_drain_queued",
         "_drainer",
         "_orphans_queued",
@@ -106,8 +107,12 @@ class Holder(Committer):
         #: a pool task that folds a given-up post of ours nobody folds is queued (see
         #: ``_fold_given_up_posts_soon``): ``call_outcome`` queues no other
         self._orphans_queued = False
-        #: clear while such a task is queued or runs: the exit hook waits for it
-        #: (``Runtime.finish_queued_calls``)
+        #: asks (and tasks) that found the actor held here since it was last given up: the
+        #: holder queues the task as it gives the actor up (``_fold_asked_while_held``); a
+        #: round of serving whose listing began after them clears them
+        self._asked_held = 0
+        #: clear while such a task is queued or runs, or an ask waits for the actor to be given
+        #: up (``_asked_held``): the exit hook waits for it (``Runtime.finish_queued_calls``)
         self.asked_fold_idle = threading.Event()
         self.asked_fold_idle.set()
         self._wake: threading.Event | None = None
@@ -371,6 +376,8 @@ class Holder(Committer):
                 with self._mutex:
                     self._serve_queued = False
                 raise
+        if not left:
+            self._fold_asked_while_held()
         return left
 
     def _claim_batch(self, max_batch: int, batch: list[PendingCall] | None = None) -> list[PendingCall]:
@@ -501,15 +508,20 @@ class Holder(Committer):
                 self._gather_posts(wake)
                 if wake.is_set():
                     return  # our callers have calls: they fold now
+                #: asks that found the actor held before this listing began: settled by it
+                asked = self._asked_held
                 try:
                     keys = self._keys_with_work()
                 except (StorageError, IntegrityError):
                     keys = []
+                    asked = 0
                 if keys:
                     # (no cached step, after a compaction's forget(): the commit loads it)
                     before = self.record.step if self.record is not None else None
                     self._commit([], keys)
                     if self.record is None or self.record.step != before:
+                        # (Posts folded in post order: any left wait for the next rounds.)
+                        self._asks_settled(asked)
                         empty = stuck = 0
                         return
                     # Nothing committed: the posts went meanwhile, or the first one waits
@@ -519,6 +531,7 @@ class Holder(Committer):
                     if self._holding():
                         wake.wait(damaged_pause(stuck))
                     return
+                self._asks_settled(asked)  # (no post waits: the asked-of ones were folded)
                 stuck = 0
                 # About a put's time after a fold; less often while nothing comes (a LIST each).
                 wake.wait(min(0.01, max(0.001, self._put_seconds) * 1.5 ** min(empty, 8)))
@@ -552,29 +565,74 @@ class Holder(Committer):
         ``call_outcome``, asked again and again, said pending all that time. Not on the
         caller's thread: ``call_outcome`` stays a read (ask again later). A queued fold is
         waited for by the exit hook and by ``shutdown()`` (``Runtime.finish_queued_calls``);
-        a close past that wait cancels it. Nothing is queued while this process works on the actor
-        (a drain or a round of serving folds it, ours among the pending posts), nor when
-        another process is known to fold (``_other_folds``: a lease of theirs read lately),
-        nor once shutdown began."""
+        a close past that wait cancels it. While this process holds the actor (a drain of its
+        own calls, which commits without listing the inbox; a round of serving; the ask's
+        fold task after its last listing) the ask is remembered (``_asked_held``) and the
+        task queued when the actor is given up (``_fold_asked_while_held``), waited for by
+        the exit hook all the same; a round of serving whose listing began after the ask
+        settles it. Nothing is queued when another process is known to fold
+        (``_other_folds``: a lease of theirs read lately), nor once shutdown began."""
+        self._queue_asked_fold()
+
+    def _queue_asked_fold(self) -> bool:
+        """(``_fold_given_up_posts_soon``) False if refused: nothing queued nor remembered."""
         if self.env.closed or self._other_folds():
-            return
+            return False
         marked = False
         try:
             # (The mark is set inside the ``try``: a Ctrl-C landing as the lock is left, before
             # the task was queued, kept it set with no task to clear it, and no later ask queued
             # a fold again: pending for good.)
             with self._mutex:
-                if self._orphans_queued or self._drainer is not None or self._serving or self._serve_queued:
-                    return
-                self._orphans_queued = marked = True
+                if self._orphans_queued:
+                    return True
                 self.asked_fold_idle.clear()
+                if self._drainer is not None or self._serving or self._serve_queued:
+                    self._asked_held += 1  # (the holder queues it as it gives the actor up)
+                    return True
+                self._orphans_queued = marked = True
             self.env.spawn(self._fold_given_up_posts, on_shutdown=lambda _: self.asked_fold_idle.set())
+            return True
         except BaseException:
             if marked:
                 with self._mutex:  # (refused or interrupted: none is queued; the next ask queues one)
                     self._orphans_queued = False
-                    self.asked_fold_idle.set()
+                    self._asked_fold_settled()
             raise
+
+    def _fold_asked_while_held(self) -> None:
+        """(``_release``, the actor given up with no writes left) Queue the fold that asks
+        (or a task that found the actor held) left to the holder (``_asked_held``), unless this
+        process holds the actor again or serves it (that holder's release queues it). Refused
+        (another process folds, shutdown began), the asks are settled: nothing is waited for.
+        (Settled only then: a task queued here may have started, and holds the actor.)"""
+        with self._mutex:
+            if not self._asked_held or self._drainer is not None or self._serving or self._serve_queued:
+                return
+            self._asked_held = 0
+        queued = False
+        try:
+            queued = self._queue_asked_fold()
+        finally:
+            if not queued:
+                with self._mutex:
+                    self._asked_fold_settled()
+
+    def _asks_settled(self, asked: int) -> None:
+        """(A round of serving, after a listing that found no post waiting, or a fold of what
+        it found) The ``asked`` asks that found the actor held before that listing began are
+        settled: the holder queues no fold for them. Later ones are kept."""
+        if asked:
+            with self._mutex:
+                if self._asked_held == asked:
+                    self._asked_held = 0
+                    self._asked_fold_settled()
+
+    def _asked_fold_settled(self) -> None:
+        """(Under ``_mutex``; no asked fold task holds the actor) Say the asked fold idle unless
+        a task is queued, or an ask waits for the actor to be given up."""
+        if not (self._orphans_queued or self._asked_held):
+            self.asked_fold_idle.set()
 
     @holds_actor
     def _fold_given_up_posts(self) -> None:
@@ -586,7 +644,10 @@ class Holder(Committer):
             with self._mutex:
                 self._orphans_queued = False
                 if self._drainer is not None or self._serving:
-                    return  # (this process works on the actor: that folds our post)
+                    # This process works on the actor: its holder queues the fold as it gives
+                    # the actor up (a drain of our own calls does not list the inbox).
+                    self._asked_held += 1
+                    return
                 self._drainer = threading.get_ident()
             try:
                 with self.env.working():
@@ -596,8 +657,7 @@ class Holder(Committer):
                     self.env.spawn(self._drain_from_pool)
         finally:
             with self._mutex:
-                if not self._orphans_queued:  # (else another ask queued the next one meanwhile)
-                    self.asked_fold_idle.set()
+                self._asked_fold_settled()  # (not if an ask queued the next one meanwhile)
 
     def _fold_unless_another_does(self) -> None:
         pending = self._outstanding
