@@ -902,7 +902,8 @@ class Runtime:
         ``until`` (monotonic). The exit hook's: a script that ends with ``run_async`` calls it
         never waited for has them applied, not failed by the shutdown with nobody to hear it.
         (A call a method makes meanwhile is queued in turn, and waited for too.) So too the
-        folds ``call_outcome`` queued (``ActorCore._fold_given_up_posts_soon``): a process
+        folds ``call_outcome`` queued (``ActorCore._fold_given_up_posts_soon``; one an ask left
+        to the holder of the actor here is queued as it gives the actor up): a process
         that asks once and exits (a script, a function's invocation) had its fold cancelled
         before it ran, every time, and its asks said pending for good. ``calls`` False: the
         folds alone (``close(asked_folds=True)``). In a forked child, whose copy of the
@@ -928,7 +929,8 @@ class Runtime:
 
     def asked_folds(self) -> list[str]:
         """The actors whose fold a ``call_outcome`` queued (``ActorCore._fold_given_up_posts_soon``)
-        has not ended: queued, or running."""
+        has not ended: queued, running, or left to this process's holder of the actor (an ask
+        that found it held: queued as the holder gives the actor up)."""
         return [core.actor_id for core in self._all_cores() if not core.asked_fold_idle.is_set()]
 
     @property
