@@ -4,7 +4,8 @@
 :mod:`vactor_cloud.timer_hints` encodes it), renews and deletes it, and reads the others'
 to know the live runners of its group; :func:`owner_of` ranks them per actor by
 rendezvous hashing. :class:`~vactor_cloud.timer_runner.TimerRunner` uses it with
-``split="runners"``; its renewals are timed by the runner (:mod:`vactor_cloud.timer_renewals`).
+``split="runners"``, and times the heartbeat's renewals (a thread of a long-running runner;
+in a tick, :mod:`vactor_cloud.timer_renewals`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """What a pass of timer firing did: :class:`TickReport`, and the :class:`TickError` of its errors.
 
 One report is made per actor fired (:mod:`vactor_cloud.timer_firing`); a tick of
-:class:`~vactor_cloud.timer_runner.TimerRunner` merges them into the pass's, and a
-long-running runner into its totals, which keep only the newest lateness figures and
-errors (``_TOTAL_LATENESS``, ``_TOTAL_ERRORS``) while their counts stay whole.
+:class:`~vactor_cloud.timer_runner.TimerRunner` merges them into the pass's report, and a
+long-running runner into its totals; both keep only the newest lateness figures and errors
+(``_TOTAL_LATENESS``, ``_TOTAL_ERRORS``), while their counts stay whole.
 """
 
 from __future__ import annotations

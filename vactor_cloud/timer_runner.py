@@ -17,10 +17,10 @@ How runners split the work (``split=``), without a coordinator:
 * ``"none"``: this runner fires every due timer (of its shard): one runner
   per shard, or a lone tick.
 
-With a signing key, heartbeats and claims are signed envelopes (:func:`encode_hint`), and one
-that does not verify for its own key counts for nothing: a forger who can write the bucket
-cannot hold actors' timers off. Due-index entries are not signed: empty names, they decide
-nothing (docs/security.md).
+With a signing key, heartbeats and claims are signed envelopes
+(:func:`~vactor_cloud.timer_hints.encode_hint`), and one that does not verify for its own key
+counts for nothing: a forger who can write the bucket cannot hold actors' timers off.
+Due-index entries are not signed: empty names, they decide nothing (docs/security.md).
 
 None of them is what makes firing exactly once: the actor's step is. A
 ``FIRE`` call removes its timer in the step that applies it, so a second
