@@ -17,7 +17,7 @@ from test_review_deleted_leftovers import Till
 from timer_workers import Alarm
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, inbox, keys, timer_runner
+from vactor_cloud import _sync, inbox, keys, timer_membership
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -164,7 +164,7 @@ def test_a_dead_runners_heartbeat_stamped_minutes_ahead_holds_its_share_only_unt
     never again."""
     ghost_id = "ghost-ahead"
     actor_id = next(
-        f"a{i}" for i in range(1000) if timer_runner.owner_of(f"a{i}", (ghost_id, "me")) == ghost_id
+        f"a{i}" for i in range(1000) if timer_membership.owner_of(f"a{i}", (ghost_id, "me")) == ghost_id
     )
     store = vc.get_runtime().store
     alarm = Alarm.get_or_create(actor_id)

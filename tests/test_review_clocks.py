@@ -33,7 +33,7 @@ from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import StepTakenError
 from vactor_cloud.posting import PostedCall, advance_cursor
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import _fire_actor
+from vactor_cloud.timer_firing import fire_actor
 from vactor_cloud.timers import list_index
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -304,7 +304,7 @@ def test_a_timer_fired_by_a_clock_two_hours_ahead_is_not_fired_again_by_honest_o
     assert vc.fire_due_timers().fired == 0  # not due by the honest clock
     shift[0] = 2 * 3600.0  # due by the clock two hours ahead
     entries = _sync.sync(list_index(vc.get_runtime().store))
-    report, _ = _fire_actor(vc.get_runtime(), "runner-ahead", None, "alarm", entries, delete=False)
+    report, _ = fire_actor(vc.get_runtime(), "runner-ahead", None, "alarm", entries, delete=False)
     assert report.fired == 1
     for offset in (0.0, -2 * 3600.0, 2 * 3600.0, 4 * 3600.0):
         vc.shutdown()  # a runner of another process: nothing cached

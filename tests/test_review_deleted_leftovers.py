@@ -103,7 +103,7 @@ def test_a_runner_holding_the_deleted_actors_due_entry_fires_nothing_on_the_next
     of the same key not yet due. The runner's firing finds the new actor's table (its put of
     the old step's successor loses to the tombstone): the old timer's method never runs there,
     the new timer stays pending, and the stale entry goes."""
-    from vactor_cloud.timer_runner import _fire_actor
+    from vactor_cloud.timer_firing import fire_actor
 
     old = Labelled.get_or_create("lab-1")
     old.arm.run("k", 0.0, "old")
@@ -114,7 +114,7 @@ def test_a_runner_holding_the_deleted_actors_due_entry_fires_nothing_on_the_next
         assert vc.delete_actor("lab-1") is True
         new = Labelled.get_or_create("lab-1")
         new.arm.run("k", 3600.0, "new")
-        report, done = _fire_actor(runner, "runner-1", None, "lab-1", [entry])
+        report, done = fire_actor(runner, "runner-1", None, "lab-1", [entry])
     finally:
         runner.close()
     assert report.fired == 0 and not report.errors, report
@@ -366,7 +366,7 @@ def test_a_runner_whose_firing_meets_the_tombstone_counts_the_entry_stale_not_an
     fails with ``ActorDeletedError``. That was reported as an error (``vactor timers tick``
     exits 1, "timers could not be fired (they stay due for the next tick)") for a timer that
     will never fire: it is stale, like an entry whose actor a fresh load finds deleted."""
-    from vactor_cloud.timer_runner import _fire_actor
+    from vactor_cloud.timer_firing import fire_actor
 
     old = Labelled.get_or_create("lab-2")
     old.arm.run("k", 0.0, "old")
@@ -375,7 +375,7 @@ def test_a_runner_whose_firing_meets_the_tombstone_counts_the_entry_stale_not_an
     try:
         runner.load("lab-2")  # its cache holds the old actor, due timer included
         assert vc.delete_actor("lab-2") is True
-        report, done = _fire_actor(runner, "runner-1", None, "lab-2", [entry])
+        report, done = fire_actor(runner, "runner-1", None, "lab-2", [entry])
     finally:
         runner.close()
     assert report.fired == 0 and not report.errors, report

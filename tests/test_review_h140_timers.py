@@ -16,7 +16,9 @@ import vactor_cloud as vc
 from vactor_cloud import _sync, batch, keys
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import encode_hint, owner_of, scheduling_call
+from vactor_cloud.timer_hints import encode_hint
+from vactor_cloud.timer_membership import owner_of
+from vactor_cloud.timer_runner import scheduling_call
 from vactor_cloud.timers import list_index
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")

@@ -6,7 +6,7 @@ reads the winner's checkpoint back: its result counts, so both runs go on with o
 That read was one GET: cut short on the way, the checkpoint "does not verify", and this run
 went on with its own child's result, as if none had been written.
 
-A timer runner's claim on an actor's due timers (``timer_runner.claim_actor``) is a lease: a
+A timer runner's claim on an actor's due timers (``timer_claims.claim_actor``) is a lease: a
 runner that finds one held reads it, and takes it over only if it expired or is unreadable.
 Read cut short on the way, a live claim was "unreadable", and taken from the runner holding it.
 
@@ -34,7 +34,7 @@ from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
 from vactor_cloud.storage import Blob, MemoryStore, PutMode
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import claim_actor
+from vactor_cloud.timer_claims import claim_actor
 
 
 class WonByAnotherRun(CutsFirstReads):

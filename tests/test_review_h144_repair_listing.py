@@ -16,7 +16,7 @@ import pytest
 from actors import Tally
 
 import vactor_cloud as vc
-from vactor_cloud import history, timer_runner
+from vactor_cloud import history, timer_repair, timer_runner
 from vactor_cloud.storage import LocalStore
 
 pytestmark = pytest.mark.vactor_lanes("local")
@@ -68,7 +68,7 @@ def held(monkeypatch: pytest.MonkeyPatch) -> Iterator[Held]:
 
     monkeypatch.setattr(LocalStore, "_scan", _scan)
     monkeypatch.setattr(LocalStore, "_read", _read)
-    monkeypatch.setattr(timer_runner, "_REPAIR_CHUNK", CHUNK, raising=False)
+    monkeypatch.setattr(timer_repair, "_REPAIR_CHUNK", CHUNK, raising=False)
     monkeypatch.setattr(history, "_ID_PAGE", PAGE)
     yield watch
 

@@ -1,7 +1,7 @@
 """Review h145: a timer runner's heartbeat read cut short (h142, ``checked_read.py``).
 
 Another runner's heartbeat (``timer-runners/<id>``) decides whether that runner is alive, and
-so who fires which actors' timers (``timer_runner.Membership``). It was read with one GET: cut
+so who fires which actors' timers (``timer_membership.Membership``). It was read with one GET: cut
 short on the way where nothing in HTTP said so (its digest, or, unsigned, its JSON, fails), a
 live runner was counted dead until its heartbeat was read again a lease later, and the others
 fired its actors meanwhile (work done twice, not a timer fired twice: claims still hold).

@@ -12,7 +12,7 @@ from actors import Tally
 from store_helpers import retune
 
 import vactor_cloud as vc
-from vactor_cloud import history, timer_runner
+from vactor_cloud import history, timer_repair, timer_runner
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -44,7 +44,7 @@ def test_repair_of_every_actor_is_bounded_by_the_deadline_a_chunk_at_a_time(
     (here some 15 LISTs of 0.1 s each under a deadline of 1 s; a chunk takes one or two)."""
     ids = [f"a-{n:03d}" for n in range(60)]
     _seed(ids)
-    monkeypatch.setattr(timer_runner, "_REPAIR_CHUNK", 4)
+    monkeypatch.setattr(timer_repair, "_REPAIR_CHUNK", 4)
     monkeypatch.setattr(history, "_ID_PAGE", 16)
     _slow_listing(monkeypatch, 0.1)
     retune(deadline=1.0)
@@ -64,7 +64,7 @@ class Repaired:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.chunks: list[list[str]] = []
         self.between: Any = None
-        real = timer_runner.repair_index
+        real = timer_repair.repair_index
 
         async def repair_index(store: Any, actor_ids: list[str], read_extra: Any) -> int:
             self.chunks.append(list(actor_ids))
@@ -73,7 +73,7 @@ class Repaired:
                 await asyncio.to_thread(self.between)
             return written
 
-        monkeypatch.setattr(timer_runner, "repair_index", repair_index)
+        monkeypatch.setattr(timer_repair, "repair_index", repair_index)
 
     @property
     def ids(self) -> list[str]:
@@ -85,7 +85,7 @@ def test_every_odd_id_is_repaired_once_whatever_the_chunk_and_page(
     actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch, chunk: int, page: int
 ) -> None:
     _seed(ODD_IDS)
-    monkeypatch.setattr(timer_runner, "_REPAIR_CHUNK", chunk)
+    monkeypatch.setattr(timer_repair, "_REPAIR_CHUNK", chunk)
     monkeypatch.setattr(history, "_ID_PAGE", page)
     repaired = Repaired(monkeypatch)
     assert timer_runner.repair_timer_index() == len(ODD_IDS)
@@ -105,7 +105,7 @@ def test_actors_created_and_deleted_between_chunks(
     next repair, one created ahead of it is repaired."""
     ids = [f"m-{n}" for n in range(8)]
     _seed(ids)
-    monkeypatch.setattr(timer_runner, "_REPAIR_CHUNK", 2)
+    monkeypatch.setattr(timer_repair, "_REPAIR_CHUNK", 2)
     monkeypatch.setattr(history, "_ID_PAGE", 3)
     repaired = Repaired(monkeypatch)
 

@@ -121,11 +121,13 @@ from test_combining import init_switchable
 from test_review_posting import _hold_lease_elsewhere
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, keys, timer_runner
+from vactor_cloud import _sync, keys, timer_membership, timer_report, timer_runner
 from vactor_cloud.errors import AlreadyExistsError, StorageError
 from vactor_cloud.storage import Blob, MemoryStore, ObjectStore, PutMode
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import Membership, TickReport, claim_actor, decode_hint, encode_hint
+from vactor_cloud.timer_claims import claim_actor
+from vactor_cloud.timer_hints import decode_hint, encode_hint
+from vactor_cloud.timer_runner import Membership, TickReport
 from vactor_cloud.timers import list_index
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -209,10 +211,10 @@ def _store() -> MemoryStore:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The runner module's wall clock, set by the test (``clock[0]``)."""
+    """The membership module's wall clock, set by the test (``clock[0]``)."""
     now = [time.time()]
     monkeypatch.setattr(
-        timer_runner, "time", types.SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic)
+        timer_membership, "time", types.SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic)
     )
     return now
 
@@ -224,7 +226,7 @@ def _put_heartbeat(store: ObjectStore, runner: str, until: float, lease: float) 
 
 def _owned_by(runner: str, runners: tuple[str, ...]) -> str:
     """An actor id that rendezvous hashing gives ``runner`` among ``runners``."""
-    return next(f"a{i}" for i in range(1000) if timer_runner.owner_of(f"a{i}", runners) == runner)
+    return next(f"a{i}" for i in range(1000) if timer_membership.owner_of(f"a{i}", runners) == runner)
 
 
 def _heartbeats(store: ObjectStore) -> list[str]:
@@ -381,7 +383,7 @@ def test_a_long_running_runner_s_totals_keep_the_newest_errors(monkeypatch: pyte
     """Mutation: ``TickReport._trim`` cutting the newest errors, not the oldest. A runner's
     totals showed the errors of its first hour, not the ones of now (docs/timers.md: the newest
     1,000)."""
-    monkeypatch.setattr(timer_runner, "_TOTAL_ERRORS", 2)
+    monkeypatch.setattr(timer_report, "_TOTAL_ERRORS", 2)
     report = TickReport(errors=["e1", "e2", "e3", "e4"])
     report._trim()
     assert (report.errors, report.error_count) == (["e3", "e4"], 4)
@@ -391,7 +393,7 @@ def test_a_long_running_runner_s_totals_keep_the_newest_errors(monkeypatch: pyte
 def test_a_claiming_tick_leaves_an_actor_another_runner_holds_and_releases_its_own(
     actor_store: StoreSpec,
 ) -> None:
-    """Mutations: ``_fire_actor`` firing an actor whose claim another runner holds (counted
+    """Mutations: ``fire_actor`` firing an actor whose claim another runner holds (counted
     ``claimed_elsewhere`` all the same), and never releasing its own claim. The first fired
     side by side with the holder; the second kept every other runner off a fired actor for a
     lease (docs/timers.md: "deleted after firing")."""
@@ -668,7 +670,7 @@ def test_a_tick_whose_listing_of_the_runners_fails_fires_with_the_view_it_had(ac
 
 
 def test_a_tick_drops_the_entry_of_an_actor_that_never_was(actor_store: StoreSpec) -> None:
-    """Mutation: ``_fire_actor`` keeping the entries of an actor its load does not find (a
+    """Mutation: ``fire_actor`` keeping the entries of an actor its load does not find (a
     creation never committed, an entry written by hand). Counted stale, the entry stayed, and
     every tick after listed, loaded and counted it again."""
     store = vc.get_runtime().store
@@ -696,7 +698,7 @@ class _EntryDeleteFails(_SlowIndex):
 def test_a_fired_timer_whose_entry_delete_fails_is_no_error_and_its_entry_goes_next_tick(
     actor_store: StoreSpec,
 ) -> None:
-    """Mutation: ``_delete_entries`` letting a failed delete of an entry raise. A timer that
+    """Mutation: ``delete_entries`` letting a failed delete of an entry raise. A timer that
     fired, its entry's delete failing, was reported as an error of its actor (``vactor timers
     tick`` exiting 1 for it) though nothing was left to do: the entry, met again, is stale."""
     runtime = vc.get_runtime()
@@ -968,7 +970,7 @@ def test_a_long_running_runner_whose_fire_raises_unexpectedly_fires_the_timer_la
     """Mutation: ``_fire_held`` catching only ``VactorError``. A fire that raised anything else
     (a bug, a ``RuntimeError`` of a library underneath) ended its pool task with the group's
     entries held: the runner never listed them again, and the timer waited for its restart."""
-    real = timer_runner._fire_actor
+    real = timer_runner.fire_actor
     raised: list[str] = []
 
     def once_broken(*args: Any, **kwargs: Any) -> Any:
@@ -977,7 +979,7 @@ def test_a_long_running_runner_whose_fire_raises_unexpectedly_fires_the_timer_la
             raise RuntimeError("a bug, once")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(timer_runner, "_fire_actor", once_broken)
+    monkeypatch.setattr(timer_runner, "fire_actor", once_broken)
     bell = _arm_due("unlucky")
     ticks = _Ticks(poll=0.05, runner_id="me")
     try:

@@ -24,7 +24,8 @@ from vactor_cloud.storage import Blob, IfMatch, MemoryStore, ObjectStore, PutMod
 from vactor_cloud.testing._forwarding import ForwardingStore
 from vactor_cloud.testing.faults import FaultConfig, FaultKind, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import Membership, claim_actor
+from vactor_cloud.timer_claims import claim_actor
+from vactor_cloud.timer_runner import Membership
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 

@@ -25,7 +25,8 @@ from vactor_cloud.errors import StorageError
 from vactor_cloud.storage import LocalStore, ObjectStore, PutMode
 from vactor_cloud.testing._forwarding import ForwardingStore
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import Membership, TimerRunner, claim_actor
+from vactor_cloud.timer_claims import claim_actor
+from vactor_cloud.timer_runner import Membership, TimerRunner
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 

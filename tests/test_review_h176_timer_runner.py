@@ -1,5 +1,5 @@
 """Review h176: the timer runner's open edges left by h172 (a claim task left unwatched by a
-cancelled ``_within``; the tick's renewer; a torn heartbeat or claim deleted unconditionally).
+cancelled ``cut_off_after``; the tick's renewer; a torn heartbeat or claim deleted unconditionally).
 
 A test that failed before its fix names it in its docstring; one that passed already says so.
 """
@@ -28,19 +28,20 @@ from vactor_cloud.errors import StorageError, TruncatedObjectError
 from vactor_cloud.storage import Blob, LocalStore, ObjectStore, PutMode
 from vactor_cloud.testing._forwarding import ForwardingStore
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_runner import Membership, TimerRunner, _within, claim_actor
+from vactor_cloud.timer_claims import claim_actor, cut_off_after
+from vactor_cloud.timer_runner import Membership, TimerRunner
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 
-# -- _within cancelled while its claim task finishes -----------------------------------------------
+# -- cut_off_after cancelled while its claim task finishes -----------------------------------------------
 def _outer_cancelled_as_the_claim_ends(
     ending: Callable[[], Any], twice: bool
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Run ``_within`` over a claim that, once let go or cancelled, ends by ``ending()``
-    (raises, or returns a version: the put landed). Cancel ``_within`` as the claim ends
+    """Run ``cut_off_after`` over a claim that, once let go or cancelled, ends by ``ending()``
+    (raises, or returns a version: the put landed). Cancel ``cut_off_after`` as the claim ends
     (``twice``: cancel it, and again while it waits for the claim it cancelled). What the
-    loop's exception handler was told, once the claim task is gone; whether ``_within`` ended
+    loop's exception handler was told, once the claim task is gone; whether ``cut_off_after`` ended
     cancelled."""
     seen: list[dict[str, Any]] = []
 
@@ -55,7 +56,7 @@ def _outer_cancelled_as_the_claim_ends(
                 await asyncio.sleep(0)  # (as a store request winding down: a step more)
             return ending()
 
-        outer = asyncio.ensure_future(_within(claim, 60.0, "timer-claims/a", "a timer claim"))
+        outer = asyncio.ensure_future(cut_off_after(claim, 60.0, "timer-claims/a", "a timer claim"))
         for _ in range(3):
             await asyncio.sleep(0)
         if twice:
@@ -85,7 +86,7 @@ def _put_failed() -> Any:
 
 @pytest.mark.parametrize("twice", [False, True])
 def test_a_claim_whose_within_is_cancelled_as_it_fails_has_its_error_taken(twice: bool) -> None:
-    """Before: ``_within`` cancelled (the runtime shut down, Ctrl-C, the operation's deadline)
+    """Before: ``cut_off_after`` cancelled (the runtime shut down, Ctrl-C, the operation's deadline)
     just as its claim task failed left the task's exception unretrieved (the task done, the
     ``finally`` did not wait for it; or, cancelled twice, the wait there was cut short): the
     loop logged "Task exception was never retrieved" with a traceback. Now the task's outcome
@@ -96,7 +97,7 @@ def test_a_claim_whose_within_is_cancelled_as_it_fails_has_its_error_taken(twice
 
 
 def test_a_claim_that_lands_under_a_cancelled_within_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    """Before: a claim put that landed as ``_within`` was cancelled went unseen (nobody took
+    """Before: a claim put that landed as ``cut_off_after`` was cancelled went unseen (nobody took
     the task's result). It holds the actor for its lease at most, as a claim cut off at
     lease/3 that lands (docs/timers.md) and its runner takes it back at its next tick: now it
     is logged (debug), with the key, so an operator can tell why an actor waited a lease."""

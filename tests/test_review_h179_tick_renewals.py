@@ -1,4 +1,4 @@
-"""Attacks on a tick's heartbeat renewals timed on the IO loop (``_TickRenewals``): Ctrl-C as
+"""Attacks on a tick's heartbeat renewals timed on the IO loop (``TickRenewals``): Ctrl-C as
 they begin, ticks in a tight loop, ticks of one runner on two threads at once, a tick from
 inside the IO loop."""
 
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, keys, timer_runner
+from vactor_cloud import _sync, keys, timer_membership, timer_renewals
 from vactor_cloud.storage import ObjectStore, PutMode
 from vactor_cloud.testing._forwarding import ForwardingStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -38,7 +38,7 @@ def renewals_timed() -> list[asyncio.TimerHandle]:
         handle
         for handle in scheduled
         if not handle.cancelled()
-        and isinstance(getattr(handle._callback, "__self__", None), timer_runner._TickRenewals)  # type: ignore[attr-defined]
+        and isinstance(getattr(handle._callback, "__self__", None), timer_renewals.TickRenewals)  # type: ignore[attr-defined]
     ]
 
 
@@ -81,7 +81,7 @@ def test_ctrl_c_as_a_ticks_renewals_are_armed_leaves_none_timed(
     loop = InterruptedAsItArms(_sync.get_loop())
     seen = types.SimpleNamespace(**{n: getattr(_sync, n) for n in dir(_sync) if not n.startswith("__")})
     seen.get_loop = lambda: loop
-    monkeypatch.setattr(timer_runner, "_sync", seen)
+    monkeypatch.setattr(timer_renewals, "_sync", seen)
     with pytest.raises(KeyboardInterrupt):
         vc.fire_due_timers(runner_id="cut", lease=60.0)
     assert loop.fired
@@ -256,23 +256,23 @@ def test_a_tick_waits_for_its_renewal_in_flight_before_it_leaves(
     store = HeldRenewal(runtime.store)
     runtime.store = store
     leaving: list[bool] = []  # (whether the renewal had landed as the leave began)
-    leave = timer_runner.Membership.leave
+    leave = timer_membership.Membership.leave
 
-    async def noted(membership: timer_runner.Membership) -> None:
+    async def noted(membership: timer_membership.Membership) -> None:
         leaving.append(store.landed.is_set())
         store.release.set()  # (a stop that did not wait: the leave must not hang for it)
         await leave(membership)
 
-    monkeypatch.setattr(timer_runner.Membership, "leave", noted)
-    beat = timer_runner.Membership.beat
+    monkeypatch.setattr(timer_membership.Membership, "leave", noted)
+    beat = timer_membership.Membership.beat
 
-    async def uncut(membership: timer_runner.Membership, within: float | None = None) -> None:
+    async def uncut(membership: timer_membership.Membership, within: float | None = None) -> None:
         # (A renewal is cut off at lease/3, 0.1 s, then left to the leave's wait: held from its
         # start to the stop's wait, a tick slower than that on a loaded host had the stop find
         # no renewal in flight, and the leave began with it unlanded. Not cut off here.)
         await beat(membership, None if within is None else HANG)
 
-    monkeypatch.setattr(timer_runner.Membership, "beat", uncut)
+    monkeypatch.setattr(timer_membership.Membership, "beat", uncut)
     waits = 0
 
     def released(futures: Any, timeout: float | None = None) -> bool:
@@ -283,7 +283,7 @@ def test_a_tick_waits_for_its_renewal_in_flight_before_it_leaves(
 
     seen = types.SimpleNamespace(**{n: getattr(_sync, n) for n in dir(_sync) if not n.startswith("__")})
     seen.wait_futures = released
-    monkeypatch.setattr(timer_runner, "_sync", seen)
+    monkeypatch.setattr(timer_renewals, "_sync", seen)
     assert vc.fire_due_timers(runner_id="held", lease=0.3).errors == []
     assert leaving == [True], "the leave began with the tick's renewal still in flight"
     assert waits == 1
@@ -321,7 +321,7 @@ def test_stop_racing_renewals_never_lets_one_begin_or_run_on_after_it_returns(ac
     rounds = begun = 0
     while rounds < 300 and time.monotonic() < deadline:
         membership = RecordingMembership(lease=0.003)  # (a renewal due every ms)
-        renewals = timer_runner._TickRenewals(runtime, membership, "stub", time.monotonic())  # type: ignore[arg-type]
+        renewals = timer_renewals.TickRenewals(runtime, membership, "stub", time.monotonic())  # type: ignore[arg-type]
         renewals.begin()
         time.sleep(rng.random() * 0.004)
         renewals.stop(True)

@@ -1,4 +1,4 @@
-"""Review h184: a tick's heartbeat renewals (``_TickRenewals``) after the IO loop was blocked
+"""Review h184: a tick's heartbeat renewals (``TickRenewals``) after the IO loop was blocked
 for more than a renewal period (lease/3): the late renewal replaces the ones missed, the next
 is due a period after it, not at once.
 
@@ -15,7 +15,7 @@ import pytest
 from test_review_h179_tick_renewals import HANG, loop_turned, no_renewal_left_behind, renewals_timed
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, timer_runner
+from vactor_cloud import _sync, timer_renewals
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory")  # (no store request: the renewals are stubbed)
@@ -32,7 +32,7 @@ class NotingMembership:
 
     def __init__(self) -> None:
         self.lease = LEASE
-        self.renewals: timer_runner._TickRenewals | None = None
+        self.renewals: timer_renewals.TickRenewals | None = None
         self.began: list[float] = []
         self.next_due: list[float] = []
         self.running = 0
@@ -59,7 +59,7 @@ def test_a_renewal_made_late_by_a_blocked_loop_is_followed_a_period_later(actor_
     runtime = vc.get_runtime()
     membership = NotingMembership()
     joined = time.monotonic()
-    renewals = timer_runner._TickRenewals(runtime, membership, "stub", joined)  # type: ignore[arg-type]
+    renewals = timer_renewals.TickRenewals(runtime, membership, "stub", joined)  # type: ignore[arg-type]
     membership.renewals = renewals
     freed: list[float] = []
 

@@ -15,7 +15,7 @@ import pytest
 from test_review_h179_tick_renewals import HANG, HeldRenewal, no_renewal_left_behind, renewals_timed
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, keys, timer_runner
+from vactor_cloud import _sync, keys, timer_membership, timer_renewals, timer_runner
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_runner import TickReport, TimerRunner
 
@@ -27,21 +27,23 @@ __all__ = ["no_renewal_left_behind"]  # (h179's autouse fixture, run here too)
 def counted_leaves(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The runner ids of the ``Membership.leave`` calls from now on."""
     leaves: list[str] = []
-    leave = timer_runner.Membership.leave
+    leave = timer_membership.Membership.leave
 
-    async def counted(membership: timer_runner.Membership) -> None:
+    async def counted(membership: timer_membership.Membership) -> None:
         leaves.append(membership.runner_id)
         await leave(membership)
 
-    monkeypatch.setattr(timer_runner.Membership, "leave", counted)
+    monkeypatch.setattr(timer_membership.Membership, "leave", counted)
     return leaves
 
 
 def waits_replaced(monkeypatch: pytest.MonkeyPatch, wait_futures: Any) -> None:
-    """``timer_runner``'s ``_sync.wait_futures`` is ``wait_futures`` from now on."""
+    """The ``_sync.wait_futures`` of ``timer_runner`` (a run's wait for its deletes) and of
+    ``timer_renewals`` (a tick's wait for its renewal in flight) is ``wait_futures`` from now on."""
     seen = types.SimpleNamespace(**{n: getattr(_sync, n) for n in dir(_sync) if not n.startswith("__")})
     seen.wait_futures = wait_futures
     monkeypatch.setattr(timer_runner, "_sync", seen)
+    monkeypatch.setattr(timer_renewals, "_sync", seen)
 
 
 def test_ctrl_c_in_a_ticks_wait_for_its_renewal_still_leaves_once(

@@ -19,7 +19,7 @@ import pytest
 from test_review_events import Tape, drain_on, inbox_ids
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec, keys, timer_runner
+from vactor_cloud import _sync, codec, keys, timer_claims, timer_membership
 from vactor_cloud.cli.bench_harness import Request, RequestTrace
 from vactor_cloud.errors import ActorDefinitionError, StateSerializationError
 from vactor_cloud.events import process_events, send_event
@@ -217,7 +217,7 @@ def test_a_heartbeat_stamped_far_ahead_holds_no_share_of_the_actors(
     _sync.sync(store.put(keys.timer_runner_key("ghost"), json.dumps(ghost).encode()))
     honest = {"runner": "other", "until": time.time() + 30.0, "lease": 30.0, "group": "all"}
     _sync.sync(store.put(keys.timer_runner_key("other"), json.dumps(honest).encode()))
-    membership = timer_runner.Membership(store, "me", 30.0, "all")
+    membership = timer_membership.Membership(store, "me", 30.0, "all")
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
         assert _sync.sync(membership.refresh()) == ("me", "other")
     assert "ghost" in caplog.text and "ahead" in caplog.text
@@ -231,13 +231,13 @@ def test_a_claim_stamped_far_ahead_is_taken_over(spec: StoreSpec, caplog: pytest
     far = {"runner": "ghost", "until": time.time() + 10 * 86400}
     _sync.sync(store.put(keys.timer_claim_key("held"), json.dumps(far).encode()))
     with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
-        assert _sync.sync(timer_runner.claim_actor(store, "held", "me", 30.0))
+        assert _sync.sync(timer_claims.claim_actor(store, "held", "me", 30.0))
     assert "ahead" in caplog.text
     claim = json.loads(_sync.sync(store.get(keys.timer_claim_key("held"))).data)
     assert claim["runner"] == "me"
     near = {"runner": "other", "until": time.time() + 30.0}
     _sync.sync(store.put(keys.timer_claim_key("kept"), json.dumps(near).encode()))
-    assert not _sync.sync(timer_runner.claim_actor(store, "kept", "me", 30.0))
+    assert not _sync.sync(timer_claims.claim_actor(store, "kept", "me", 30.0))
 
 
 # -- 4. a state that pickles and never unpickles -----------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 from garbage import full_collection
 
 import vactor_cloud as vc
-from vactor_cloud import events, inbox, mailkey, timer_runner, timers
+from vactor_cloud import events, inbox, mailkey, timer_report, timer_runner, timers
 from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -86,8 +86,8 @@ def test_a_long_running_timer_runner_keeps_bounded_totals(
     """``run_timers`` returns its totals when stopped: they kept one lateness figure per timer
     fired (and every error) for the runner's whole life, hours of it in ``vactor timers run``.
     With the bound lowered to 50, 240 firings keep 50 of them; the counts stay whole."""
-    monkeypatch.setattr(timer_runner, "_TOTAL_LATENESS", 50, raising=False)
-    monkeypatch.setattr(timer_runner, "_TOTAL_ERRORS", 2, raising=False)
+    monkeypatch.setattr(timer_report, "_TOTAL_LATENESS", 50, raising=False)
+    monkeypatch.setattr(timer_report, "_TOTAL_ERRORS", 2, raising=False)
     store_spec.init()
     for n in range(4):
         Alarms.get_or_create(f"alarms-{n}").arm.run(60)
@@ -116,14 +116,14 @@ def test_trimmed_totals_still_count_every_error_and_the_largest_lateness() -> No
     """What the bounds trim still counts: ``vactor timers run`` prints ``errors`` and
     ``max_lateness_s`` from the totals."""
     total = timer_runner.TickReport()
-    for n in range(3 * timer_runner._TOTAL_ERRORS):
+    for n in range(3 * timer_report._TOTAL_ERRORS):
         total.merge(timer_runner.TickReport(errors=[f"e{n}"], lateness=[100.0 if n == 0 else 0.5]))
         total._trim()
-    for _ in range(timer_runner._TOTAL_LATENESS // 1000 + 1):
+    for _ in range(timer_report._TOTAL_LATENESS // 1000 + 1):
         total.merge(timer_runner.TickReport(lateness=[0.25] * 1000))
         total._trim()
-    assert len(total.errors) == timer_runner._TOTAL_ERRORS
-    assert total.error_count == 3 * timer_runner._TOTAL_ERRORS
+    assert len(total.errors) == timer_report._TOTAL_ERRORS
+    assert total.error_count == 3 * timer_report._TOTAL_ERRORS
     assert 100.0 not in total.lateness  # trimmed: the first figure of all
     assert total.max_lateness == 100.0
 

@@ -18,7 +18,7 @@ import pytest
 from store_helpers import init, raw_get, raw_put
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec, keys, timer_runner, workflow
+from vactor_cloud import _sync, codec, keys, timer_claims, timer_membership, timer_runner, workflow
 from vactor_cloud.errors import CommitOutcomeUnknownError, IntegrityError
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import list_index
@@ -68,7 +68,7 @@ def actor_owned_by(runner: str, among: list[str]) -> str:
     """An actor id that rendezvous hashing gives to ``runner`` among ``among``."""
     for n in range(1000):
         actor_id = f"alarm-{n}"
-        if timer_runner.owner_of(actor_id, among) == runner:
+        if timer_membership.owner_of(actor_id, among) == runner:
             return actor_id
     raise AssertionError("no such actor id in 1000")
 
@@ -100,18 +100,18 @@ def test_an_unsigned_heartbeat_holds_no_share_of_the_actors_of_a_signed_store(si
 
 
 def test_a_signed_heartbeat_copied_to_another_runners_key_holds_no_share(signed: StoreSpec) -> None:
-    live = timer_runner.Membership(vc.get_runtime().store, "real", 30.0, "all", KEY)
+    live = timer_membership.Membership(vc.get_runtime().store, "real", 30.0, "all", KEY)
     _sync.sync(live.beat())
     put(keys.timer_runner_key("copy"), raw_get(keys.timer_runner_key("real")))
-    me = timer_runner.Membership(vc.get_runtime().store, "me", 30.0, "all", KEY)
+    me = timer_membership.Membership(vc.get_runtime().store, "me", 30.0, "all", KEY)
     assert _sync.sync(me.refresh()) == ("me", "real")
 
 
 def test_runners_of_a_signed_store_sign_their_heartbeats_and_count_each_other(signed: StoreSpec) -> None:
-    other = timer_runner.Membership(vc.get_runtime().store, "other", 30.0, "all", KEY)
+    other = timer_membership.Membership(vc.get_runtime().store, "other", 30.0, "all", KEY)
     _sync.sync(other.beat())
     assert _is_signed(raw_get(keys.timer_runner_key("other")))
-    me = timer_runner.Membership(vc.get_runtime().store, "me", 30.0, "all", KEY)
+    me = timer_membership.Membership(vc.get_runtime().store, "me", 30.0, "all", KEY)
     assert _sync.sync(me.refresh()) == ("me", "other")
     actor_id = actor_owned_by("other", ["me", "other"])
     arm_due(actor_id)
@@ -121,7 +121,7 @@ def test_runners_of_a_signed_store_sign_their_heartbeats_and_count_each_other(si
 
 def test_an_old_signed_heartbeat_put_back_holds_nothing(signed: StoreSpec) -> None:
     """A replay of a runner's own heartbeat at its own key: the expiry it holds is past."""
-    old = timer_runner.Membership(vc.get_runtime().store, "old", 0.001, "all", KEY)
+    old = timer_membership.Membership(vc.get_runtime().store, "old", 0.001, "all", KEY)
     _sync.sync(old.beat())
     replayed = raw_get(keys.timer_runner_key("old"))
     _sync.sync(old.leave())
@@ -129,7 +129,7 @@ def test_an_old_signed_heartbeat_put_back_holds_nothing(signed: StoreSpec) -> No
     while time.time() <= until:  # (a millisecond)
         time.sleep(0.001)
     put(keys.timer_runner_key("old"), replayed)
-    me = timer_runner.Membership(vc.get_runtime().store, "me", 30.0, "all", KEY)
+    me = timer_membership.Membership(vc.get_runtime().store, "me", 30.0, "all", KEY)
     assert _sync.sync(me.refresh()) == ("me",)
 
 
@@ -140,7 +140,7 @@ def test_an_unsigned_heartbeat_long_expired_is_deleted_on_a_signed_store(signed:
     store = vc.get_runtime().store
     put(keys.timer_runner_key("before"), heartbeat("before", time.time() - 100))
     put(keys.timer_runner_key("recent"), heartbeat("recent", time.time() - 1))
-    me = timer_runner.Membership(store, "me", 30.0, "all", KEY)
+    me = timer_membership.Membership(store, "me", 30.0, "all", KEY)
     assert _sync.sync(me.refresh()) == ("me",)
     assert _sync.sync(store.list(keys.TIMER_RUNNERS)) == [keys.timer_runner_key("recent")]
 
@@ -159,11 +159,11 @@ def test_an_unsigned_claim_is_taken_over_on_a_signed_store(signed: StoreSpec) ->
 
 def test_a_signed_claim_holds_and_one_copied_to_another_actor_does_not(signed: StoreSpec) -> None:
     runtime = vc.get_runtime()
-    assert _sync.sync(timer_runner.claim_actor(runtime.store, "a", "other", 30.0, KEY))
+    assert _sync.sync(timer_claims.claim_actor(runtime.store, "a", "other", 30.0, KEY))
     assert _is_signed(raw_get(keys.timer_claim_key("a")))
-    assert not _sync.sync(timer_runner.claim_actor(runtime.store, "a", "me", 30.0, KEY))
+    assert not _sync.sync(timer_claims.claim_actor(runtime.store, "a", "me", 30.0, KEY))
     put(keys.timer_claim_key("b"), raw_get(keys.timer_claim_key("a")))
-    assert _sync.sync(timer_runner.claim_actor(runtime.store, "b", "me", 30.0, KEY))
+    assert _sync.sync(timer_claims.claim_actor(runtime.store, "b", "me", 30.0, KEY))
 
 
 # -- the due index ------------------------------------------------------------------------------

@@ -228,17 +228,17 @@ def test_a_timer_re_armed_at_the_due_time_of_the_one_just_fired_keeps_its_index_
     # key at the due time of the occurrence just fired found the fired one's entry (create-only
     # put: already exists, taken as written), which the runner then deleted; the timer never
     # fired until `vactor timers repair`. Entries now hold the step that scheduled them.
-    from vactor_cloud.timer_runner import _delete_entries, _fire_actor
+    from vactor_cloud.timer_firing import delete_entries, fire_actor
 
     runtime = vc.get_runtime()
     planner = Planner.get_or_create("re-armed")
     at = float(int(time.time()) - 5)  # a fixed epoch time, as an application re-arming "renewal" uses
     planner.bump.options(at=at, timer_key="renewal").run()
     entries = _sync.sync(list_index(runtime.store))
-    report, done = _fire_actor(runtime, "runner-a", None, "re-armed", entries, delete=False)
+    report, done = fire_actor(runtime, "runner-a", None, "re-armed", entries, delete=False)
     assert report.fired == 1 and done == entries
     planner.bump.options(at=at, timer_key="renewal").run()  # re-armed before the runner's delete
-    _sync.sync(_delete_entries(runtime.store, done))
+    _sync.sync(delete_entries(runtime.store, done))
     assert [t["key"] for t in planner.timers()] == ["renewal"]
     assert vc.fire_due_timers().fired == 1
     assert planner.peek.run() == 2
@@ -280,7 +280,7 @@ def test_a_timer_that_re_arms_itself_at_its_own_due_time_keeps_an_index_entry(ac
 def test_a_timer_re_armed_at_another_due_time_while_the_runner_deletes_keeps_its_entry(
     actors: StoreSpec, shift: float
 ) -> None:
-    from vactor_cloud.timer_runner import _delete_entries, _fire_actor
+    from vactor_cloud.timer_firing import delete_entries, fire_actor
 
     runtime = vc.get_runtime()
     actor_id = f"re-armed-{shift:+.0f}"
@@ -288,9 +288,9 @@ def test_a_timer_re_armed_at_another_due_time_while_the_runner_deletes_keeps_its
     at = float(int(time.time()) - 5)
     planner.bump.options(at=at, timer_key="renewal").run()
     entries = _sync.sync(list_index(runtime.store))
-    _, done = _fire_actor(runtime, "runner-a", None, actor_id, entries, delete=False)
+    _, done = fire_actor(runtime, "runner-a", None, actor_id, entries, delete=False)
     planner.bump.options(at=at + shift, timer_key="renewal").run()
-    _sync.sync(_delete_entries(runtime.store, done))
+    _sync.sync(delete_entries(runtime.store, done))
     listed = _sync.sync(list_index(runtime.store))
     assert [(e.key, e.due_ms) for e in listed] == [("renewal", math.ceil((at + shift) * 1000))]
     assert vc.fire_due_timers().fired == (1 if shift < 0 else 0)
@@ -530,7 +530,7 @@ def test_a_runner_whose_cache_predates_a_reschedule_keeps_the_rescheduled_timer_
     # makes for "gone": it deleted the moved occurrence's own entry, which then never fired.
     from vactor_cloud.runtime import Runtime
     from vactor_cloud.settings import Settings
-    from vactor_cloud.timer_runner import _fire_actor
+    from vactor_cloud.timer_firing import fire_actor
 
     actor_id = "moved-earlier"
     planner = Planner.get_or_create(actor_id)
@@ -542,7 +542,7 @@ def test_a_runner_whose_cache_predates_a_reschedule_keeps_the_rescheduled_timer_
         store = vc.get_runtime().store
         due = _sync.sync(list_index(store, due_by_ms=time.time() * 1000))
         assert [e.key for e in due] == ["renewal"]
-        report, _ = _fire_actor(runner, "runner-a", None, actor_id, due)
+        report, _ = fire_actor(runner, "runner-a", None, actor_id, due)
         assert report.fired + vc.fire_due_timers().fired == 1, "the moved timer lost its entry"
     finally:
         runner.close()

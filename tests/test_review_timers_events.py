@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, inbox, timer_runner
+from vactor_cloud import _sync, inbox, timer_report, timer_runner
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local", "moto")
@@ -140,7 +140,7 @@ def test_a_tick_over_a_backlog_keeps_a_bounded_number_of_lateness_figures(
     # failed): a million for a backlog of a million. It keeps the newest, as run()'s totals do,
     # the counts and the largest lateness whole.
     monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
-    monkeypatch.setattr(timer_runner, "_TOTAL_LATENESS", 4)
+    monkeypatch.setattr(timer_report, "_TOTAL_LATENESS", 4)
     for n in range(4):
         Alarm.get_or_create(f"late-{n}").arm_at.run(time.time() - 10 - n, 3)
     report = timer_runner.fire_due_timers()

@@ -36,7 +36,8 @@ from vactor_cloud.cli.bench_harness import BenchCounter, RequestTrace
 from vactor_cloud.storage import Blob, MemoryStore, PutMode
 from vactor_cloud.testing.faults import FaultConfig, FaultRule
 from vactor_cloud.testing.lanes import Lane, StoreSpec
-from vactor_cloud.timer_runner import Membership, TickReport, owner_of, repair_timer_index, run_timers
+from vactor_cloud.timer_membership import owner_of
+from vactor_cloud.timer_runner import Membership, TickReport, repair_timer_index, run_timers
 from vactor_cloud.timers import IndexEntry, list_index
 
 #: These tests exercise behaviour above the storage contract: memory and local, and moto for

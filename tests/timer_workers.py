@@ -86,7 +86,7 @@ def long_runner_process(
     """
     import threading
 
-    from vactor_cloud import timer_runner
+    from vactor_cloud import timer_membership, timer_runner
 
     init_from_spec(spec)
     if config is not None:
@@ -94,11 +94,11 @@ def long_runner_process(
     if view is not None:
         fixed = tuple(sorted(view))
 
-        async def refresh(self: timer_runner.Membership) -> tuple[str, ...]:
+        async def refresh(self: timer_membership.Membership) -> tuple[str, ...]:
             self._live = fixed
             return fixed
 
-        timer_runner.Membership.refresh = refresh  # type: ignore[method-assign]
+        timer_membership.Membership.refresh = refresh  # type: ignore[method-assign]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     store = vc.get_runtime().store

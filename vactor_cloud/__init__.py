@@ -60,7 +60,8 @@ if TYPE_CHECKING:
     from vactor_cloud.runtime import get_runtime, init, shutdown
     from vactor_cloud.settings import Settings
     from vactor_cloud.subtask import Subtask, subtask
-    from vactor_cloud.timer_runner import TickReport, fire_due_timers, run_timers
+    from vactor_cloud.timer_report import TickReport
+    from vactor_cloud.timer_runner import fire_due_timers, run_timers
 
 __all__ = [
     "ActorBusyError",
@@ -151,7 +152,7 @@ _LAZY: dict[str, str] = {
     "init": "vactor_cloud.runtime",
     "shutdown": "vactor_cloud.runtime",
     "Subtask": "vactor_cloud.subtask",
-    "TickReport": "vactor_cloud.timer_runner",
+    "TickReport": "vactor_cloud.timer_report",
     "fire_due_timers": "vactor_cloud.timer_runner",
     "run_timers": "vactor_cloud.timer_runner",
     "subtask": "vactor_cloud.subtask",

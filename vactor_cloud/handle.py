@@ -51,13 +51,13 @@ from vactor_cloud.events import (
     wait_for_event_async,
 )
 from vactor_cloud.future import ActorFuture, CallFuture, Waker
+from vactor_cloud.handle_timers import cancel_timer, list_timers, scheduling_call
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log import unrecordable
 from vactor_cloud.read_room import Read, current_read
 from vactor_cloud.reentrancy import WaitingInsideWriter, writers_on_this_thread
 from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use
-from vactor_cloud.timer_runner import cancel_timer, list_timers, scheduling_call
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
 
@@ -483,7 +483,7 @@ class ActorHandle(Generic[T_co]):
         """Async twin of :meth:`wait_for_event`."""
         return await wait_for_event_async(self.actor_id, name, timeout, event_id=event_id)
 
-    # -- durable timers (vactor_cloud.timer_runner); these names shadow actor methods of the same name
+    # -- durable timers (vactor_cloud.handle_timers); these names shadow actor methods of the same name
     def timers(self) -> list[dict[str, Any]]:
         """The actor's pending timers (key, due, method, args, kwargs, every), earliest first."""
         return list_timers(self.actor_id)
@@ -491,7 +491,7 @@ class ActorHandle(Generic[T_co]):
     def cancel_timer(self, key: str) -> bool:
         """Cancel the pending timer ``key`` (one commit); False if there was none (then one read
         of the newest step and no commit, unless this process has calls of the actor to apply
-        first: see :func:`vactor_cloud.timer_runner.cancel_timer`)."""
+        first: see :func:`vactor_cloud.handle_timers.cancel_timer`)."""
         return cancel_timer(self.actor_id, key)
 
     def __repr__(self) -> str:

@@ -36,7 +36,8 @@ import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.actor import ActorClass
 from vactor_cloud.child_reports import take_report
-from vactor_cloud.timer_runner import Split, TickReport, run_timers
+from vactor_cloud.timer_report import TickReport
+from vactor_cloud.timer_runner import Split, run_timers
 from vactor_cloud.timers import list_index
 
 __all__ = ["main"]

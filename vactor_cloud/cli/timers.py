@@ -51,14 +51,9 @@ from vactor_cloud.cli._options import (
 from vactor_cloud.cli._output import Output, listing_count, note, printable, progress
 from vactor_cloud.errors import ActorDefinitionError, IntegrityError
 from vactor_cloud.runtime import get_runtime, shutdown
-from vactor_cloud.timer_runner import (
-    DEFAULT_LEASE,
-    SPLITS,
-    TickReport,
-    fire_due_timers,
-    repair_timer_index,
-    run_timers,
-)
+from vactor_cloud.timer_repair import repair_timer_index
+from vactor_cloud.timer_report import TickReport
+from vactor_cloud.timer_runner import DEFAULT_LEASE, SPLITS, fire_due_timers, run_timers
 from vactor_cloud.timers import IndexEntry, list_index
 
 __all__ = ["add_commands", "run"]
