@@ -22,7 +22,10 @@ from vactor_cloud.subtask import _Runner
 
 HANG = 60.0
 
-INTERRUPTS = [pytest.param(lambda: SystemExit(3), id="SystemExit"), pytest.param(KeyboardInterrupt, id="Ctrl-C")]
+INTERRUPTS = [
+    pytest.param(lambda: SystemExit(3), id="SystemExit"),
+    pytest.param(KeyboardInterrupt, id="KeyboardInterrupt"),
+]
 
 
 class _Child:
