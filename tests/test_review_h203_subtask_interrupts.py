@@ -12,8 +12,10 @@ again only for an ``Exception``).
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +87,18 @@ def test_an_interrupt_raised_by_a_child_on_the_waiting_thread_is_not_retried(int
         finally:
             release.set()
     assert child.runs == [1]
+
+
+def _exits_noting_each_run(runs: str) -> None:
+    with open(runs, "a") as noted:
+        noted.write("ran\n")
+    raise SystemExit(3)
+
+
+def test_an_interrupt_raised_by_a_child_in_a_worker_process_is_not_retried(tmp_path: Path) -> None:
+    """In a process pool's worker, as on a pool thread (the pool sends the ``SystemExit`` back)."""
+    runs = tmp_path / "runs"
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with pytest.raises(SystemExit):
+            vc.subtask(_exits_noting_each_run, executor=pool, max_retries=2).run(str(runs))
+    assert runs.read_text().splitlines() == ["ran"]
