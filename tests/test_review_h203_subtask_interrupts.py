@@ -98,7 +98,7 @@ def _exits_noting_each_run(runs: str) -> None:
 def test_an_interrupt_raised_by_a_child_in_a_worker_process_is_not_retried(tmp_path: Path) -> None:
     """In a process pool's worker, as on a pool thread (the pool sends the ``SystemExit`` back)."""
     runs = tmp_path / "runs"
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        with pytest.raises(SystemExit):
-            vc.subtask(_exits_noting_each_run, executor=pool, max_retries=2).run(str(runs))
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool, pytest.raises(SystemExit):
+        vc.subtask(_exits_noting_each_run, executor=pool, max_retries=2).run(str(runs))
     assert runs.read_text().splitlines() == ["ran"]
