@@ -7,13 +7,11 @@ the process sees, named the missing module alone. It says what to do as well now
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
+from child_processes import vactor_child
 from test_review_h202_cli_unimportable_state import shelf  # noqa: F401 - the fixture
 
 from vactor_cloud.cli import EXIT_ERROR
@@ -23,14 +21,8 @@ HANG = 60.0
 
 
 def test_timers_run_warns_of_a_timer_it_cannot_fire_with_what_to_do(shelf: str) -> None:  # noqa: F811
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # (not the program's src: h202_shelf is not importable)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vactor_cloud", "--storage", shelf, "timers", "run", "--poll", "0.2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # (not the program's src on its PYTHONPATH: h202_shelf is not importable there)
+    proc = vactor_child(shelf, "timers", "run", "--poll", "0.2", pythonpath=[str(ROOT)])
     lines: list[str] = []
     warned = threading.Event()
 
