@@ -51,6 +51,19 @@ def python_child(
     )
 
 
+def vactor_child(store: str, *argv: str, pythonpath: Sequence[str]) -> subprocess.Popen[str]:
+    """``vactor --storage STORE ARGV...`` (``python -m vactor_cloud``) started in a fresh
+    interpreter whose PYTHONPATH is ``pythonpath`` alone, stdout and stderr piped (text): the
+    caller waits for it, and kills it if it runs on."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "vactor_cloud", "--storage", store, *argv],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def run_python(args: Sequence[str], *, env: dict[str, str], cwd: str | os.PathLike[str]) -> str:
     """:func:`python_child`'s stdout, or fail the test with (the end of) its stderr."""
     done = python_child(args, env=env, cwd=cwd)

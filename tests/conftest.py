@@ -227,6 +227,9 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h202_cli_unimportable_state",
         "test_review_h202_timers_ls_lateness",
         "test_review_h202_cli_call_arguments",
+        "test_review_h203_subtask_interrupts",
+        "test_review_h203_read_copy_message",
+        "test_review_h203_timers_run_advice",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

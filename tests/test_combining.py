@@ -43,7 +43,6 @@ from store_helpers import retune
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, committer, compaction, folding, holding, poster, posting
-from vactor_cloud import core as core_module
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
@@ -1736,7 +1735,6 @@ def commit_timeout_runs_out(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     before the walk back under test had begun)."""
     up = threading.Event()
     clock = JumpingClock(up)
-    monkeypatch.setattr(core_module, "time", clock)
     monkeypatch.setattr(committer, "time", clock)
     monkeypatch.setattr(holding, "time", clock)
     monkeypatch.setattr(poster, "time", clock)

@@ -8,15 +8,13 @@ silence), and its first Ctrl-C (or SIGTERM) let every fire of the slice it had l
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from child_processes import vactor_child
 from cli_harness import Vactor
 from gated_timer_workers import GatedAlarm
 
@@ -80,13 +78,8 @@ def test_an_interrupted_tick_finishes_the_fires_in_flight_only_and_says_how_many
             GatedAlarm.get_or_create(f"g{n:02d}").arm.run("k", str(gate), str(started))
     finally:
         vc.shutdown()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), str(TESTS)])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vactor_cloud", "--storage", store, "timers", "tick", "--split", "none"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = vactor_child(
+        store, "timers", "tick", "--split", "none", pythonpath=[str(TESTS.parent), str(TESTS)]
     )
     err: list[str] = []
     reader = threading.Thread(target=lambda: err.extend(proc.stderr or ()), daemon=True)

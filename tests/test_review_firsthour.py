@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from child_processes import vactor_child
 from cli_harness import Vactor, timers_ls_cells
 from example_commands import check_printed_inspect_command
 
@@ -109,13 +110,8 @@ def test_timers_run_says_at_once_what_it_runs_on_and_how_to_stop_it(store: str) 
     import signal
     import threading
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vactor_cloud", "--storage", store, "timers", "run", "--poll", "0.2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = vactor_child(
+        store, "timers", "run", "--poll", "0.2", pythonpath=[str(Path(__file__).resolve().parent.parent)]
     )
     try:
         stderr = proc.stderr

@@ -63,8 +63,6 @@ logger = logging.getLogger("vactor_cloud")
 
 T = TypeVar("T")
 
-#: the id is one path component on a local store, where a name is at most 255 bytes (NAME_MAX)
-
 
 class _Work:
     """What a runtime has going on: pool tasks, trips to the IO loop, background coroutines,

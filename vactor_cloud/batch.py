@@ -1039,7 +1039,7 @@ def _read_result(result: Any, call: PendingCall) -> Any:
     except TypeError:
         return result
     if isinstance(call.future, ActorFuture):
-        call.future.copies_from(copy, frozen)
+        call.future.copies_from(copy, frozen, read_only=True)
     return copy
 
 

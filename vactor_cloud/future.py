@@ -48,7 +48,7 @@ class ActorFuture(concurrent.futures.Future[T]):
     _caught = False
     #: the result its call's run delivers, and the pickle it was read back from (``copies_from``),
     #: until it settles: then the future holds the pickle alone (``_Pickled``)
-    _pristine: tuple[object, Frozen] | None = None
+    _pristine: tuple[object, Frozen, bool] | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -130,27 +130,28 @@ class ActorFuture(concurrent.futures.Future[T]):
         self._wait_helping(timeout)
         return self._by_value(super().result(self._waited(timeout, started)))
 
-    def copies_from(self, result: object, frozen: Frozen) -> None:
+    def copies_from(self, result: object, frozen: Frozen, *, read_only: bool = False) -> None:
         """(For :mod:`vactor_cloud.batch`) ``result``, if it is what this future is settled with
-        (or, for ``catch_exceptions=True``, ``(result, None)``), was read back from ``frozen``:
+        (or, for ``catch_exceptions=True``, ``(result, None)``), was read back from ``frozen``
+        (``read_only``: the result of a read-only call, which applies nothing):
         the settled future holds ``frozen`` alone, and each read, the first too, unpickles its
         own copy of it. A writer's result is so pickled once, as its method returns, and held
         once: were the future to hold the object read back as well, every unread future of a
         large result would hold it twice. A run whose outcome is not delivered (a lost race, a retry
         answered from the table) leaves another object: ``set_result`` tells by identity."""
         if not self.done():
-            self._pristine = (result, frozen)
+            self._pristine = (result, frozen, read_only)
 
     def set_result(self, result: T) -> None:
         pristine, self._pristine = self._pristine, None
         held: object = result
         if pristine is not None and pristine[1].data is not None:
-            read_back, frozen = pristine
+            read_back, frozen, read_only = pristine
             if held is read_back:
-                held = _Pickled(frozen, type(read_back).__name__, paired=False)
+                held = _Pickled(frozen, type(read_back).__name__, paired=False, read_only=read_only)
             elif type(held) is tuple and len(held) == 2 and held[0] is read_back and held[1] is None:
                 # catch_exceptions=True: (result, None), each read its own pair
-                held = _Pickled(frozen, "tuple", paired=True)
+                held = _Pickled(frozen, "tuple", paired=True, read_only=read_only)
         super().set_result(held)  # type: ignore[arg-type]
 
     def set_exception(self, exception: BaseException | None) -> None:
@@ -264,15 +265,17 @@ class ActorFuture(concurrent.futures.Future[T]):
 class _Pickled:
     """A writer's result as its settled future holds it: the pickle its caller's copy was read
     back from as the method returned (``ActorFuture.copies_from``), of which each read
-    unpickles a copy of its own; ``paired``: ``catch_exceptions=True``'s ``(result, None)``."""
+    unpickles a copy of its own; ``paired``: ``catch_exceptions=True``'s ``(result, None)``;
+    ``read_only``: a read-only call's result (the call applied nothing)."""
 
-    __slots__ = ("frozen", "kind", "paired")
+    __slots__ = ("frozen", "kind", "paired", "read_only")
 
-    def __init__(self, frozen: Frozen, kind: str, *, paired: bool) -> None:
+    def __init__(self, frozen: Frozen, kind: str, *, paired: bool, read_only: bool = False) -> None:
         self.frozen = frozen
         #: the result's type name, for the future's ``repr``
         self.kind = kind
         self.paired = paired
+        self.read_only = read_only
 
     def copy(self) -> Any:
         # It read back once as the method returned: TypeError here only for a pickle whose
@@ -281,6 +284,13 @@ class _Pickled:
         try:
             value = thaw(self.frozen)
         except TypeError as exc:
+            if self.read_only:
+                raise TypeError(
+                    f"the read-only call returned a {self.kind}, read back as the method "
+                    "returned; reading this read's copy of it back fails now (something its "
+                    f"unpickling needs changed since): call it again for a result read now "
+                    f"({exc.__cause__!r})"
+                ) from exc
             raise TypeError(
                 f"the call was applied and returned a {self.kind}, read back as the method "
                 "returned; reading this read's copy of it back fails now (something its "

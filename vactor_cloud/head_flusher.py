@@ -9,10 +9,13 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vactor_cloud import _sync
-from vactor_cloud.core import ActorCore
 from vactor_cloud.log import ActorLog, ClassRef, Head
+
+if TYPE_CHECKING:
+    from vactor_cloud.core import ActorCore
 
 logger = logging.getLogger("vactor_cloud")
 

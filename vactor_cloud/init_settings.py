@@ -76,7 +76,7 @@ def settings_for_init(
         raise ValueError(
             "init(signing_key=...) is empty: pass the signing key, or signing_key=None to run without signing"
         )
-    key = signing_key if signing_key is not None else _env_key()
+    key = signing_key if signing_key is not None else env_signing_key()
     given: dict[str, Any] = {
         "storage": resolved,
         "storage_options": options,
@@ -128,7 +128,9 @@ def _key_of(signing_key: str | bytes | None, settings: Settings) -> str | bytes 
     return settings.signing_key
 
 
-def _env_key() -> bytes | None:
+def env_signing_key() -> bytes | None:
+    """The signing key ``$VACTOR_SIGNING_KEY`` names (UTF-8 bytes), None when it is unset;
+    ``ValueError`` when it is set but empty."""
     key = os.environ.get("VACTOR_SIGNING_KEY")
     if key == "":  # a secret that came through empty must not mean "unsigned" silently
         raise ValueError(

@@ -22,7 +22,7 @@ from typing import Any
 from vactor_cloud.actor_runtime import Runtime, join_threads
 from vactor_cloud.errors import RuntimeShutdownError
 from vactor_cloud.ids import validate_actor_id
-from vactor_cloud.init_settings import _env_key, settings_for_init
+from vactor_cloud.init_settings import env_signing_key, settings_for_init
 from vactor_cloud.runtime_scope import carry_runtime, own
 from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.storage import ObjectStore
@@ -164,7 +164,7 @@ def get_runtime() -> Runtime:
     with _runtime_lock:
         if _runtime is None:
             if _settings is None:
-                _settings = Settings(storage=default_storage(), signing_key=_env_key())
+                _settings = Settings(storage=default_storage(), signing_key=env_signing_key())
             _runtime = Runtime(_settings)
             _described = (_settings, _runtime.store.describe())
         return _runtime
@@ -222,7 +222,7 @@ class _OwnRuntime:
                 self.pid, self.runtime = os.getpid(), None
             if self.runtime is None:
                 if self.settings is None:
-                    self.settings = Settings(storage=default_storage(), signing_key=_env_key())
+                    self.settings = Settings(storage=default_storage(), signing_key=env_signing_key())
                 self.runtime = Runtime(self.settings)
             return self.runtime
 

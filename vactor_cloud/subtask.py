@@ -25,7 +25,9 @@ Guarantees:
   position wins and every run returns that result, so all runs agree.
 * A failing child is retried ``max_retries`` times; then its exception is
   raised in the method (after the other children of the batch finished and
-  were checkpointed). Failures are not memoized: a re-run tries again.
+  were checkpointed). Failures are not memoized: a re-run tries again. A child
+  raising an interrupt (``SystemExit``, ``KeyboardInterrupt``: not an ``Exception``) is not
+  retried: it is raised in the method at once.
 
 What may run twice: a child whose run was cut off before its checkpoint was
 written (crash, kill, lost response), and children of two runs of one call
@@ -382,6 +384,11 @@ class _Runner:
                     outcome = _unpack(future.result())
                 except BaseException as exc:  # the executor itself failed (worker lost, unpicklable, ...)
                     outcome = _Failure(exc)
+                if isinstance(outcome, _Failure) and not isinstance(outcome.error, Exception):
+                    # An interrupt the child raised (SystemExit, KeyboardInterrupt): the caller's
+                    # at once, never retried, as when the waiting thread ran the child itself
+                    # (``_run_one_here``), and not dropped for a sibling's earlier failure.
+                    raise outcome.error
                 if isinstance(outcome, _Failure) and attempts[index] <= self.max_retries:
                     logger.info(
                         "child %d of %s failed (attempt %d): %r; retrying",

@@ -58,6 +58,7 @@ from vactor_cloud.cli._options import (
     CliError,
     CliParser,
     add_common_options,
+    error_advice,
     integrity_advice,
     memory_hint,
 )
@@ -160,11 +161,11 @@ def cli_logging(debug: bool, *, warnings: bool = False) -> Iterator[None]:
     ]
     if debug:
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("vactor: %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_AdvisingFormatter("vactor: %(levelname)s %(name)s: %(message)s"))
     elif warnings:
         handler = logging.StreamHandler(sys.stderr)
         handler.setLevel(logging.WARNING)
-        handler.setFormatter(logging.Formatter("vactor: %(levelname)s: %(message)s"))
+        handler.setFormatter(_AdvisingFormatter("vactor: %(levelname)s: %(message)s"))
     else:
         handler = logging.NullHandler()
     for logger, _, _, _ in saved:
@@ -181,6 +182,23 @@ def cli_logging(debug: bool, *, warnings: bool = False) -> Iterator[None]:
             logger.handlers = handlers
             logger.setLevel(level)
             logger.propagate = propagate
+
+
+class _AdvisingFormatter(logging.Formatter):
+    """A library record's line, with what to do about the error it tells of, as the command's
+    error line says it (:func:`error_advice`): a timer runner's warning of a timer it cannot
+    fire (its ``TickError``, whose ``cause`` is the error) gets the PYTHONPATH advice for an
+    actor whose class or state needs a module ``vactor`` cannot import."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        args = record.args if isinstance(record.args, tuple) else ()
+        advice = "".join(
+            error_advice(cause)
+            for arg in args
+            if isinstance(arg, str) and isinstance(cause := getattr(arg, "cause", None), BaseException)
+        )
+        return f"{line}{advice}"
 
 
 #: what a storage error's line adds: what to look at
