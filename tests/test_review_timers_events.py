@@ -108,6 +108,15 @@ def test_a_running_runner_fires_its_shard_behind_a_slice_of_another_shards_backl
     # shard's runner was down long enough for its entries to fill that slice, every other
     # shard's runner saw only those and fired nothing of its own, for as long as the outage.
     monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
+    listed: list[int] = []
+    real = timer_runner.list_index
+
+    async def counting(*args: Any, **kwargs: Any) -> list[Any]:
+        found = await real(*args, **kwargs)
+        listed.append(len(found))
+        return found
+
+    monkeypatch.setattr(timer_runner, "list_index", counting)
     ids = [f"alarm-{n}" for n in range(40)]
     theirs = [a for a in ids if timer_runner._shard_of(a, 2) == 1][:4]
     mine = [a for a in ids if timer_runner._shard_of(a, 2) == 0][:2]
@@ -131,6 +140,9 @@ def test_a_running_runner_fires_its_shard_behind_a_slice_of_another_shards_backl
         runner.join(30)
     assert [Alarm.get_or_create(a).peek.run() for a in mine] == [1, 1]
     assert [Alarm.get_or_create(a).peek.run() for a in theirs] == [0] * len(theirs)
+    # (slices of 5, the bound set, read by timer_runner: with the default one, 10 at once, and
+    # the shard's own entries were in the first listing whether or not it listed past a slice)
+    assert max(listed) == 5, listed
 
 
 def test_a_tick_over_a_backlog_keeps_a_bounded_number_of_lateness_figures(
@@ -141,11 +153,21 @@ def test_a_tick_over_a_backlog_keeps_a_bounded_number_of_lateness_figures(
     # the counts and the largest lateness whole.
     monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
     monkeypatch.setattr(timer_report, "_TOTAL_LATENESS", 4)
+    held: list[int] = []  # the report's lateness figures as each slice began
+    real = timer_runner.TimerRunner._fire_slice
+
+    def noted(self: Any, entries: Any, report: timer_runner.TickReport, *args: Any, **kwargs: Any) -> None:
+        held.append(len(report.lateness))
+        real(self, entries, report, *args, **kwargs)
+
+    monkeypatch.setattr(timer_runner.TimerRunner, "_fire_slice", noted)
     for n in range(4):
         Alarm.get_or_create(f"late-{n}").arm_at.run(time.time() - 10 - n, 3)
     report = timer_runner.fire_due_timers()
-    assert report.fired == 12 and len(report.lateness) <= 4
+    assert report.fired == 12 and len(report.lateness) == 4
     assert report.max_lateness is not None and report.max_lateness >= 13
+    # (three slices of at most 5: trimmed as each ended, not only at the tick's end)
+    assert len(held) == 3 and max(held) <= 4, held
 
 
 # -- waiting for a name no event can have -------------------------------------------------------------
