@@ -77,12 +77,8 @@ class Alarm:
         return self.rang
 
 
-def test_a_tick_over_a_backlog_holds_a_bounded_slice_of_the_index_and_fires_it_all(
-    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A cron tick after an outage met every due entry in one listing: a backlog of millions was
-    # held in memory at once (the long-running runner takes it a slice at a time).
-    monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
+def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The entries each listing of the due index by ``timer_runner`` returned, from now on."""
     listed: list[int] = []
     real = timer_runner.list_index
 
@@ -92,6 +88,16 @@ def test_a_tick_over_a_backlog_holds_a_bounded_slice_of_the_index_and_fires_it_a
         return found
 
     monkeypatch.setattr(timer_runner, "list_index", counting)
+    return listed
+
+
+def test_a_tick_over_a_backlog_holds_a_bounded_slice_of_the_index_and_fires_it_all(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cron tick after an outage met every due entry in one listing: a backlog of millions was
+    # held in memory at once (the long-running runner takes it a slice at a time).
+    monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
+    listed = _count_listings(monkeypatch)
     for n in range(4):  # (due a while ago: a due time in this millisecond is rounded up past now)
         Alarm.get_or_create(f"alarm-{n}").arm_at.run(time.time() - 10, 3)
     report = timer_runner.fire_due_timers()
@@ -108,15 +114,7 @@ def test_a_running_runner_fires_its_shard_behind_a_slice_of_another_shards_backl
     # shard's runner was down long enough for its entries to fill that slice, every other
     # shard's runner saw only those and fired nothing of its own, for as long as the outage.
     monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
-    listed: list[int] = []
-    real = timer_runner.list_index
-
-    async def counting(*args: Any, **kwargs: Any) -> list[Any]:
-        found = await real(*args, **kwargs)
-        listed.append(len(found))
-        return found
-
-    monkeypatch.setattr(timer_runner, "list_index", counting)
+    listed = _count_listings(monkeypatch)
     ids = [f"alarm-{n}" for n in range(40)]
     theirs = [a for a in ids if timer_runner._shard_of(a, 2) == 1][:4]
     mine = [a for a in ids if timer_runner._shard_of(a, 2) == 0][:2]
