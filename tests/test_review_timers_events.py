@@ -77,12 +77,8 @@ class Alarm:
         return self.rang
 
 
-def test_a_tick_over_a_backlog_holds_a_bounded_slice_of_the_index_and_fires_it_all(
-    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A cron tick after an outage met every due entry in one listing: a backlog of millions was
-    # held in memory at once (the long-running runner takes it a slice at a time).
-    monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
+def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The entries each listing of the due index by ``timer_runner`` returned, from now on."""
     listed: list[int] = []
     real = timer_runner.list_index
 
@@ -92,6 +88,16 @@ def test_a_tick_over_a_backlog_holds_a_bounded_slice_of_the_index_and_fires_it_a
         return found
 
     monkeypatch.setattr(timer_runner, "list_index", counting)
+    return listed
+
+
+def test_a_tick_over_a_backlog_holds_a_bounded_slice_of_the_index_and_fires_it_all(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cron tick after an outage met every due entry in one listing: a backlog of millions was
+    # held in memory at once (the long-running runner takes it a slice at a time).
+    monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
+    listed = _count_listings(monkeypatch)
     for n in range(4):  # (due a while ago: a due time in this millisecond is rounded up past now)
         Alarm.get_or_create(f"alarm-{n}").arm_at.run(time.time() - 10, 3)
     report = timer_runner.fire_due_timers()
@@ -108,6 +114,7 @@ def test_a_running_runner_fires_its_shard_behind_a_slice_of_another_shards_backl
     # shard's runner was down long enough for its entries to fill that slice, every other
     # shard's runner saw only those and fired nothing of its own, for as long as the outage.
     monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
+    listed = _count_listings(monkeypatch)
     ids = [f"alarm-{n}" for n in range(40)]
     theirs = [a for a in ids if timer_runner._shard_of(a, 2) == 1][:4]
     mine = [a for a in ids if timer_runner._shard_of(a, 2) == 0][:2]
@@ -131,6 +138,9 @@ def test_a_running_runner_fires_its_shard_behind_a_slice_of_another_shards_backl
         runner.join(30)
     assert [Alarm.get_or_create(a).peek.run() for a in mine] == [1, 1]
     assert [Alarm.get_or_create(a).peek.run() for a in theirs] == [0] * len(theirs)
+    # (slices of 5, the bound set, read by timer_runner: with the default one, 10 at once, and
+    # the shard's own entries were in the first listing whether or not it listed past a slice)
+    assert max(listed) == 5, listed
 
 
 def test_a_tick_over_a_backlog_keeps_a_bounded_number_of_lateness_figures(
@@ -141,11 +151,21 @@ def test_a_tick_over_a_backlog_keeps_a_bounded_number_of_lateness_figures(
     # the counts and the largest lateness whole.
     monkeypatch.setattr(timer_runner, "_MAX_LISTED", 5)
     monkeypatch.setattr(timer_report, "_TOTAL_LATENESS", 4)
+    held: list[int] = []  # the report's lateness figures as each slice began
+    real = timer_runner.TimerRunner._fire_slice
+
+    def noted(self: Any, entries: Any, report: timer_runner.TickReport, *args: Any, **kwargs: Any) -> None:
+        held.append(len(report.lateness))
+        real(self, entries, report, *args, **kwargs)
+
+    monkeypatch.setattr(timer_runner.TimerRunner, "_fire_slice", noted)
     for n in range(4):
         Alarm.get_or_create(f"late-{n}").arm_at.run(time.time() - 10 - n, 3)
     report = timer_runner.fire_due_timers()
-    assert report.fired == 12 and len(report.lateness) <= 4
+    assert report.fired == 12 and len(report.lateness) == 4
     assert report.max_lateness is not None and report.max_lateness >= 13
+    # (three slices of at most 5: trimmed as each ended, not only at the tick's end)
+    assert len(held) == 3 and max(held) <= 4, held
 
 
 # -- waiting for a name no event can have -------------------------------------------------------------
