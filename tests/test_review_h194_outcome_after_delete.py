@@ -13,17 +13,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import pickle
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from actors import OrderLog
 from quiet_runtime import HANG
-from test_combining import Switchable, foreign_box, init_switchable
+from test_combining import foreign_box, init_switchable
 from test_posting import outcome_once_folded
 from test_review_h183_outcome_not_found import _a_new_process
 from test_review_h185_outcome_edges import _folded_by_another_process
@@ -31,7 +29,10 @@ from test_review_h185_outcome_edges import _folded_by_another_process
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.errors import CallNotFoundError, CallPendingError, CommitOutcomeUnknownError
-from vactor_cloud.keys import posts_prefix
+from vactor_cloud.holding import Holder
+from vactor_cloud.log import StepRecord
+from vactor_cloud.outcome_elsewhere import InboxRead
+from vactor_cloud.poster import Poster
 from vactor_cloud.posting import Post, PostBox, PostedCall
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -50,19 +51,26 @@ def _post_add(actor_id: str, token: str) -> str:
     return calls[0].call_id
 
 
-def _at_the_inbox_listing(store: Switchable, change: Callable[[], None]) -> threading.Event:
-    """``change`` runs (in another thread) when the ask first lists "a"'s inbox, between its
-    walk of the steps and its LIST; the event says it ran."""
-    inner_around = store._around
+def _at_the_inbox_listing(monkeypatch: pytest.MonkeyPatch, change: Callable[[], None]) -> threading.Event:
+    """``change`` runs when the ask (procedure B) of "a" is about to list its inbox, between its
+    walk of the steps and its LIST, on the ask's own thread; the event says it ran.
+
+    Hooked on the ask itself, not on the store's first LIST of the inbox: that LIST was at
+    times a background fold's (the one ``_a_stale_post_pair``'s ask queued lists the inbox
+    once more after its commit, before it gives the actor up), so the change ran while that
+    fold held "a": its writer calls waited for the holder, the holder for its LIST, until
+    ``Settings.deadline`` (30 s), and the ask, not held, answered meanwhile with "a" deleted
+    and not made again yet (a CI run: the read after raised ``ActorDeletedError``)."""
+    posts_naming = Poster._posts_naming
     ran = threading.Event()
 
-    async def change_first(operation: str, key: str, run: Any, **kw: Any) -> Any:
-        if operation == "list" and key.startswith(posts_prefix("a")) and not ran.is_set():
+    def change_first(core: Poster, call_id: str, walked: StepRecord) -> InboxRead:
+        if core.actor_id == "a" and not ran.is_set():
             ran.set()
-            await asyncio.get_running_loop().run_in_executor(None, change)
-        return await inner_around(operation, key, run, **kw)
+            change()
+        return posts_naming(core, call_id, walked)
 
-    store._around = change_first  # type: ignore[method-assign]
+    monkeypatch.setattr(Poster, "_posts_naming", change_first)
     return ran
 
 
@@ -111,7 +119,7 @@ def test_a_stale_post_is_not_found_though_an_actor_was_made_since_the_first_walk
     the ask: the first walk's newest step is the tombstone the new actor's creation is on."""
     init_switchable(store_spec, fresh_window=300.0)
     OrderLog.get_or_create("a").add.run("me/0")
-    store = _a_new_process(store_spec, monkeypatch)
+    _a_new_process(store_spec, monkeypatch)
     box, late, call_id = _a_stale_post_pair()
     if deleted == "before-the-ask":
         assert vc.delete_actor("a")
@@ -122,12 +130,50 @@ def test_a_stale_post_is_not_found_though_an_actor_was_made_since_the_first_walk
         OrderLog.get_or_create("a").add.run("new/1")
         _sync.sync(box.send(late))
 
-    ran = _at_the_inbox_listing(store, delete_make_again_and_land)
+    ran = _at_the_inbox_listing(monkeypatch, delete_make_again_and_land)
     with pytest.raises(CallNotFoundError) as not_found:
         vc.ActorHandle("a").call_outcome(call_id)
     assert ran.is_set(), "the ask never listed the inbox"
     assert not not_found.value.never
     assert vc.ActorHandle("a").applied.run() == ["new/1"]  # (and the new actor never applies it)
+
+
+def test_the_change_runs_at_the_asks_listing_not_at_a_fold_still_listing_the_inbox(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(``_at_the_inbox_listing`` itself) The fold ``_a_stale_post_pair``'s ask queued lists the
+    inbox once more after its commit (``_release_unless_posts_wait``), held here until the hook
+    is set, and then runs beside the ask: the change runs at the ask's listing. (At the store's
+    first LIST of the inbox, it ran at that fold's, which held "a": 30 s, and the ask answered
+    before "a" was made again.)"""
+    init_switchable(store_spec, fresh_window=300.0)
+    OrderLog.get_or_create("a").add.run("me/0")
+    _a_new_process(store_spec, monkeypatch)
+    hooked, listed = threading.Event(), threading.Event()
+    release = Holder._release_unless_posts_wait
+
+    def once_hooked(core: Holder) -> None:
+        hooked.wait(HANG)
+        try:
+            release(core)
+        finally:
+            listed.set()
+
+    monkeypatch.setattr(Holder, "_release_unless_posts_wait", once_hooked)
+    box, late, call_id = _a_stale_post_pair()
+
+    def delete_make_again_and_land() -> None:
+        assert vc.delete_actor("a")
+        OrderLog.get_or_create("a").add.run("new/1")
+        _sync.sync(box.send(late))
+
+    ran = _at_the_inbox_listing(monkeypatch, delete_make_again_and_land)
+    hooked.set()
+    with pytest.raises(CallNotFoundError):
+        vc.ActorHandle("a").call_outcome(call_id)
+    assert ran.is_set(), "the ask never listed the inbox"
+    assert listed.wait(HANG), "the fold never listed the inbox after its commit"
+    assert vc.ActorHandle("a").applied.run() == ["new/1"]
 
 
 @pytest.mark.parametrize("deleted", ["before-the-ask", "at-the-listing"])
@@ -141,7 +187,7 @@ def test_a_call_the_actor_made_since_the_first_walk_applied_is_never_not_found(
     pass that post)."""
     init_switchable(store_spec, fresh_window=300.0)
     OrderLog.get_or_create("a").add.run("me/0")
-    store = _a_new_process(store_spec, monkeypatch)
+    _a_new_process(store_spec, monkeypatch)
     calls = _add("new/1")
     if deleted == "before-the-ask":
         assert vc.delete_actor("a")
@@ -152,7 +198,7 @@ def test_a_call_the_actor_made_since_the_first_walk_applied_is_never_not_found(
         OrderLog.get_or_create("a")
         _folded_by_another_process("a", calls, {calls[0].call_id: 1})
 
-    ran = _at_the_inbox_listing(store, delete_make_again_and_apply)
+    ran = _at_the_inbox_listing(monkeypatch, delete_make_again_and_apply)
     with pytest.raises(CommitOutcomeUnknownError) as applied:
         vc.ActorHandle("a").call_outcome(calls[0].call_id)
     assert ran.is_set(), "the ask never listed the inbox"
@@ -173,7 +219,7 @@ def test_the_walk_since_cut_short_by_scan_never_says_not_found_for_an_applied_ca
     the newest ``scan``, answer 4's caveat, as an ask made afresh would say.)"""
     init_switchable(store_spec, fresh_window=300.0)
     OrderLog.get_or_create("a").add.run("me/0")
-    store = _a_new_process(store_spec, monkeypatch)
+    _a_new_process(store_spec, monkeypatch)
     if call == "stale":
         box, late, call_id = _a_stale_post_pair()
     else:
@@ -189,7 +235,7 @@ def test_the_walk_since_cut_short_by_scan_never_says_not_found_for_an_applied_ca
             more = _add(f"more/{n}")
             _folded_by_another_process("a", more, {more[0].call_id: n})
 
-    ran = _at_the_inbox_listing(store, land_and_commit_more)
+    ran = _at_the_inbox_listing(monkeypatch, land_and_commit_more)
     with pytest.raises(CommitOutcomeUnknownError) as unknown:
         vc.get_runtime().core("a").call_outcome(call_id, scan=2).unwrap()
     assert ran.is_set(), "the ask never listed the inbox"

@@ -87,7 +87,7 @@ def test_the_walk_since_cut_short_across_a_re_creation_never_answers_for_the_new
     gone"; deleted, "cannot be told", not "not found" (a step read holds an outcome under the
     id that may be this call's: its post may have landed after the delete, applied by the new
     actor)."""
-    store, call_id, key, data = _ours_pending(store_spec, monkeypatch)
+    _, call_id, key, data = _ours_pending(store_spec, monkeypatch)
 
     def delete_and_make_again() -> None:
         assert vc.delete_actor("a")
@@ -102,7 +102,7 @@ def test_the_walk_since_cut_short_across_a_re_creation_never_answers_for_the_new
         if post == "still-listed":
             raw_put(key, data)
 
-    ran = _at_the_inbox_listing(store, delete_and_make_again)
+    ran = _at_the_inbox_listing(monkeypatch, delete_and_make_again)
     core = vc.get_runtime().core("a")
     answer: object = None
     with pytest.raises((CommitOutcomeUnknownError, CallNotFoundError, vc.ActorDeletedError)) as raised:
@@ -135,7 +135,7 @@ def test_two_actors_made_since_the_first_walk_never_answer_for_ours(
     ("the newest's"). The answer is ours (its outcome, or ``ActorDeletedError`` from the
     first tombstone), not the later actors'. (Ours failed and the one between's failed: h193's
     test, ``made-deleted-made-again``.)"""
-    store, call_id, _, _ = _ours_pending(store_spec, monkeypatch)
+    _, call_id, _, _ = _ours_pending(store_spec, monkeypatch)
     tombstones: list[int] = []
 
     def delete_make_delete_make() -> None:
@@ -153,7 +153,7 @@ def test_two_actors_made_since_the_first_walk_never_answer_for_ours(
         OrderLog.get_or_create("a")
         _applied_and_deleted(_keyed_add("a", "k", "newest/k"), "the newest's")
 
-    ran = _at_the_inbox_listing(store, delete_make_delete_make)
+    ran = _at_the_inbox_listing(monkeypatch, delete_make_delete_make)
     handle = vc.get_actor("a")
     if ours == "applied-before-the-delete":
         assert handle.call_outcome(call_id) == "ours"
@@ -208,7 +208,7 @@ def test_a_listed_post_whose_sender_left_the_cursor_is_never_pending(
     says "not found", and a caller retrying applies it twice); whether it was applied cannot
     be told. (``kept``: the writer's clock is right, the newest cursor applies the post:
     applied, its outcome compacted.)"""
-    store, call_id, key, data = _ours_pending(store_spec, monkeypatch)
+    _, call_id, key, data = _ours_pending(store_spec, monkeypatch)
 
     def change() -> None:
         if ours == "applied":
@@ -219,7 +219,7 @@ def test_a_listed_post_whose_sender_left_the_cursor_is_never_pending(
         _folded_nothing_and_compacted(ahead=sender == "dropped")
         raw_put(key, data)  # (listed: its folder's, or the delete's, clean-up not done)
 
-    ran = _at_the_inbox_listing(store, change)
+    ran = _at_the_inbox_listing(monkeypatch, change)
     told = "cannot be told" if sender == "dropped" else "was applied"
     with pytest.raises(CommitOutcomeUnknownError, match=told) as raised:
         vc.get_actor("a").call_outcome(call_id)
@@ -244,7 +244,7 @@ def test_a_post_the_actor_made_since_applied_is_never_not_found(
     apply it twice: whether it was cannot be told."""
     init_switchable(store_spec, fresh_window=300.0)
     OrderLog.get_or_create("a").add.run("me/0")
-    store = _a_new_process(store_spec, monkeypatch)
+    _a_new_process(store_spec, monkeypatch)
     late = _add("late/1")
 
     def delete_land_make_again_and_fold() -> None:
@@ -253,7 +253,7 @@ def test_a_post_the_actor_made_since_applied_is_never_not_found(
         _applied_and_deleted(late, "applied by the new actor")
         _applied_and_deleted(_add("new/1"), 1)  # (the fold that applied it is not the newest step)
 
-    ran = _at_the_inbox_listing(store, delete_land_make_again_and_fold)
+    ran = _at_the_inbox_listing(monkeypatch, delete_land_make_again_and_fold)
     answer: object = None
     with pytest.raises(CommitOutcomeUnknownError) as raised:
         answer = vc.get_actor("a").call_outcome(late[0].call_id)
