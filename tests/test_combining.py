@@ -1714,6 +1714,14 @@ def walking_back(
     return walking
 
 
+def tight_deadline(base: StepRecord) -> None:
+    """``Settings.deadline`` 1 s from the walk back on (a ``walking_back`` ``before``): a
+    stalled read of it ends within a second. Set from the start of the call, it also bound the
+    post's put, which on a loaded moto lane took longer: the post failed unseen, no fold came,
+    and the call waited out the other process's lease (CI, 2026-12-07)."""
+    retune(deadline=1.0)
+
+
 class JumpingClock:
     """The ``time`` module as a module under test sees it: ``monotonic()`` runs an hour ahead
     once ``up`` is set."""
@@ -1858,7 +1866,7 @@ def test_a_walk_back_whose_step_read_is_lost_or_stalls_ends_in_time_and_applies_
     store, log, runtime, leases = posting_behind_anothers_lease(store_spec)
     posted, folded = hold_step_reads_until_folded(store)
     log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
-    walking = walking_back(monkeypatch)
+    walking = walking_back(monkeypatch, before=tight_deadline)
     times_up = commit_timeout_runs_out(monkeypatch)
     step_3 = log_.step_key(3)
     faulted: list[str] = []
@@ -1883,7 +1891,6 @@ def test_a_walk_back_whose_step_read_is_lost_or_stalls_ends_in_time_and_applies_
     def fold() -> None:
         fold_at_3_and_forget_at_4(store, log_, leases)
 
-    retune(deadline=1.0)
     outcome: list[Any] = []
 
     def call() -> None:
@@ -1988,7 +1995,7 @@ def test_a_poster_whose_walk_back_fails_while_another_process_holds_the_lease_he
     store, log, runtime, _ = posting_behind_anothers_lease(store_spec)
     posted, folded = hold_step_reads_until_folded(store)
     log_ = ActorLog(store.inner, "a", signing_key=runtime.settings.signing_key)
-    walking = walking_back(monkeypatch)
+    walking = walking_back(monkeypatch, before=tight_deadline)
     times_up = commit_timeout_runs_out(monkeypatch)
     step_3 = log_.step_key(3)
     answering = threading.Event()
@@ -2012,7 +2019,6 @@ def test_a_poster_whose_walk_back_fails_while_another_process_holds_the_lease_he
             data[len(data) // 2] ^= 0x01
             _sync.sync(store.inner.put(step_3, bytes(data)))
 
-    retune(deadline=1.0)
     try:
         with pytest.raises(CallPendingError) as raised:
             add_while_another_process_folds(log, posted, folded, fold)
