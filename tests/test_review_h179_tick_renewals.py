@@ -244,6 +244,19 @@ class HeldRenewal(ForwardingStore):
         return await self.inner.list(prefix, start_after=start_after, limit=limit)
 
 
+def renewals_not_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heartbeat renewal is not cut off at lease/3 from now on (it waits up to ``HANG``).
+    For ``HeldRenewal``: held from its start to the stop's wait, a renewal cut off at 0.1 s
+    (a lease of 0.3 s) by a tick slower than that on a loaded host had ended before the stop,
+    which then found no renewal in flight to wait for."""
+    beat = timer_membership.Membership.beat
+
+    async def uncut(membership: timer_membership.Membership, within: float | None = None) -> None:
+        await beat(membership, None if within is None else HANG)
+
+    monkeypatch.setattr(timer_membership.Membership, "beat", uncut)
+
+
 def test_a_tick_waits_for_its_renewal_in_flight_before_it_leaves(
     actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -264,15 +277,7 @@ def test_a_tick_waits_for_its_renewal_in_flight_before_it_leaves(
         await leave(membership)
 
     monkeypatch.setattr(timer_membership.Membership, "leave", noted)
-    beat = timer_membership.Membership.beat
-
-    async def uncut(membership: timer_membership.Membership, within: float | None = None) -> None:
-        # (A renewal is cut off at lease/3, 0.1 s, then left to the leave's wait: held from its
-        # start to the stop's wait, a tick slower than that on a loaded host had the stop find
-        # no renewal in flight, and the leave began with it unlanded. Not cut off here.)
-        await beat(membership, None if within is None else HANG)
-
-    monkeypatch.setattr(timer_membership.Membership, "beat", uncut)
+    renewals_not_cut(monkeypatch)
     waits = 0
 
     def released(futures: Any, timeout: float | None = None) -> bool:
