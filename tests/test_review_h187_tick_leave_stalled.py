@@ -14,7 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_review_h179_tick_renewals import HANG, HeldRenewal, no_renewal_left_behind, renewals_timed
+from test_review_h179_tick_renewals import (
+    HANG,
+    HeldRenewal,
+    no_renewal_left_behind,
+    renewals_not_cut,
+    renewals_timed,
+)
 from test_review_h184_tick_leave import counted_leaves, waits_replaced
 
 import vactor_cloud as vc
@@ -53,6 +59,7 @@ def test_ctrl_c_in_a_ticks_wait_for_a_stalled_renewal_leaves_within_a_lease(
         raise KeyboardInterrupt
 
     waits_replaced(monkeypatch, interrupted)
+    renewals_not_cut(monkeypatch)  # (cut off at 0.1 s, a slow tick found none in flight)
     try:
         with pytest.raises(KeyboardInterrupt):
             vc.fire_due_timers(runner_id="cut", lease=0.3)
