@@ -98,7 +98,7 @@ def _worker(
     requests = vc.get_runtime().store.requests.snapshot()
     requests["(cpu_ms)"] = round(1000 * (time.process_time() - cpu))
     stats = counters.stats()
-    for name in ("commits", "commit_conflicts", "posted_calls", "folded_calls", "leases_taken", "prelists", "prelists_beside_put", "prelists_used"):
+    for name in ("commits", "commit_conflicts", "posted_calls", "folded_calls", "leases_taken"):
         requests[f"({name})"] = stats.get(name, 0)
     vc.shutdown()
     report = {"calls": len(latencies), "latencies": latencies, "errors": errors, "requests": requests}

@@ -15,7 +15,6 @@ at the top of the class.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import math
@@ -98,7 +97,7 @@ class Committer(Folder):
 
     # ``_live`` is the core's (set with its cache of the newest step); the commit takes it
     # (used once) and leaves it here.
-    __slots__ = ("_live", "_lost_at", "_prelisted", "_put_seconds", "_unanswered")
+    __slots__ = ("_live", "_lost_at", "_put_seconds", "_unanswered")
 
     if TYPE_CHECKING:
         # Of the actor core (vactor_cloud.core.ActorCore): its runtime, its commit hook (the
@@ -121,9 +120,6 @@ class Committer(Folder):
         #: when this process last lost a commit race, and how long its puts take (moving average)
         self._lost_at = -math.inf
         self._put_seconds = 0.0
-        #: PROTOTYPE: a listing of the inbox begun beside our last fold's step put, and the keys
-        #: that fold applied (left out of it)
-        self._prelisted: tuple[Any, frozenset[str]] | None = None
 
     # -- writes (the holder's thread) ---------------------------------------------------------
     def _commit(self, batch: list[PendingCall], keys: list[str] | None = None) -> None:
@@ -218,7 +214,6 @@ class Committer(Folder):
             if c.posted is not None and not c.fold and not self._wait_for_folder(c, c.posted):
                 return
             c.put_sent = False
-            c.listing = None
             c.calls = batch
             c.folded = []
             c.attempt_began = time.monotonic()
@@ -374,8 +369,6 @@ class Committer(Folder):
             if c.posted is None:
                 c.posted = self._post(batch)
             return "again"
-        if c.keys is None:
-            c.keys = self._take_prelisted()
         if c.keys is None:
             self._gather_posts()
             c.keys = self._post_keys()
@@ -603,17 +596,7 @@ class Committer(Folder):
                     env.run(rest)
             else:
                 put = self.log.put_step(record, data, prerequisites=False)
-                if c.fold and not self.log.store.inline:
-                    landed = [False]
-                    c.listing = env.background(
-                        self._listing_at(
-                            record.time + min(self._gather, self._gather_limit()) if _AT_GATHER else 0.0,
-                            landed,
-                        )
-                    )
                 env.run(tracing.commit_attempt(put, self.actor_id, record.step, c.attempts + 1))
-                if c.listing is not None:
-                    landed[0] = True
         except ForeignStepError:
             # Certainly not landed: a failure before any put, as a damaged read is.
             c.put_sent = False
@@ -627,31 +610,6 @@ class Committer(Folder):
         ):
             self._invalidate()
             raise _BelowWatermarkError(record.step)
-
-    async def _listing_at(self, when: float, landed: list[bool]) -> list[str]:
-        """PROTOTYPE: list the inbox no sooner than ``when`` (wall clock)."""
-        delay = when - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        counters.count("prelists")
-        if not landed[0]:
-            counters.count("prelists_beside_put")
-        return await self._posts().keys()
-
-    def _take_prelisted(self) -> list[str] | None:
-        """PROTOTYPE: the listing begun beside our last fold's put, without what it folded."""
-        pre, self._prelisted = self._prelisted, None
-        if pre is None:
-            return None
-        future, skip = pre
-        try:
-            keys = future.result(timeout=self.env.settings.deadline)
-        except Exception:
-            return None
-        keys = [k for k in keys if k not in skip]
-        if keys:
-            counters.count("prelists_used")
-        return keys
 
     def _lost_race(
         self, c: _Commit, lost: StepTakenError | StepCompactedError | _BelowWatermarkError
@@ -852,8 +810,6 @@ class Committer(Folder):
                 self._learn_gather(foreign, record.time)
         if c.fold:
             self._renew_lease(record.step)
-            if c.listing is not None:
-                self._prelisted = (c.listing, frozenset(p.key for p in folded))
         self.env.head_moved(self, lazy=firing_only(record.calls))
         if posted is not None and posted.post not in folded:
             # We folded older posts only (the batch was full): ours waits for the next fold.
@@ -972,7 +928,6 @@ class Committer(Folder):
 
 #: a fold copies its parent's outcomes (``StepRecord.carried``) up to this many bytes
 _CARRY_MAX = 4096
-_AT_GATHER = os.environ.get("VACTOR_PROTO_GATHER") == "1"
 #: a commit that folds nothing drops the cursor's silent senders once in this many steps
 _CURSOR_PRUNE_STEPS = 64
 
@@ -1043,8 +998,6 @@ class _Commit:
     put_started: float = dataclasses.field(init=False)
     #: (monotonic) when the newest attempt began
     attempt_began: float = dataclasses.field(init=False)
-    #: PROTOTYPE: the inbox's listing begun beside this attempt's step put
-    listing: Any = None
 
 
 def _backoff(attempt: int) -> float:

@@ -32,7 +32,7 @@ from vactor_cloud.commit_notes import interrupted_note, noted_interrupted, start
 from vactor_cloud.committer import CommitEnv, Committer
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import ActorBusyError, IntegrityError, ReentrantCallError, StorageError, VactorError
-from vactor_cloud.folding import damaged_pause, gives_fold_work
+from vactor_cloud.folding import damaged_pause
 from vactor_cloud.future import CallFuture, Waker
 from vactor_cloud.posting import applied
 from vactor_cloud.reentrancy import (
@@ -505,20 +505,16 @@ class Holder(Committer):
                     empty = 0
                     return
                 wake.clear()
-                keys = self._take_prelisted() or []
-                keys = keys if any(gives_fold_work(self._posts(), k) for k in keys) else []
-                asked = 0
-                if not keys:
-                    self._gather_posts(wake)
-                    if wake.is_set():
-                        return  # our callers have calls: they fold now
-                    #: asks that found the actor held before this listing began: settled by it
-                    asked = self._asked_held
-                    try:
-                        keys = self._keys_with_work()
-                    except (StorageError, IntegrityError):
-                        keys = []
-                        asked = 0
+                self._gather_posts(wake)
+                if wake.is_set():
+                    return  # our callers have calls: they fold now
+                #: asks that found the actor held before this listing began: settled by it
+                asked = self._asked_held
+                try:
+                    keys = self._keys_with_work()
+                except (StorageError, IntegrityError):
+                    keys = []
+                    asked = 0
                 if keys:
                     # (no cached step, after a compaction's forget(): the commit loads it)
                     before = self.record.step if self.record is not None else None
