@@ -122,7 +122,7 @@ def test_a_damaged_gc_watermark_says_which_actor_and_what_to_do(spec: StoreSpec,
     """Every load of the actor reads its ``gc`` object, so a damaged one stops the actor: the
     error must name the object and the actor and say how to recover (restore it: no value
     written by hand is safe, too low lets stray steps pass for history, too high hides it)."""
-    from vactor_cloud.log import GcWatermark, encode_gc
+    from vactor_cloud.log_records import GcWatermark, encode_gc
 
     vault = Vault.get_or_create("v")
     vault.incr.run()
@@ -208,7 +208,7 @@ def test_a_gc_watermark_copied_from_another_actor_is_refused(spec: StoreSpec) ->
     """A's ``gc`` copied to B verifies without a signing key (the checksum covers the bytes, not
     the key): B would take a's watermark, hiding its history (too high) or letting stray steps
     pass for history (too low). The object records its actor, so B refuses it."""
-    from vactor_cloud.log import GcWatermark, encode_gc
+    from vactor_cloud.log_records import GcWatermark, encode_gc
 
     for actor_id in ("a", "b"):
         vault = Vault.get_or_create(actor_id)

@@ -212,7 +212,7 @@ def test_a_step_whose_numbers_are_infinite_is_an_integrity_error_naming_it(spec:
 
 
 def test_a_watermark_naming_an_infinite_step_says_restore_it_not_overflow(spec: StoreSpec) -> None:
-    from vactor_cloud.log import GcWatermark, encode_gc
+    from vactor_cloud.log_records import GcWatermark, encode_gc
 
     Pad.get_or_create("w").incr.run()
     key = "actors/w/gc"

@@ -94,7 +94,8 @@ from vactor_cloud.lease import CLOCK_SKEW
 from vactor_cloud.state import expect_serializer
 
 if TYPE_CHECKING:
-    from vactor_cloud.log import ActorLog, StepRecord
+    from vactor_cloud.log import ActorLog
+    from vactor_cloud.log_records import StepRecord
 
 __all__ = [
     "DEFAULT_WINDOW",

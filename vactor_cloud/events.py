@@ -65,7 +65,8 @@ from vactor_cloud.inbox import (
     serialize_payload,
     validate_event_id,
 )
-from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.log import ActorLog
+from vactor_cloud.log_records import StepRecord
 from vactor_cloud.reentrancy import call_cycle
 from vactor_cloud.runtime import Runtime, get_runtime
 

@@ -74,6 +74,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vactor_cloud import bytecode, codec, counters
+from vactor_cloud.actor_objects import retry_pause
 from vactor_cloud.batch import BatchResult, PendingCall
 from vactor_cloud.dedup import Outcome, StepDedup, is_outcome
 from vactor_cloud.definition import ActorDefinition, lookup_local_class
@@ -89,7 +90,8 @@ from vactor_cloud.errors import (
 from vactor_cloud.ids import EVENT_KEY_PREFIX, event_dedup_key, validate_event_id
 from vactor_cloud.keys import actor_id_of, inbox_key, inbox_prefix
 from vactor_cloud.lease import CLOCK_SKEW
-from vactor_cloud.log import ActorLog, StepRecord, retry_pause
+from vactor_cloud.log import ActorLog
+from vactor_cloud.log_records import StepRecord
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.storage._base import Listing
 
