@@ -274,7 +274,7 @@ def test_a_head_copied_from_another_actor_is_ignored_as_unreadable(spec: StoreSp
 
 
 def test_a_post_and_an_event_copied_from_another_actor_are_refused(spec: StoreSpec) -> None:
-    from vactor_cloud import inbox, posting
+    from vactor_cloud import inbox_events, posting
     from vactor_cloud.keys import inbox_key, post_key
 
     call = posting.PostedCall("incr", b"args", "c1")
@@ -283,10 +283,10 @@ def test_a_post_and_an_event_copied_from_another_actor_are_refused(spec: StoreSp
     assert posting._decode_post(post.key, data, None).calls == (call,)
     with pytest.raises(IntegrityError, match="belongs to actor 'a', not 'b'"):
         posting._decode_post(post_key("b", "0000000000abc"), data, None)
-    key, data = inbox.encode_event("a", "e1", "ping", b"{}", "json", None)
-    assert inbox.decode_event(key, data, None).event_id == "e1"
+    key, data = inbox_events.encode_event("a", "e1", "ping", b"{}", "json", None)
+    assert inbox_events.decode_event(key, data, None).event_id == "e1"
     with pytest.raises(IntegrityError, match="belongs to actor 'a', not 'b'"):
-        inbox.decode_event(inbox_key("b", "e1"), data, None)
+        inbox_events.decode_event(inbox_key("b", "e1"), data, None)
 
 
 def test_an_actors_object_copied_outside_actors_is_refused_and_encode_checks_the_meta(

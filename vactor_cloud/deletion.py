@@ -61,7 +61,7 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StorageError,
 )
-from vactor_cloud.inbox import forget_applied_events
+from vactor_cloud.inbox_leftovers import forget_applied_events
 from vactor_cloud.incarnation import BORN, born_in, born_of
 from vactor_cloud.keys import FAILED_CALL, tasks_prefix
 from vactor_cloud.lease import Lease, LeaseStore

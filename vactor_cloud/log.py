@@ -50,6 +50,7 @@ from vactor_cloud.log_records import (
 )
 from vactor_cloud.storage import IfMatch
 
+# (with the records' public names, from log_records: users import them from here too)
 __all__ = [
     "OUTCOMES_MAGIC",
     "ActorLog",
