@@ -457,7 +457,7 @@ def delivered(outcome: Outcome) -> Outcome:
 
 @dataclass(frozen=True, slots=True)
 class DedupFields:
-    """What a new step carries of the table (see :class:`~vactor_cloud.log.StepRecord`)."""
+    """What a new step carries of the table (see :class:`~vactor_cloud.log_records.StepRecord`)."""
 
     #: the whole table (``base`` None) or the delta on checkpoint ``base``
     data: bytes = b""

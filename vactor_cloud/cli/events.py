@@ -159,7 +159,7 @@ _LS_SLICE = 128
 
 
 async def _inbox_pages(store: ObjectStore, actor_id: str) -> AsyncGenerator[list[str], None]:
-    """The keys of ``actor_id``'s events (:func:`~vactor_cloud.inbox.list_inbox`), in key order,
+    """The keys of ``actor_id``'s events (:func:`~vactor_cloud.inbox_events.list_inbox`), in key order,
     a LIST of up to ``_LS_SLICE`` keys at a time; pages without an event key are passed over."""
     prefix = inbox_prefix(actor_id)
     after: str | None = None
