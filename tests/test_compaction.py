@@ -236,7 +236,7 @@ def test_retried_put_landing_below_the_watermark_is_resolved_from_the_compaction
 
 def _forget_compacted_writers(log: ActorLog) -> None:
     """Rewrite ``gc`` without its record of deleted writers (as when the number is too old)."""
-    from vactor_cloud.log import GcWatermark, encode_gc
+    from vactor_cloud.log_records import GcWatermark, encode_gc
 
     gc = _sync.sync(log.read_watermark())
     data = encode_gc(log.gc_key, GcWatermark(gc.min_step, recorded_from=gc.min_step), 0.0, log.signing_key)

@@ -122,7 +122,7 @@ def test_a_damaged_gc_watermark_says_which_actor_and_what_to_do(spec: StoreSpec,
     """Every load of the actor reads its ``gc`` object, so a damaged one stops the actor: the
     error must name the object and the actor and say how to recover (restore it: no value
     written by hand is safe, too low lets stray steps pass for history, too high hides it)."""
-    from vactor_cloud.log import GcWatermark, encode_gc
+    from vactor_cloud.log_records import GcWatermark, encode_gc
 
     vault = Vault.get_or_create("v")
     vault.incr.run()
@@ -208,7 +208,7 @@ def test_a_gc_watermark_copied_from_another_actor_is_refused(spec: StoreSpec) ->
     """A's ``gc`` copied to B verifies without a signing key (the checksum covers the bytes, not
     the key): B would take a's watermark, hiding its history (too high) or letting stray steps
     pass for history (too low). The object records its actor, so B refuses it."""
-    from vactor_cloud.log import GcWatermark, encode_gc
+    from vactor_cloud.log_records import GcWatermark, encode_gc
 
     for actor_id in ("a", "b"):
         vault = Vault.get_or_create(actor_id)
@@ -274,7 +274,7 @@ def test_a_head_copied_from_another_actor_is_ignored_as_unreadable(spec: StoreSp
 
 
 def test_a_post_and_an_event_copied_from_another_actor_are_refused(spec: StoreSpec) -> None:
-    from vactor_cloud import inbox, posting
+    from vactor_cloud import inbox_events, posting
     from vactor_cloud.keys import inbox_key, post_key
 
     call = posting.PostedCall("incr", b"args", "c1")
@@ -283,10 +283,10 @@ def test_a_post_and_an_event_copied_from_another_actor_are_refused(spec: StoreSp
     assert posting._decode_post(post.key, data, None).calls == (call,)
     with pytest.raises(IntegrityError, match="belongs to actor 'a', not 'b'"):
         posting._decode_post(post_key("b", "0000000000abc"), data, None)
-    key, data = inbox.encode_event("a", "e1", "ping", b"{}", "json", None)
-    assert inbox.decode_event(key, data, None).event_id == "e1"
+    key, data = inbox_events.encode_event("a", "e1", "ping", b"{}", "json", None)
+    assert inbox_events.decode_event(key, data, None).event_id == "e1"
     with pytest.raises(IntegrityError, match="belongs to actor 'a', not 'b'"):
-        inbox.decode_event(inbox_key("b", "e1"), data, None)
+        inbox_events.decode_event(inbox_key("b", "e1"), data, None)
 
 
 def test_an_actors_object_copied_outside_actors_is_refused_and_encode_checks_the_meta(

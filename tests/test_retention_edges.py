@@ -115,7 +115,7 @@ def test_timer_fired_on_a_cache_older_than_a_big_compaction_fires_without_error(
     import time
 
     from vactor_cloud.compaction import compact
-    from vactor_cloud.log import GC_RECORDED_STEPS
+    from vactor_cloud.log_records import GC_RECORDED_STEPS
 
     runner_rt = init(spec, fresh_window=0.05)
     handle = RvPinger.get_or_create("p")

@@ -17,7 +17,7 @@ from test_review_deleted_leftovers import Till
 from timer_workers import Alarm
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, inbox, keys, timer_membership
+from vactor_cloud import _sync, inbox_events, keys, timer_membership
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -66,7 +66,7 @@ def test_an_event_sent_from_a_clock_ahead_and_applied_is_not_applied_again_by_th
     it goes; an event sent again for the next actor (another call id) stays."""
     store = vc.get_runtime().store
     old = Till.get_or_create("till-skew")
-    monkeypatch.setattr(inbox, "_clock", inbox._SenderClock())  # (a sending process of its own)
+    monkeypatch.setattr(inbox_events, "_clock", inbox_events._SenderClock())  # (a sending process of its own)
     monkeypatch.setattr(time, "time", lambda: _real_time() + ahead)
     vc.send_event("till-skew", "pay", {"amount": 30}, event_id="e1")
     monkeypatch.setattr(time, "time", _real_time)
@@ -101,7 +101,7 @@ def test_an_event_sent_again_for_the_next_actor_is_applied_by_it_whatever_its_se
     old.process_events()
     assert old.total.run() == 30
     assert _sync.sync(store.list("actors/till-again/inbox/")) == []
-    monkeypatch.setattr(inbox, "_clock", inbox._SenderClock())  # (a sending process of its own)
+    monkeypatch.setattr(inbox_events, "_clock", inbox_events._SenderClock())  # (a sending process of its own)
     monkeypatch.setattr(time, "time", lambda: _real_time() + skew)
     vc.send_event("till-again", "pay", {"amount": 7}, event_id="e1")
     monkeypatch.setattr(time, "time", _real_time)

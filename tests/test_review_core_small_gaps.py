@@ -21,9 +21,8 @@ from child_processes import fork_and_report, held_by_another_thread
 from test_review_stand_in_methods import _ledger_as_b, _stand_in_ledger
 
 import vactor_cloud as vc
-from vactor_cloud import log as log_module
+from vactor_cloud import log_records, timers, workflow_steps
 from vactor_cloud import runtime as runtime_module
-from vactor_cloud import timers, workflow_steps
 from vactor_cloud.runtime_scope import own
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -66,7 +65,7 @@ def test_a_step_that_fails_to_encode_fails_the_call_as_not_applied(
     tally: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert tally.add.run(1) == 1
-    encode = log_module.StepRecord.encode
+    encode = log_records.StepRecord.encode
     failures = []
 
     def failing(record: Any, key: str, signing_key: bytes | None) -> bytes:
@@ -75,7 +74,7 @@ def test_a_step_that_fails_to_encode_fails_the_call_as_not_applied(
             raise MemoryError("injected: building the step's bytes")
         return encode(record, key, signing_key)
 
-    monkeypatch.setattr(log_module.StepRecord, "encode", failing)
+    monkeypatch.setattr(log_records.StepRecord, "encode", failing)
     with pytest.raises(MemoryError, match="injected"):  # before: CommitOutcomeUnknownError
         tally.add.run(10)
     assert failures == [2]

@@ -189,13 +189,13 @@ def test_a_compaction_that_cannot_do_the_clean_up_keeps_the_deleted_actors_last_
     """As above, in a process that does not define the class (its pickled table is not read
     here): the compaction keeps the deleted actor's last step, says so, and a compaction in a
     process that defines it finishes the clean-up and deletes it."""
-    from vactor_cloud import inbox
+    from vactor_cloud import inbox_leftovers
 
     runtime = init(spec, fresh_window=0.0)
     paid_30_with_leftovers("ledger-3", monkeypatch)
     delete_dying_after_the_tombstone("ledger-3", monkeypatch)
     with monkeypatch.context() as patch, caplog.at_level("WARNING", logger="vactor_cloud"):
-        patch.setattr(inbox, "lookup_local_class", lambda name: None)
+        patch.setattr(inbox_leftovers, "lookup_local_class", lambda name: None)
         report = _sync.sync(compact(runtime.log("ledger-3"), keep_last=1, min_age=0, fresh_window=0.0))
     assert "compaction keeps step 2, the deleted actor's last" in caplog.text
     assert report.watermark == 2 and steps(runtime, "ledger-3") == [2, 3]

@@ -576,10 +576,10 @@ def test_the_clean_up_unpickles_no_table_of_a_class_this_process_does_not_define
     (docs/security.md). A process deleting a pickle actor whose class it does not define
     reads no pickled table to find the events it applied: the object stays, and a warning
     says so."""
-    from vactor_cloud import inbox
+    from vactor_cloud import inbox_leftovers
 
     pay_30_leaving_its_inbox_object("till-2", monkeypatch)
-    monkeypatch.setattr(inbox, "lookup_local_class", lambda name: None)
+    monkeypatch.setattr(inbox_leftovers, "lookup_local_class", lambda name: None)
     with caplog.at_level("WARNING", logger="vactor_cloud"):
         assert vc.delete_actor("till-2") is True
         vc.shutdown()  # (waits for the clean-up)

@@ -38,7 +38,8 @@ from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallPendingError, FormatVersionError, IntegrityError, RetryableStorageError
 from vactor_cloud.future import ActorFuture
-from vactor_cloud.inbox import ActorInbox, encode_event, put_event, serialize_payload
+from vactor_cloud.inbox import ActorInbox
+from vactor_cloud.inbox_events import encode_event, put_event, serialize_payload
 from vactor_cloud.keys import inbox_prefix
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import OUTCOMES_MAGIC, ActorLog

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 from child_processes import fork_and_report
 
-from vactor_cloud import definition, log, settings
+from vactor_cloud import actor_objects, definition, settings
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork"),
@@ -65,13 +65,13 @@ def test_a_warning_the_parent_gave_is_given_once_in_a_forked_child(say: Callable
 def test_the_sets_of_other_warnings_said_once_are_empty_in_a_forked_child() -> None:
     """A stored class's missing module values, a stray key under steps/: remembered by key."""
     definition._REPORTED.add(("tests.gone", ("TOKEN",)))
-    log._STRAYS_SEEN.add("actors/a/steps/stray")
+    actor_objects._STRAYS_SEEN.add("actors/a/steps/stray")
     try:
 
         def in_the_child() -> bytes:
-            return repr((len(definition._REPORTED), len(log._STRAYS_SEEN))).encode()
+            return repr((len(definition._REPORTED), len(actor_objects._STRAYS_SEEN))).encode()
 
         assert fork_and_report(in_the_child, HANG) == b"(0, 0)"
     finally:
         definition._REPORTED.discard(("tests.gone", ("TOKEN",)))
-        log._STRAYS_SEEN.discard("actors/a/steps/stray")
+        actor_objects._STRAYS_SEEN.discard("actors/a/steps/stray")

@@ -34,7 +34,8 @@ from vactor_cloud.errors import DamagedObjectError, IntegrityError
 from vactor_cloud.incarnation import BORN
 from vactor_cloud.keys import failure_key, task_key
 from vactor_cloud.lease import Lease, LeaseStore
-from vactor_cloud.log import ActorLog, ClassRef, GcWatermark, StepRecord, encode_gc
+from vactor_cloud.log import ActorLog
+from vactor_cloud.log_records import ClassRef, GcWatermark, StepRecord, encode_gc
 from vactor_cloud.mailkey import MailKeys
 from vactor_cloud.storage import Blob, MemoryStore, ObjectStore, PutMode
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install

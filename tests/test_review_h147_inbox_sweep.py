@@ -161,7 +161,7 @@ from store_helpers import init, other_process, raw_put, retune
 from test_review_events import _PagedListings
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec, events, inbox, keys
+from vactor_cloud import _sync, codec, events, inbox, inbox_events, keys
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.errors import IntegrityError, PermissionDeniedError, RetryableStorageError
 from vactor_cloud.runtime import Runtime
@@ -259,9 +259,9 @@ def test_a_payload_one_byte_past_the_limit_is_refused_and_one_at_it_is_taken() -
     reads an event whole). (Mutation: the bound compared one byte late: an event of
     ``MAX_EVENT_PAYLOAD_BYTES + 1`` bytes was stored.)"""
     limit = inbox.MAX_EVENT_PAYLOAD_BYTES
-    assert len(inbox.serialize_payload("x" * (limit - 2), "json")) == limit  # (the quotes)
+    assert len(inbox_events.serialize_payload("x" * (limit - 2), "json")) == limit  # (the quotes)
     with pytest.raises(ValueError, match="at most"):
-        inbox.serialize_payload("x" * (limit - 1), "json")
+        inbox_events.serialize_payload("x" * (limit - 1), "json")
 
 
 @pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
@@ -271,7 +271,7 @@ def test_a_json_payload_that_is_no_json_is_refused_before_anything_is_written(nu
     ``StateSerializationError`` before the put, as the state of a json actor is. (Mutation:
     ``serialize_payload`` with ``allow_nan=True``: ``NaN`` was stored.)"""
     with pytest.raises(vc.StateSerializationError, match="cannot serialize the event payload"):
-        inbox.serialize_payload({"amount": number}, "json")
+        inbox_events.serialize_payload({"amount": number}, "json")
 
 
 @pytest.mark.usefixtures("runtime_off")
@@ -314,7 +314,7 @@ def test_an_object_of_another_kind_at_an_inbox_key_is_no_event() -> None:
     damaged, not applied. (Mutation: ``decode_event`` not checking ``kind``.)"""
     key, data = _event_object("a", "e1", kind="timer")
     with pytest.raises(IntegrityError, match="expected an event object"):
-        inbox.decode_event(key, data, None)
+        inbox_events.decode_event(key, data, None)
 
 
 def test_an_event_object_at_another_events_key_is_no_event() -> None:
@@ -325,7 +325,7 @@ def test_an_event_object_at_another_events_key_is_no_event() -> None:
     elsewhere = keys.inbox_key("a", "e2")
     moved = codec.encode(elsewhere, codec.decode(key, data).meta, {"payload": b"1"})
     with pytest.raises(IntegrityError, match="not the one its key names"):
-        inbox.decode_event(elsewhere, moved, None)
+        inbox_events.decode_event(elsewhere, moved, None)
 
 
 def test_an_event_with_an_infinite_sequence_number_is_read_as_damaged() -> None:
@@ -333,7 +333,7 @@ def test_an_event_with_an_infinite_sequence_number_is_read_as_damaged() -> None:
     damaged, not an error out of the fold. (Mutation: ``OverflowError`` not caught.)"""
     key, data = _event_object("a", "e1", seq=float("inf"))
     with pytest.raises(IntegrityError, match="malformed"):
-        inbox.decode_event(key, data, None)
+        inbox_events.decode_event(key, data, None)
 
 
 # -- applying -------------------------------------------------------------------------------------
@@ -754,7 +754,7 @@ def test_the_deletes_clean_up_keeps_an_id_sent_again_under_another_name(
     vc.send_event("a", "ring", "applied", event_id="e1")
     assert chime.process_events() == 1 and _inbox_ids("a") == []
     with monkeypatch.context() as patch:
-        patch.setattr(inbox, "_clock", inbox._SenderClock())  # (a sending process of its own)
+        patch.setattr(inbox_events, "_clock", inbox_events._SenderClock())  # (a sending process of its own)
         patch.setattr(time, "time", lambda: _real_time() - 600.0)  # its clock ten minutes behind
         vc.send_event("a", "unhandled", "another event", event_id="e1")
     chime.add.run("last step")

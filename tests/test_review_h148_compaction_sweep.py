@@ -95,7 +95,8 @@ from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.incarnation import BORN
 from vactor_cloud.keys import failure_key, tasks_prefix
 from vactor_cloud.lease import LeaseStore
-from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, CallRecord, ClassRef, StepRecord
+from vactor_cloud.log import ActorLog
+from vactor_cloud.log_records import GC_RECORDED_STEPS, CallRecord, ClassRef, StepRecord
 from vactor_cloud.posting import PostBox, PostedCall, advance_cursor
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import open_store

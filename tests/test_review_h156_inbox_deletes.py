@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, inbox
+from vactor_cloud import _sync, inbox, inbox_events
 from vactor_cloud.events import process_events, send_event
 from vactor_cloud.testing.faults import FaultConfig, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -56,8 +56,8 @@ class _ResentDuringDelete(FaultyStore):
     async def _resend(self, key: str) -> None:
         self.resent = True
         event_id = key.rsplit("/", 1)[1]
-        payload = inbox.serialize_payload(2, "json")
-        new_key, data = inbox.encode_event(self.actor_id, event_id, "refunded", payload, "json", None)
+        payload = inbox_events.serialize_payload(2, "json")
+        new_key, data = inbox_events.encode_event(self.actor_id, event_id, "refunded", payload, "json", None)
         assert new_key == key
         await self.inner.put(key, data, mode="create")
 
@@ -93,8 +93,8 @@ def test_a_delete_landing_after_the_id_was_sent_again_leaves_the_new_event(
 def _replace_by_hand(store: Any, actor_id: str, event_id: str) -> None:
     """Delete the event at ``event_id``'s key (by hand: unapplied) and send another under the id."""
     key = inbox.inbox_key(actor_id, event_id)
-    payload = inbox.serialize_payload(2, "json")
-    _, data = inbox.encode_event(actor_id, event_id, "refunded", payload, "json", None)
+    payload = inbox_events.serialize_payload(2, "json")
+    _, data = inbox_events.encode_event(actor_id, event_id, "refunded", payload, "json", None)
     _sync.sync(store.delete(key))
     _sync.sync(store.put(key, data, mode="create"))
 

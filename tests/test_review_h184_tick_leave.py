@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from test_review_h179_tick_renewals import (
     HANG,
-    HeldRenewal,
+    SlowTick,
     no_renewal_left_behind,
     renewals_not_cut,
     renewals_timed,
@@ -61,7 +61,7 @@ def test_ctrl_c_in_a_ticks_wait_for_its_renewal_still_leaves_once(
     share of the actors unfired until it expired."""
     vc.fire_due_timers(runner_id="warm")  # (the IO loop and the runtime up already)
     runtime = vc.get_runtime()
-    store = HeldRenewal(runtime.store)
+    store = SlowTick(runtime.store)  # (a tick slower than the renewal cut-off: a loaded host)
     runtime.store = store
     leaves = counted_leaves(monkeypatch)
     waits: list[Any] = []

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from test_review_h179_tick_renewals import (
     HANG,
-    HeldRenewal,
+    SlowTick,
     no_renewal_left_behind,
     renewals_not_cut,
     renewals_timed,
@@ -32,8 +32,8 @@ pytestmark = pytest.mark.vactor_lanes("memory", "local")
 __all__ = ["no_renewal_left_behind"]  # (h179's autouse fixture, run here too)
 
 
-class HeldRenewalCountingDeletes(HeldRenewal):
-    """:class:`HeldRenewal`, and the heartbeat deletes sent while the renewal is held."""
+class HeldRenewalCountingDeletes(SlowTick):
+    """:class:`SlowTick`, and the heartbeat deletes sent while the renewal is held."""
 
     def __init__(self, inner: Any) -> None:
         super().__init__(inner)

@@ -177,7 +177,7 @@ def test_a_rate_limited_head_move_pauses_before_it_tries_again(
     once, up to eight puts and eight reads back to back: more requests to a store asking for
     fewer. Each retry after a transient refusal now waits a jittered backoff first (a lost
     compare-and-swap still reads HEAD again at once: nothing to wait for)."""
-    from vactor_cloud import log as log_module
+    from vactor_cloud import actor_objects
     from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 
     handle = Tally.get_or_create("slow-down")
@@ -190,13 +190,13 @@ def test_a_rate_limited_head_move_pauses_before_it_tries_again(
     head = _sync.sync(log.read_head())
     assert head is not None
     pauses: list[int] = []
-    real = log_module.retry_pause
+    real = actor_objects.retry_pause
 
     def counted(attempt: int) -> float:
         pauses.append(attempt)
         return real(attempt) / 10
 
-    monkeypatch.setattr(log_module, "retry_pause", counted)
+    monkeypatch.setattr(actor_objects, "retry_pause", counted)
     moved = _sync.sync(log.advance_head(head.step + 1, head.class_ref, head))
     assert store.injected["rate_limited"] == 3
     assert moved.step == head.step + 1

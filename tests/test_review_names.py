@@ -212,7 +212,7 @@ def test_a_step_whose_numbers_are_infinite_is_an_integrity_error_naming_it(spec:
 
 
 def test_a_watermark_naming_an_infinite_step_says_restore_it_not_overflow(spec: StoreSpec) -> None:
-    from vactor_cloud.log import GcWatermark, encode_gc
+    from vactor_cloud.log_records import GcWatermark, encode_gc
 
     Pad.get_or_create("w").incr.run()
     key = "actors/w/gc"
@@ -226,7 +226,7 @@ def test_a_watermark_naming_an_infinite_step_says_restore_it_not_overflow(spec: 
 def test_an_event_or_lease_whose_numbers_are_infinite_is_unreadable_not_an_overflow(spec: StoreSpec) -> None:
     """An inbox event is refused (``IntegrityError`` naming it, as for any malformed event) and a
     lease is a hint read as unreadable (free to take), not a raw ``OverflowError``."""
-    from vactor_cloud.inbox import decode_event, encode_event
+    from vactor_cloud.inbox_events import decode_event, encode_event
     from vactor_cloud.lease import LeaseStore
 
     key, data = encode_event("e", "ev-1", "paid", b"{}", "json", None)
@@ -444,7 +444,7 @@ def test_an_event_object_one_level_down_in_the_inbox_is_not_that_event() -> None
     """An event checked that its key *ended* with ``/<event_id>``: a copy under
     ``inbox/<anything>/<event_id>`` (unsigned, its checksum holds) passed for the event. It
     must be at the key the event's id names."""
-    from vactor_cloud.inbox import decode_event, encode_event
+    from vactor_cloud.inbox_events import decode_event, encode_event
 
     key, data = encode_event("e", "ev-1", "paid", b"{}", "json", None)
     assert decode_event(key, data, None).event_id == "ev-1"
@@ -475,7 +475,7 @@ def test_keys_in_an_inbox_no_event_can_have_are_passed_over_not_read_as_damaged_
     damaged, logged as an error at every look (once a minute after the third) for ever, and
     listed by ``vactor events ls``. An inbox holds events under their ids only; other keys
     are passed over."""
-    from vactor_cloud.inbox import list_inbox
+    from vactor_cloud.inbox_events import list_inbox
 
     Till.get_or_create("t")
     store = vc.get_runtime().store

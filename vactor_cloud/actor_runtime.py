@@ -26,6 +26,7 @@ from concurrent.futures import Future, wait
 from typing import Any, TypeVar
 
 from vactor_cloud import _sync, counters, keys
+from vactor_cloud.actor_objects import retry_pause
 from vactor_cloud.batch import PendingCall, summarize
 from vactor_cloud.bytecode import BYTECODE
 from vactor_cloud.byvalue import Frozen, freeze_arguments, thaw_arguments
@@ -48,7 +49,8 @@ from vactor_cloud.fork_guard import end_a_forked_child, forks_now
 from vactor_cloud.head_flusher import HeadFlusher
 from vactor_cloud.ids import validate_actor_id
 from vactor_cloud.inbox import ActorInbox
-from vactor_cloud.log import ActorLog, ClassRef, retry_pause
+from vactor_cloud.log import ActorLog
+from vactor_cloud.log_records import ClassRef
 from vactor_cloud.poster import Posted
 from vactor_cloud.posting import PostSender
 from vactor_cloud.read_room import ReadRoom

@@ -69,7 +69,7 @@ from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownErro
 from vactor_cloud.fork_guard import end_a_forked_child, forks_now
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.incarnation import born_of
-from vactor_cloud.log import CallRecord, StepRecord
+from vactor_cloud.log_records import CallRecord, StepRecord
 from vactor_cloud.state import dumps_instance_state, expect_serializer, loads_state, restore_instance
 from vactor_cloud.timers import (
     FIRE,

@@ -80,7 +80,8 @@ from vactor_cloud.errors import (
 from vactor_cloud.incarnation import born_in, born_of
 from vactor_cloud.keys import failure_key, tasks_prefix
 from vactor_cloud.lease import CLOCK_SKEW
-from vactor_cloud.log import GC_RECORDED_STEPS, ActorLog, GcWatermark, StepRecord, encode_gc
+from vactor_cloud.log import ActorLog
+from vactor_cloud.log_records import GC_RECORDED_STEPS, GcWatermark, StepRecord, encode_gc
 from vactor_cloud.runtime import get_runtime
 from vactor_cloud.settings import Settings
 from vactor_cloud.storage import IfMatch

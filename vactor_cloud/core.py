@@ -49,7 +49,8 @@ from vactor_cloud.definition import ActorDefinition, lookup_local_class, superse
 from vactor_cloud.deletion import after_tombstone, deleted_error, forget_before_creation, is_deleted
 from vactor_cloud.errors import ActorClassChangedError, ActorNotFoundError
 from vactor_cloud.holding import HoldEnv, Holder
-from vactor_cloud.log import ActorLog, CallRecord, ClassRef, Head, StepRecord, StepTakenError
+from vactor_cloud.log import ActorLog, StepTakenError
+from vactor_cloud.log_records import CallRecord, ClassRef, Head, StepRecord
 from vactor_cloud.posting import POST_CURSOR
 from vactor_cloud.read_room import Read, ReadRoom
 from vactor_cloud.reentrancy import writers_on_this_thread

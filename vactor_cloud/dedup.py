@@ -94,7 +94,8 @@ from vactor_cloud.lease import CLOCK_SKEW
 from vactor_cloud.state import expect_serializer
 
 if TYPE_CHECKING:
-    from vactor_cloud.log import ActorLog, StepRecord
+    from vactor_cloud.log import ActorLog
+    from vactor_cloud.log_records import StepRecord
 
 __all__ = [
     "DEFAULT_WINDOW",
@@ -456,7 +457,7 @@ def delivered(outcome: Outcome) -> Outcome:
 
 @dataclass(frozen=True, slots=True)
 class DedupFields:
-    """What a new step carries of the table (see :class:`~vactor_cloud.log.StepRecord`)."""
+    """What a new step carries of the table (see :class:`~vactor_cloud.log_records.StepRecord`)."""
 
     #: the whole table (``base`` None) or the delta on checkpoint ``base``
     data: bytes = b""

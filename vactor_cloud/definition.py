@@ -35,7 +35,7 @@ from vactor_cloud.bytecode import BYTECODE
 from vactor_cloud.class_tag import class_tag
 from vactor_cloud.errors import ActorDefinitionError, StateProtocolError
 from vactor_cloud.ids import validate_event_name
-from vactor_cloud.log import ClassRef
+from vactor_cloud.log_records import ClassRef
 from vactor_cloud.state import SERIALIZERS, builtin_base, defines_state_protocol
 
 __all__ = [

@@ -47,6 +47,7 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from vactor_cloud.actor_objects import retry_pause
 from vactor_cloud.checked_read import read_envelope
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import (
@@ -60,19 +61,12 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     StorageError,
 )
-from vactor_cloud.inbox import forget_applied_events
+from vactor_cloud.inbox_leftovers import forget_applied_events
 from vactor_cloud.incarnation import BORN, born_in, born_of
 from vactor_cloud.keys import FAILED_CALL, tasks_prefix
 from vactor_cloud.lease import Lease, LeaseStore
-from vactor_cloud.log import (
-    ActorLog,
-    CallRecord,
-    Head,
-    StepCompactedError,
-    StepRecord,
-    StepTakenError,
-    retry_pause,
-)
+from vactor_cloud.log import ActorLog, StepCompactedError, StepTakenError
+from vactor_cloud.log_records import CallRecord, Head, StepRecord
 from vactor_cloud.posting import (
     POST_CURSOR,
     POST_FLOOR,

@@ -54,18 +54,11 @@ from vactor_cloud.errors import (
     RetryableStorageError,
     RuntimeShutdownError,
 )
-from vactor_cloud.ids import validate_event_name
-from vactor_cloud.inbox import (
-    PROCESS_EVENTS,
-    ActorInbox,
-    encode_event,
-    event_dedup_key,
-    event_handlers,
-    put_event,
-    serialize_payload,
-    validate_event_id,
-)
-from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.ids import event_dedup_key, validate_event_id, validate_event_name
+from vactor_cloud.inbox import PROCESS_EVENTS, ActorInbox
+from vactor_cloud.inbox_events import encode_event, event_handlers, put_event, serialize_payload
+from vactor_cloud.log import ActorLog
+from vactor_cloud.log_records import StepRecord
 from vactor_cloud.reentrancy import call_cycle
 from vactor_cloud.runtime import Runtime, get_runtime
 

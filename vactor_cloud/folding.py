@@ -33,7 +33,7 @@ from vactor_cloud.byvalue import Frozen
 from vactor_cloud.dedup import safe_repr
 from vactor_cloud.errors import IntegrityError, StorageError
 from vactor_cloud.lease import Lease, LeaseStore
-from vactor_cloud.log import StepRecord, unrecordable
+from vactor_cloud.log_records import StepRecord, unrecordable
 from vactor_cloud.poster import Posted, Poster
 from vactor_cloud.posting import SENDER_TTL, Post, PostBox, applied, bare, floor_of, identity
 

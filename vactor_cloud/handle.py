@@ -54,7 +54,7 @@ from vactor_cloud.future import ActorFuture, CallFuture, Waker
 from vactor_cloud.handle_timers import cancel_timer, list_timers, scheduling_call
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
-from vactor_cloud.log import unrecordable
+from vactor_cloud.log_records import unrecordable
 from vactor_cloud.read_room import Read, current_read
 from vactor_cloud.reentrancy import WaitingInsideWriter, writers_on_this_thread
 from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use

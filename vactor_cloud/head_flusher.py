@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vactor_cloud import _sync
-from vactor_cloud.log import ActorLog, ClassRef, Head
+from vactor_cloud.log import ActorLog
+from vactor_cloud.log_records import ClassRef, Head
 
 if TYPE_CHECKING:
     from vactor_cloud.core import ActorCore

@@ -29,7 +29,8 @@ from vactor_cloud.definition import check_at_step, check_step_number
 from vactor_cloud.deletion import DELETE_CALL, deleted_error, is_deleted
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
 from vactor_cloud.ids import EVENT_KEY_PREFIX
-from vactor_cloud.log import ActorLog, CallRecord, StepRecord, actor_prefix
+from vactor_cloud.log import ActorLog, actor_prefix
+from vactor_cloud.log_records import CallRecord, StepRecord
 from vactor_cloud.reentrancy import writers_on_this_thread
 from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
 from vactor_cloud.state import expect_serializer, loads_state, restore_instance

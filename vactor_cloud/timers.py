@@ -63,7 +63,7 @@ from vactor_cloud.ids import validate_actor_id, validate_timer_key
 from vactor_cloud.storage import ObjectStore
 
 if TYPE_CHECKING:
-    from vactor_cloud.log import CallRecord
+    from vactor_cloud.log_records import CallRecord
 
 __all__ = [
     "CANCEL",

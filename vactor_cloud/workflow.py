@@ -29,7 +29,7 @@ from vactor_cloud.future import ActorFuture, Waker
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import list_actors_async
 from vactor_cloud.incarnation import born_of
-from vactor_cloud.log import StepRecord
+from vactor_cloud.log_records import StepRecord
 from vactor_cloud.posting import applied, decode_outcomes
 from vactor_cloud.runtime import Runtime, get_runtime, init
 from vactor_cloud.workflow_steps import (

@@ -45,7 +45,7 @@ from vactor_cloud.actor import ActorClass
 from vactor_cloud.child_reports import take_report
 from vactor_cloud.cli._options import CliError
 from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
-from vactor_cloud.log import CallRecord, StepRecord
+from vactor_cloud.log_records import CallRecord, StepRecord
 from vactor_cloud.runtime import Settings, get_runtime
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.testing.latency import Latency, install

@@ -46,7 +46,8 @@ from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
 from vactor_cloud.history import iter_actor_ids, newest_step_async
-from vactor_cloud.inbox import InboxEvent, event_keys, inbox_prefix, list_inbox, read_events, refusal
+from vactor_cloud.inbox_events import InboxEvent, event_keys, list_inbox, read_events, refusal
+from vactor_cloud.keys import inbox_prefix
 from vactor_cloud.runtime import get_runtime, shutdown
 from vactor_cloud.storage import ObjectStore
 
@@ -158,7 +159,7 @@ _LS_SLICE = 128
 
 
 async def _inbox_pages(store: ObjectStore, actor_id: str) -> AsyncGenerator[list[str], None]:
-    """The keys of ``actor_id``'s events (:func:`~vactor_cloud.inbox.list_inbox`), in key order,
+    """The keys of ``actor_id``'s events (:func:`~vactor_cloud.inbox_events.list_inbox`), in key order,
     a LIST of up to ``_LS_SLICE`` keys at a time; pages without an event key are passed over."""
     prefix = inbox_prefix(actor_id)
     after: str | None = None
