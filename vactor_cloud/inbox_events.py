@@ -274,6 +274,10 @@ class EventInDoubtError(RetryableStorageError):
     the last may have landed). ``event_id`` is the id it chose: sending again with it stores
     and applies the event once either way; sending again without it may make a second one."""
 
+    # (pickled, in a stored outcome, by the name users import it by: ``vactor_cloud.inbox``
+    # holds it, and readers of every version find it there)
+    __module__ = "vactor_cloud.inbox"
+
     def __init__(self, message: str, key: str, event_id: str) -> None:
         super().__init__(message, key)
         self.event_id = event_id
