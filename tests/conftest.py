@@ -323,6 +323,16 @@ def forked_children_reaped() -> Iterator[list[int]]:
 
 
 @pytest.fixture
+def brief_assertion_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest out of its CI mode for the test: for tests that make assertions fail on purpose and
+    keep only the start of the message. In CI mode (``$CI`` or ``$BUILD_NUMBER`` set, as in
+    scripts/test.sh's CI runs) a failed ``==`` of two sequences also computes their full
+    ``difflib`` diff: for two 4 KiB byte strings, 16-30 s of CPU."""
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("BUILD_NUMBER", raising=False)
+
+
+@pytest.fixture
 def runtime_off() -> Iterator[None]:
     """Shuts the runtime down after a test that starts it itself."""
     try:

@@ -1633,6 +1633,7 @@ RACES = frozenset(
 )
 
 
+@pytest.mark.usefixtures("brief_assertion_messages")  # (only the first 300 characters are kept)
 @pytest.mark.parametrize("kind", MUTANTS, ids=lambda kind: kind.__name__)
 def test_the_conformance_suite_fails_against_the_mutant(kind: type[ObjectStore]) -> None:
     passed: list[str] = []
