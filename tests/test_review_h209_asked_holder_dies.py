@@ -131,15 +131,17 @@ def test_a_holder_whose_store_stalls_with_an_ask_remembered_ends_within_its_boun
     held = HoldOne(stalled, "put", "/steps/", timeout=2 * HANG)
     runtime.store = held  # (before the actor's core exists: its log uses it)
     log = OrderLog.get_or_create("a")
-    # The operation under test: the drain, the ask, the fold, each request of theirs that
-    # stalls bounded by a deadline short enough for the test (its commit takes it as it starts).
+    # The drain's step put and the fold's requests stall: bounded by a deadline short enough
+    # for the test (a request takes it as it is sent); not the ask's, whose requests go through.
     retune(deadline=3.0)
     held.hold()
     future = log.add.run_async("me/1")
     assert held.held.wait(HANG), "the drain never reached its step put"
+    retune(deadline=Settings.deadline)
     with pytest.raises(CallPendingError):
         vc.get_actor("a").call_outcome(call_id)
     assert runtime.asked_folds() == ["a"]
+    retune(deadline=3.0)
     # From here every request stalls past the deadline: the drain's put, the fold's requests.
     stalled.stall.set()
     held.release.set()
