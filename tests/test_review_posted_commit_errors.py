@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from store_helpers import commit_timeout_from_the_post
 from test_combining import pending_posts, posting_behind_anothers_lease
 
 import vactor_cloud as vc
 from vactor_cloud import counters
-from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import CallPendingError, StorageError
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -38,33 +37,14 @@ def _moved(before: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
 
 
-def _commit_timeout_from_the_post(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
-    """The next call that loses a race and posts gives up ``seconds`` after its post (and its
-    take of the lease), the part under test (its fold, whose reads fail), not
-    ``commit_timeout`` after it began. Set as ``commit_timeout`` before the call, the bound
-    also took in the call's lost step put, the read of the winner and the post's put, which on
-    a loaded moto lane may take more than a second each: past it by then, the call gave up
-    without folding (no failing read), and the test failed on a scenario that never happened."""
-    lost_race = ActorCore._lost_race
-
-    def from_the_post(core: ActorCore, c: Any, lost: Any) -> Any:
-        step = lost_race(core, c, lost)
-        if c.posted is not None:
-            c.give_up_at = min(c.give_up_at, time.monotonic() + seconds)
-        return step
-
-    monkeypatch.setattr(ActorCore, "_lost_race", from_the_post)
-
-
 @pytest.mark.usefixtures("runtime_off")
 def test_a_posted_fold_that_failed_before_its_step_put_is_not_logged_as_a_put_sent(
-    store_spec: StoreSpec, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    store_spec: StoreSpec, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Our call posts behind another process's lease; once the post is written that process
     gives the lease up, we take it to fold, and every step read fails from then on: our fold
     never reaches its step put. The caller gets ``CallPendingError`` once its bound passed."""
     store, log, _, leases = posting_behind_anothers_lease(store_spec)
-    _commit_timeout_from_the_post(monkeypatch, 1.5)
     posted = threading.Event()
     step_puts: list[str] = []
     inner_around = store._around
@@ -82,7 +62,11 @@ def test_a_posted_fold_that_failed_before_its_step_put_is_not_logged_as_a_put_se
 
     store._around = post_then_fail_the_steps  # type: ignore[method-assign]
     before = vc.stats()
-    with caplog.at_level(logging.DEBUG, logger="vactor_cloud"), pytest.raises(CallPendingError):
+    with (
+        caplog.at_level(logging.DEBUG, logger="vactor_cloud"),
+        commit_timeout_from_the_post(1.5),
+        pytest.raises(CallPendingError),
+    ):
         log.add.run("me/1")
     assert posted.is_set() and not step_puts, "the scenario needs a post and no step put after it"
     store._around = inner_around  # type: ignore[method-assign]
@@ -96,15 +80,12 @@ def test_a_posted_fold_that_failed_before_its_step_put_is_not_logged_as_a_put_se
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_a_posted_batch_retrying_a_failing_store_backs_off(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_posted_batch_retrying_a_failing_store_backs_off(store_spec: StoreSpec) -> None:
     """A posted batch retries storage errors until ``commit_timeout`` (its calls may be applied
     meanwhile). It retried at most 5 ms apart: 549 failed reads in 1.5 s against a store that
     fails fast, from one caller. The pauses grow (10 ms doubling to 1 s): a dozen or so in
     1.5 s. (A slow machine makes fewer, never more.)"""
     store, log, _, leases = posting_behind_anothers_lease(store_spec)
-    _commit_timeout_from_the_post(monkeypatch, 1.5)
     posted = threading.Event()
     failed: list[str] = []
     inner_around = store._around
@@ -120,7 +101,7 @@ def test_a_posted_batch_retrying_a_failing_store_backs_off(
         return result
 
     store._around = post_then_fail_the_steps  # type: ignore[method-assign]
-    with pytest.raises(CallPendingError):
+    with commit_timeout_from_the_post(1.5), pytest.raises(CallPendingError):
         log.add.run("me/1")
     store._around = inner_around  # type: ignore[method-assign]
     assert posted.is_set() and failed, "the scenario needs a post and failing reads after it"
