@@ -34,6 +34,20 @@ def _keyed_add(actor_id: str, key: str, token: str) -> tuple[PostedCall, ...]:
     return (PostedCall("add", pickle.dumps(((token,), {})), call_id, key),)
 
 
+def their_keyed_call_pending(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> tuple[PostedCall, ...]:
+    """Another process's keyed call (key "k") pending on "a" (one step of ours); this process
+    then as a new one (``_a_new_process``). The call."""
+    init_switchable(store_spec, fresh_window=300.0)
+    OrderLog.get_or_create("a").add.run("me/0")
+    ours = _keyed_add("a", "k", "old/1")
+    box = foreign_box("a")
+    _sync.sync(box.send(box.prepare(ours)))
+    _a_new_process(store_spec, monkeypatch)
+    return ours
+
+
 def _made_again_at_the_inbox_listing(
     monkeypatch: pytest.MonkeyPatch, later: tuple[PostedCall, ...], *, between: bool
 ) -> threading.Event:
@@ -66,12 +80,7 @@ def test_the_walk_since_the_first_does_not_answer_with_the_next_actors_keyed_cal
     applied. The answer is the old call's (``ActorDeletedError`` from its tombstone), not the
     new actor's outcome, nor (an actor made and deleted in between, whose tombstone failed
     its call of the key) the tombstone of the actor in between."""
-    init_switchable(store_spec, fresh_window=300.0)
-    OrderLog.get_or_create("a").add.run("me/0")
-    ours = _keyed_add("a", "k", "old/1")
-    box = foreign_box("a")
-    _sync.sync(box.send(box.prepare(ours)))
-    _a_new_process(store_spec, monkeypatch)
+    ours = their_keyed_call_pending(store_spec, monkeypatch)
     core = vc.get_runtime().core("a")
     before = core.env.run(core.revalidate()).step
     ran = _made_again_at_the_inbox_listing(monkeypatch, _keyed_add("a", "k", "new/1"), between=between)

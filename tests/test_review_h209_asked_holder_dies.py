@@ -17,11 +17,7 @@ holder to queue its fold as it gives the actor up (``Holder._asked_held``,
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -32,6 +28,8 @@ from store_helpers import retune
 from test_combining import HANG, wait_for_no_posts
 from test_posting import outcome_once_folded
 from test_review_actor_cache import runtime_threads
+from test_review_h181_one_shot_asks import run_in_a_process
+from test_review_h181_stalled_ask_fold import closed_as
 from test_review_h189_exit_budget import _store_with_a_post_nobody_folds
 
 import vactor_cloud as vc
@@ -78,14 +76,7 @@ def test_a_holder_killed_with_an_ask_remembered_leaves_the_post_to_the_next_ask(
     shared: StoreSpec, where: str
 ) -> None:
     call_id = _store_with_a_post_nobody_folds(shared)
-    child = subprocess.run(
-        [sys.executable, "-c", _HOLD_ASK_AND_DIE, shared.url, json.dumps(shared.options), call_id, where],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **shared.env, "PYTHONPATH": os.pathsep.join(sys.path)},
-        check=False,
-    )
+    child = run_in_a_process(shared, _HOLD_ASK_AND_DIE, call_id, where)
     assert child.returncode == -signal.SIGKILL, (child.returncode, child.stderr)
     assert child.stdout.splitlines() == ["pending", "['a']"], (child.stdout, child.stderr)
     shared.init()
@@ -147,20 +138,7 @@ def test_a_holder_whose_store_stalls_with_an_ask_remembered_ends_within_its_boun
     held.release.set()
     try:
         assert future.exception(HANG) is not None  # type: ignore[attr-defined]  # (in doubt: it may apply)
-        closed = threading.Event()
-
-        def exit_hook() -> None:
-            if closer == "exit hook":
-                runtime.finish_queued_calls(time.monotonic() + 2.0)
-                runtime.close(2.0)
-            else:
-                runtime.close(4.0, asked_folds=True)
-            closed.set()
-
-        closing = threading.Thread(target=exit_hook)
-        closing.start()
-        closing.join(HANG)
-        assert closed.is_set(), f"the {closer} did not end within {HANG} s (its bounds: 4 s in all)"
+        assert closed_as(runtime, closer, 2.0), f"the {closer} did not end within {HANG} s (4 s in all)"
         assert runtime.asked_folds() == [], "the fold left to the holder was never queued"
         assert set(runtime_threads()) <= set(before), (before, runtime_threads())
     finally:

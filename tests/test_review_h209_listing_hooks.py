@@ -13,17 +13,19 @@ before it too, and the test checked its first walk, not the walk since).
 from __future__ import annotations
 
 import pytest
-from actors import OrderLog
-from test_combining import HANG, foreign_box, init_switchable
+from test_combining import HANG
 from test_review_h183_outcome_not_found import (
     _a_new_process,
     _fold_at_the_inbox_listing,
     _one_foreign_post_at_step_2,
 )
-from test_review_h193_outcome_second_walk import _keyed_add, _made_again_at_the_inbox_listing
+from test_review_h193_outcome_second_walk import (
+    _keyed_add,
+    _made_again_at_the_inbox_listing,
+    their_keyed_call_pending,
+)
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
 from vactor_cloud.holding import Holder
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -55,12 +57,7 @@ def test_the_fold_at_the_inbox_listing_waits_for_the_asks_listing(
 def test_the_actor_made_again_at_the_inbox_listing_waits_for_the_asks_listing(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    init_switchable(store_spec, fresh_window=300.0)
-    OrderLog.get_or_create("a").add.run("me/0")
-    ours = _keyed_add("a", "k", "old/1")
-    box = foreign_box("a")
-    _sync.sync(box.send(box.prepare(ours)))
-    _a_new_process(store_spec, monkeypatch)
+    ours = their_keyed_call_pending(store_spec, monkeypatch)
     ran = _made_again_at_the_inbox_listing(monkeypatch, _keyed_add("a", "k", "new/1"), between=False)
     _a_fold_lists_the_inbox_first(monkeypatch)
     assert not ran.is_set(), "the change ran at a background fold's listing"

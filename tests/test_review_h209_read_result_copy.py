@@ -14,6 +14,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from actors import OrderLog
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import StoreSpec
@@ -37,28 +38,19 @@ class Unpicklable:
 
 
 @vc.virtual_actor
-class Shelf:
-    def __init__(self) -> None:
-        self.n = 0
-
-    def add(self) -> int:
-        self.n += 1
-        return self.n
+class Shelf(OrderLog):
+    """An order log whose ``odd`` reads one object no pickle copies."""
 
     @vc.virtual_actor.readonly
     def odd(self, kind: str) -> Unpicklable:
         return Unpicklable(kind)
 
-    @vc.virtual_actor.readonly
-    def count(self) -> int:
-        return self.n
-
 
 def _goes_on(shelf: vc.ActorHandle[Shelf], n: int) -> None:
     """The actor's next writer and read answer (nothing wedged)."""
-    assert shelf.add.run() == n
-    assert shelf.count.run() == n
-    assert shelf.count.run_async().result(60) == n
+    assert shelf.add.run(f"call {n}") == n
+    assert shelf.applied.run()[-1] == f"call {n}"
+    assert len(shelf.applied.run_async().result(60)) == n
 
 
 @pytest.mark.parametrize("kind", sorted(_RAISES))
