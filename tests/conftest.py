@@ -99,6 +99,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h135_future_copies",
         "test_review_h141_future_memory",
         "test_review_h143_future_reads",
+        "test_review_h209_read_result_copy",
         "test_review_h141_fork_readonly",
         "test_review_h141_fork_subtask",
         "test_review_h143_fork_kept",

@@ -45,17 +45,23 @@ if end == "shutdown":
 """
 
 
-def ask_once_in_a_process(spec: StoreSpec, call_id: str, end: str = "exit") -> str:
-    """What ``call_outcome(call_id)`` answers in a new process that then ends as ``end`` says
-    (see ``_ASK_ONCE``)."""
-    out = subprocess.run(
-        [sys.executable, "-c", _ASK_ONCE, spec.url, json.dumps(spec.options), call_id, end],
+def run_in_a_process(spec: StoreSpec, script: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run in a new process (``python -c``; its argv: ``spec``'s url and options as
+    JSON, then ``argv``), to its end (120 s at most); its output as text."""
+    return subprocess.run(
+        [sys.executable, "-c", script, spec.url, json.dumps(spec.options), *argv],
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, **spec.env, "PYTHONPATH": os.pathsep.join(sys.path)},
         check=False,
     )
+
+
+def ask_once_in_a_process(spec: StoreSpec, call_id: str, end: str = "exit") -> str:
+    """What ``call_outcome(call_id)`` answers in a new process that then ends as ``end`` says
+    (see ``_ASK_ONCE``)."""
+    out = run_in_a_process(spec, _ASK_ONCE, call_id, end)
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 

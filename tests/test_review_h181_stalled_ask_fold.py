@@ -28,6 +28,7 @@ from test_review_actor_cache import runtime_threads
 from test_review_h180_outcome_elsewhere import _as_a_new_process
 
 import vactor_cloud as vc
+from vactor_cloud.actor_runtime import Runtime
 from vactor_cloud.errors import CallPendingError
 from vactor_cloud.settings import Settings
 from vactor_cloud.testing.faults import HoldOne
@@ -69,6 +70,27 @@ def _asks_answer_while_it_stalls(store: HoldOne, handle: vc.ActorHandle[OrderLog
     assert not store.ended.is_set(), "an ask waited for the stalled request"
 
 
+def closed_as(runtime: Runtime, closer: str, seconds: float) -> bool:
+    """Close ``runtime`` on a thread as ``closer`` says: as the exit hook does ("exit hook":
+    wait for the queued work, a fold among it, ``seconds`` at most, then close within
+    ``seconds``), or as ``shutdown()`` does ("shutdown": a close that waits for the queued
+    folds first, ``2 * seconds`` in all). Whether it ended within ``HANG``."""
+    closed = threading.Event()
+
+    def close() -> None:
+        if closer == "exit hook":
+            runtime.finish_queued_calls(time.monotonic() + seconds)
+            runtime.close(seconds)
+        else:
+            runtime.close(2 * seconds, asked_folds=True)
+        closed.set()
+
+    closing = threading.Thread(target=close)
+    closing.start()
+    closing.join(HANG)
+    return closed.is_set()
+
+
 @pytest.mark.parametrize("stall", sorted(_STALLS))
 def test_asks_answer_while_the_ask_fold_stalls_and_the_post_applies_once_after(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, stall: str
@@ -100,26 +122,9 @@ def test_a_shutdown_while_the_ask_fold_stalls_ends_and_the_next_runtime_folds_on
     store, handle, call_id = _a_post_nobody_folds(store_spec, stall)
     _as_a_new_process(monkeypatch)
     _asks_answer_while_it_stalls(store, handle, call_id)
-    # As the exit hook does: wait for the queued work (the stalled fold among it) up to a
-    # bound, then shut down. Or as ``shutdown()`` does: its close waits for the fold first,
-    # within its one timeout.
-    runtime = vc.get_runtime()
-    closed = threading.Event()
-
-    def exit_hook() -> None:
-        if closer == "exit hook":
-            runtime.finish_queued_calls(time.monotonic() + 1.0)
-            runtime.close(1.0)
-        else:
-            runtime.close(2.0, asked_folds=True)
-        closed.set()
-
-    closing = threading.Thread(target=exit_hook)
     began = time.monotonic()
-    closing.start()
-    closing.join(HANG)
+    assert closed_as(vc.get_runtime(), closer, 1.0), f"the {closer} did not end within {HANG} s (2 s in all)"
     print(f"{closer}'s wait and close (2 s in all), the fold stalled, took {time.monotonic() - began:.2f} s")
-    assert closed.is_set(), f"the {closer} did not end within {HANG} s (its bounds: 2 s in all)"
     assert store.ended.is_set()  # (the stalled request was cancelled, not left waiting)
     assert set(runtime_threads()) <= set(before), (before, runtime_threads())
     store.release.set()

@@ -12,10 +12,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import pickle
-import threading
 import time
 import uuid
 from typing import Any
@@ -180,13 +178,17 @@ def test_a_post_read_damaged_is_read_again_not_taken_for_absent(
 
 
 # -- 2. folded between the walk and the inbox's LIST ----------------------------------------------
-def _fold_at_the_inbox_listing(store: Switchable, *, delete: bool) -> list[str]:
-    """When the ask lists the inbox (once), another process's fold first commits step 3, which
-    applies the one pending post (outcome "from step 3"), and deletes the post if ``delete``.
-    The keys the fold saw (one)."""
-    inner_around = store._around
+def _fold_at_the_inbox_listing(
+    store: Switchable, monkeypatch: pytest.MonkeyPatch, *, delete: bool
+) -> list[str]:
+    """When the ask is about to list the inbox (once, on the ask's own thread: see
+    ``_at_the_inbox_listing``), another process's fold first commits step 3, which applies
+    the one pending post (outcome "from step 3"), and deletes the post if ``delete``. The keys
+    the fold saw (one)."""
+    # (Imported here: that module imports this one.)
+    from test_review_h194_outcome_after_delete import _at_the_inbox_listing
+
     folded: list[str] = []
-    listed = threading.Event()
 
     def fold() -> None:
         fold_the_post_at_step_3(store, vc.get_runtime().core("a").log)
@@ -194,13 +196,7 @@ def _fold_at_the_inbox_listing(store: Switchable, *, delete: bool) -> list[str]:
         if delete:
             _sync.sync(store.inner.delete(folded[0]))
 
-    async def fold_first(operation: str, key: str, run: Any, **kw: Any) -> Any:
-        if operation == "list" and key.startswith(posts_prefix("a")) and not listed.is_set():
-            listed.set()
-            await asyncio.get_running_loop().run_in_executor(None, fold)
-        return await inner_around(operation, key, run, **kw)
-
-    store._around = fold_first  # type: ignore[method-assign]
+    _at_the_inbox_listing(monkeypatch, fold)
     return folded
 
 
@@ -222,7 +218,7 @@ def test_a_post_folded_between_the_walk_and_the_listing_gives_its_outcome(
     the post, which is then deleted (or not yet: listed, with the newest cursor applying it).
     The answer is step 3's outcome, from the walk of the steps committed since the first."""
     _, call_id = _one_foreign_post_at_step_2(store_spec)
-    folded = _fold_at_the_inbox_listing(_a_new_process(store_spec, monkeypatch), delete=delete)
+    folded = _fold_at_the_inbox_listing(_a_new_process(store_spec, monkeypatch), monkeypatch, delete=delete)
     assert vc.get_actor("a").call_outcome(call_id) == "from step 3"
     assert len(folded) == 1, "the ask never listed the inbox"
 

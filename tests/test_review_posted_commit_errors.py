@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from store_helpers import retune
+from store_helpers import commit_timeout_from_the_post
 from test_combining import pending_posts, posting_behind_anothers_lease
 
 import vactor_cloud as vc
@@ -43,9 +43,8 @@ def test_a_posted_fold_that_failed_before_its_step_put_is_not_logged_as_a_put_se
 ) -> None:
     """Our call posts behind another process's lease; once the post is written that process
     gives the lease up, we take it to fold, and every step read fails from then on: our fold
-    never reaches its step put. The caller gets ``CallPendingError`` at ``commit_timeout``."""
+    never reaches its step put. The caller gets ``CallPendingError`` once its bound passed."""
     store, log, _, leases = posting_behind_anothers_lease(store_spec)
-    retune(commit_timeout=1.5)  # (after the setup: a loaded host's may pass 1.5 s)
     posted = threading.Event()
     step_puts: list[str] = []
     inner_around = store._around
@@ -63,7 +62,11 @@ def test_a_posted_fold_that_failed_before_its_step_put_is_not_logged_as_a_put_se
 
     store._around = post_then_fail_the_steps  # type: ignore[method-assign]
     before = vc.stats()
-    with caplog.at_level(logging.DEBUG, logger="vactor_cloud"), pytest.raises(CallPendingError):
+    with (
+        caplog.at_level(logging.DEBUG, logger="vactor_cloud"),
+        commit_timeout_from_the_post(1.5),
+        pytest.raises(CallPendingError),
+    ):
         log.add.run("me/1")
     assert posted.is_set() and not step_puts, "the scenario needs a post and no step put after it"
     store._around = inner_around  # type: ignore[method-assign]
@@ -83,7 +86,6 @@ def test_a_posted_batch_retrying_a_failing_store_backs_off(store_spec: StoreSpec
     fails fast, from one caller. The pauses grow (10 ms doubling to 1 s): a dozen or so in
     1.5 s. (A slow machine makes fewer, never more.)"""
     store, log, _, leases = posting_behind_anothers_lease(store_spec)
-    retune(commit_timeout=1.5)  # (after the setup: a loaded host's may pass 1.5 s)
     posted = threading.Event()
     failed: list[str] = []
     inner_around = store._around
@@ -99,7 +101,7 @@ def test_a_posted_batch_retrying_a_failing_store_backs_off(store_spec: StoreSpec
         return result
 
     store._around = post_then_fail_the_steps  # type: ignore[method-assign]
-    with pytest.raises(CallPendingError):
+    with commit_timeout_from_the_post(1.5), pytest.raises(CallPendingError):
         log.add.run("me/1")
     store._around = inner_around  # type: ignore[method-assign]
     assert posted.is_set() and failed, "the scenario needs a post and failing reads after it"

@@ -972,16 +972,24 @@ class Runtime:
         join_threads([t for t in threads if t is not threading.current_thread()], joined_by)
 
     def _say_cut_off(self, left: int, waited: str) -> None:
-        """(``_close`` past its timeout) Log the work cut off, and who waited for it how long."""
+        """(``_close`` past its timeout) Log the work cut off (naming the actors whose fold
+        ``call_outcome`` queued still runs), and who waited for it how long."""
         if not waited:
             return
+        folds = self.asked_folds()
+        named = ", ".join(repr(actor_id) for actor_id in folds[:3]) + (" and more" if len(folds) > 3 else "")
         logger.warning(
             "vactor_cloud: %s for %d piece(s) of work of the runtime on %s still running (a "
             "method body, a stalled request): their storage requests are cancelled and no new "
-            "one is made",
+            "one is made%s",
             waited,
             left,
             self.store.describe(),
+            f"; among them the fold call_outcome queued for {named}: the posts it would fold stay "
+            "in the inbox, for call_outcome(call_id) asked again later (or a write to the actor "
+            "that meets contention)"
+            if folds
+            else "",
         )
 
 
