@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_review_h158_workflow_resume import Publisher, broken
+from test_review_h158_workflow_resume import Publisher, broken  # noqa: F401 - the fixture
 
 import vactor_cloud as vc
 from vactor_cloud import workflow
@@ -39,18 +39,18 @@ def test_deletes_of_ids_that_hold_no_actor_leave_no_key_behind(actor_store: Stor
     assert counted == [0, 0]
 
 
-def _fail_then_mend(ids: list[str], broken: Path) -> None:
+def _fail_then_mend(ids: list[str], flag: Path) -> None:
     """Each actor of ``ids`` gets a call whose sub-workflow fails (recorded, resumable), then
     its step mends."""
     for actor_id in ids:
         with pytest.raises(RuntimeError, match="publish is down"):
             Publisher.get_or_create(actor_id).run.run(1)
-    broken.unlink()
+    flag.unlink()
 
 
-@pytest.mark.usefixtures("broken")
 def test_reruns_resumed_one_after_another_hold_no_result_once_each_resume_returned(
-    actor_store: StoreSpec, broken: Path
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
 ) -> None:
     """``workflow.resume`` remembers a re-run done, with its result, for a resume of this process
     whose listing raced the re-run's record delete. It kept the newest 4,096 for the process's
@@ -67,9 +67,10 @@ def test_reruns_resumed_one_after_another_hold_no_result_once_each_resume_return
     assert counted == [0, 0]
 
 
-@pytest.mark.usefixtures("broken")
 def test_a_resume_whose_listing_raced_a_reruns_record_delete_gives_that_reruns_result(
-    actor_store: StoreSpec, broken: Path, monkeypatch: pytest.MonkeyPatch
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Resume B lists the actor's failed call, then waits (held before it starts its re-runs);
     resume A re-runs the call meanwhile (its record deleted, its step committed) and returns.

@@ -184,7 +184,8 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     to resume the future's result is ``[]``.
     A call this process is re-running, or re-ran while another resume of
     this process was listing (its record may still be listed by that resume,
-    which raced its delete), is not run again: that re-run's result is given. A call that came in a post (under contention) whose post
+    which raced its delete), is not run again: that re-run's result is given.
+    A call that came in a post (under contention) whose post
     may still be applied by a fold (the folder that recorded its failure died, or lost the
     lease, before its step landed) is not run: its future raises ``CallPendingError``, and
     the fold that applies the post runs it; one whose post a fold applied with a successful
@@ -260,7 +261,9 @@ _rerunning: dict[tuple[str, str], ActorFuture[Any]] = {}
 #: when they did (a tick of ``_ticks``): that resume may find the record still listed, and must not
 #: run the call again (newest last). Kept while such a resume runs (each holds its result): kept
 #: for good, the newest 4,096 held theirs, however large, for the process's life
-_rerun_done: collections.OrderedDict[tuple[str, str], tuple[ActorFuture[Any], int]] = collections.OrderedDict()
+_rerun_done: collections.OrderedDict[tuple[str, str], tuple[ActorFuture[Any], int]] = (
+    collections.OrderedDict()
+)
 _RERUN_DONE_MAX = 4096
 #: the resumes of this process between their listing's start and their re-runs', each by the tick
 #: it began at: a re-run done before the oldest began is listed by none of them
