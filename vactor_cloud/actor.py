@@ -23,7 +23,7 @@ from vactor_cloud.definition import (
     mark_readonly,
 )
 from vactor_cloud.deletion import delete, delete_again
-from vactor_cloud.errors import ReentrantCallError
+from vactor_cloud.errors import ActorNotFoundError, ReentrantCallError
 from vactor_cloud.events import forget_existing
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.ids import validate_idempotency_key
@@ -263,6 +263,11 @@ async def _delete(runtime: Runtime, actor_id: str, key: str) -> bool:
     try:
         tombstone = await delete(core.log, runtime.settings, keep=runtime.keep, key=key)
         runtime.delete_keys.pop(actor_id, None)
+    except ActorNotFoundError:
+        # A sure answer (no actor, nothing written), not a delete in doubt: no key to keep (one
+        # kept per id deleted so, for the process's life, grew with every such id)
+        runtime.delete_keys.pop(actor_id, None)
+        raise
     finally:
         core.forget()  # this process's cache: the next call reloads and meets the tombstone
         forget_existing(runtime, actor_id)  # and the next send_event

@@ -16,6 +16,7 @@ import collections
 import concurrent.futures
 import enum
 import functools
+import itertools
 import os
 import threading
 from collections.abc import Iterable
@@ -181,9 +182,10 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     the call may be made again as a new one); one whose sub-workflow fails
     again stays recorded and the future raises its exception. With nothing
     to resume the future's result is ``[]``.
-    A call this process is re-running, or re-ran lately (its record may
-    still be listed by a resume that raced its delete), is not run again:
-    that re-run's result is given. A call that came in a post (under contention) whose post
+    A call this process is re-running, or re-ran while another resume of
+    this process was listing (its record may still be listed by that resume,
+    which raced its delete), is not run again: that re-run's result is given.
+    A call that came in a post (under contention) whose post
     may still be applied by a fold (the folder that recorded its failure died, or lost the
     lease, before its step landed) is not run: its future raises ``CallPendingError``, and
     the fold that applies the post runs it; one whose post a fold applied with a successful
@@ -205,17 +207,25 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     newest = runtime.run(core.revalidate(), hint=_HINT)
     if is_deleted(newest):
         raise deleted_error(core.log, newest)
-    failed = runtime.run(
-        list_failures(
-            runtime.store,
-            actor_id,
-            runtime.settings.signing_key,
-            unpickle=unpickle,
-            born=born_of(newest.extra),
+    with _rerunning_lock:
+        listing = next(_ticks)
+        _listing[listing] = listing
+    try:
+        failed = runtime.run(
+            list_failures(
+                runtime.store,
+                actor_id,
+                runtime.settings.signing_key,
+                unpickle=unpickle,
+                born=born_of(newest.extra),
+            )
         )
-    )
-    failed = [call for call in failed if not runtime.run(_applied_elsewhere(runtime, call), hint=_HINT)]
-    futures = [_rerun_once(runtime, call) for call in failed]
+        failed = [call for call in failed if not runtime.run(_applied_elsewhere(runtime, call), hint=_HINT)]
+        futures = [_rerun_once(runtime, call) for call in failed]
+    finally:
+        with _rerunning_lock:
+            del _listing[listing]
+            _forget_done_reruns()
     combined: ActorFuture[list[Any]] = ActorFuture()
 
     def settle(_: object = None) -> None:
@@ -247,17 +257,36 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
 
 #: re-runs this process started and that have not settled yet (their record not yet deleted)
 _rerunning: dict[tuple[str, str], ActorFuture[Any]] = {}
-#: re-runs that succeeded lately (their record deleted): a resume whose listing was made before
-#: that delete finds the record still listed, and must not run the call again (newest last)
-_rerun_done: collections.OrderedDict[tuple[str, str], ActorFuture[Any]] = collections.OrderedDict()
+#: re-runs that succeeded (their record deleted) while a resume of this process was listing, with
+#: when they did (a tick of ``_ticks``): that resume may find the record still listed, and must not
+#: run the call again (newest last). Kept while such a resume runs (each holds its result): kept
+#: for good, the newest 4,096 held theirs, however large, for the process's life
+_rerun_done: collections.OrderedDict[tuple[str, str], tuple[ActorFuture[Any], int]] = (
+    collections.OrderedDict()
+)
 _RERUN_DONE_MAX = 4096
+#: the resumes of this process between their listing's start and their re-runs', each by the tick
+#: it began at: a re-run done before the oldest began is listed by none of them
+_listing: dict[int, int] = {}
+_ticks = itertools.count()
 _rerunning_lock = threading.Lock()
+
+
+def _forget_done_reruns() -> None:
+    """(Holding ``_rerunning_lock``) Forget the re-runs done before every resume listing now began."""
+    oldest = min(_listing.values(), default=None)
+    while _rerun_done:
+        _, done_at = next(iter(_rerun_done.values()))
+        if oldest is not None and done_at > oldest:
+            return
+        _rerun_done.popitem(last=False)
 
 
 def _forget_reruns_after_fork() -> None:
     """A forked child has none of the parent's threads: their re-runs never settle there."""
     global _rerunning_lock
     _rerunning.clear()
+    _listing.clear()
     _rerunning_lock = threading.Lock()
 
 
@@ -272,7 +301,8 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
     """
     key = (failed.actor_id, failed.call_id)
     with _rerunning_lock:
-        running = _rerunning.get(key) or _rerun_done.get(key)
+        done = _rerun_done.get(key)
+        running = _rerunning.get(key) or (done[0] if done is not None else None)
         if running is not None:
             return running
         shared: ActorFuture[Any] = ActorFuture()
@@ -282,8 +312,10 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         with _rerunning_lock:  # gone first: a resume after the answer lists the records again
             if _rerunning.get(key) is shared:
                 del _rerunning[key]
-            if finished.exception() is None:  # its record is deleted: remembered, bounded
-                _rerun_done[key] = shared
+            if finished.exception() is None:  # its record is deleted: remembered while listed
+                _rerun_done[key] = (shared, next(_ticks))
+                _rerun_done.move_to_end(key)
+                _forget_done_reruns()
                 while len(_rerun_done) > _RERUN_DONE_MAX:
                     _rerun_done.popitem(last=False)
         error = finished.exception()
