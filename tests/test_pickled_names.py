@@ -68,7 +68,9 @@ def test_the_post_in_doubt_error_and_its_post_are_pickled_under_vactor_cloud_pos
     post = posting.Post("actors/a/mail/000000001000", "00112233445566ff", 3, 1.0, (call,))
     error = posting.PostInDoubtError("could not tell", post.key, post)
     data = pickle.dumps(error)
-    named = _classes_loaded(data)
+    # (the library's classes: where Dask was imported, tblib pickles every exception by a
+    # function of its own, around the same references)
+    named = {(module, name) for module, name in _classes_loaded(data) if module.startswith("vactor_cloud")}
     assert named == {
         ("vactor_cloud.posting", "Post"),
         ("vactor_cloud.posting", "PostInDoubtError"),
