@@ -42,7 +42,17 @@ from combining_workers import (
 from store_helpers import retune
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, committer, compaction, folding, holding, poster, posting
+from vactor_cloud import (
+    _sync,
+    committer,
+    compaction,
+    folding,
+    holding,
+    post_cursor,
+    post_objects,
+    poster,
+    posting,
+)
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
@@ -56,16 +66,9 @@ from vactor_cloud.errors import (
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import ActorLog, StepRecord
+from vactor_cloud.post_cursor import POST_CURSOR
 from vactor_cloud.poster import Posted
-from vactor_cloud.posting import (
-    POST_CURSOR,
-    Post,
-    PostBox,
-    PostedCall,
-    advance_cursor,
-    decode_outcomes,
-    encode_outcomes,
-)
+from vactor_cloud.posting import Post, PostBox, PostedCall, advance_cursor, decode_outcomes, encode_outcomes
 from vactor_cloud.storage import Blob, ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore, HoldOne
 from vactor_cloud.testing.lanes import Lane, StoreSpec
@@ -211,7 +214,7 @@ def fold_at_3_and_forget_at_4(store: Switchable, log_: ActorLog, leases: LeaseSt
     cursor = dict(three.extra[POST_CURSOR])
     (sender,) = cursor
     forgotten = {k: v for k, v in three.extra.items() if k != POST_CURSOR}
-    forgotten[posting.POST_FLOOR] = float(cursor[sender][1])
+    forgotten[post_cursor.POST_FLOOR] = float(cursor[sender][1])
     four = dataclasses.replace(three, step=4, parent=3, posted=b"", carried=b"", extra=forgotten)
     _sync.sync(log_.put_step(four))
     assert _sync.sync(leases.write(_sync.sync(leases.read()), "f" * 16, 0.0, 4)) is not None
@@ -391,7 +394,7 @@ def test_a_folder_whose_own_post_waits_behind_a_damaged_read_retries_and_never_h
     ``commit_timeout``); damaged at rest (forged), it is skipped after a few reads over
     ``DAMAGED_SECONDS``, never applied, and our call goes through. (Posts read by GET here:
     none carries itself in its name; forged names: test_posting.py.)"""
-    monkeypatch.setattr(posting, "INLINE_NAME_LIMIT", 0)
+    monkeypatch.setattr(post_objects, "INLINE_NAME_LIMIT", 0)
     # (1 s, not 2: the skip then waits for DAMAGED_READS reads, about 1.5 s at the 100 ms pauses)
     monkeypatch.setattr(posting, "DAMAGED_SECONDS", 1.0)
     reads = frozenset({"get"})
@@ -456,7 +459,7 @@ def test_a_post_damaged_in_transit_until_it_was_skipped_is_applied_by_a_later_cl
     (``DAMAGED_READS`` over ``DAMAGED_SECONDS``): the holder skips it. Skipped is not
     forgotten: its next read, ``DAMAGED_SECONDS`` later, is clean, and the post applies
     once (it used to stay skipped while listed)."""
-    monkeypatch.setattr(posting, "INLINE_NAME_LIMIT", 0)
+    monkeypatch.setattr(post_objects, "INLINE_NAME_LIMIT", 0)
     monkeypatch.setattr(posting, "DAMAGED_SECONDS", 1.0)  # (the skip's wait: 2 s of the suite's time)
     store = init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
     log = OrderLog.get_or_create("a")
@@ -524,7 +527,7 @@ def test_a_post_whose_write_ends_in_doubt_after_a_rename_reports_the_name_it_tri
         _sync.sync(mine.send(post))
     assert caught.value.post.key != theirs.key
     blob = _sync.sync(runtime.store.get(caught.value.post.key))
-    found = posting._decode_post(caught.value.post.key, blob.data, runtime.settings.signing_key)
+    found = post_objects.decode_post(caught.value.post.key, blob.data, runtime.settings.signing_key)
     assert (found.sender, found.seq) == (mine.sender, post.seq)
 
 
@@ -621,7 +624,7 @@ def test_a_lost_post_answer_with_damaged_read_backs_leaves_one_copy(
 ) -> None:
     """The post's put lands but its answer is lost; every read-back then arrives damaged for a
     while. The sender must not take its own post for another's and write a second copy."""
-    monkeypatch.setattr(posting, "INLINE_NAME_LIMIT", 0)
+    monkeypatch.setattr(post_objects, "INLINE_NAME_LIMIT", 0)
     faults = FaultConfig(
         (
             FaultRule("lost_response", operations=_PUT, key_contains="/mail/", at=(1,), retryable=False),

@@ -24,19 +24,12 @@ from actors import OrderLog
 from test_combining import Switchable, commit_behind_its_back, init_switchable, wait_for_no_posts
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, mailkey, posting
+from vactor_cloud import _sync, codec, mailkey, post_objects, posting
 from vactor_cloud.errors import NotFoundError
 from vactor_cloud.keys import mail_seal_key, post_key, posts_prefix
-from vactor_cloud.posting import (
-    INLINE_NAME_LIMIT,
-    POST_CURSOR,
-    Post,
-    PostBox,
-    PostedCall,
-    identity,
-    inline_name,
-    read_name,
-)
+from vactor_cloud.post_cursor import POST_CURSOR
+from vactor_cloud.post_objects import INLINE_NAME_LIMIT
+from vactor_cloud.posting import Post, PostBox, PostedCall, identity, inline_name, read_name
 from vactor_cloud.storage import MemoryStore, ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -321,7 +314,7 @@ def test_a_reader_with_another_mail_key_reads_the_body() -> None:
     # The key id, not luck, keeps another key's noise out (one in many parses as a post):
     # with a "cipher" that any key undoes, the name is still not read under another key.
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(posting.mailkey, "seal", lambda key, nonce, data: data)
+        m.setattr(post_objects.mailkey, "seal", lambda key, nonce, data: data)
         clear = sender.prepare((SECRET_CALL,))
         assert read_name(clear.key, None, sender.mail.key) == clear
         assert read_name(clear.key, None, folder.mail.key) is None
@@ -386,7 +379,7 @@ def test_a_sealed_name_is_built_byte_for_byte_as_the_protocol_page_specifies(
     expected = "000000001000." + base64.urlsafe_b64encode(
         payload + hashlib.sha256(payload).digest()
     ).decode().rstrip("=")
-    monkeypatch.setattr(posting.secrets, "token_bytes", lambda n: nonce)
+    monkeypatch.setattr(post_objects.secrets, "token_bytes", lambda n: nonce)
     assert inline_name("a", "000000001000", "00112233445566ff", 5, calls, None, seal_key) == expected
     read = read_name(f"actors/a/mail/{expected}", None, seal_key)
     assert read == Post(f"actors/a/mail/{expected}", "00112233445566ff", 5, 0.001, calls)
@@ -448,7 +441,7 @@ def test_without_a_signing_key_a_damaged_name_falls_back_to_its_body(store_spec:
     log.add.run("me/0")
     box = named(store.inner, "a", None)
     post = box.prepare(calls_of("other/0"))
-    data = posting._encode_post(post.key, post, None)
+    data = post_objects.encode_post(post.key, post, None)
     damaged = post.key[:-3] + ("AAA" if not post.key.endswith("AAA") else "BBB")
     assert read_name(damaged, None, box.mail.key) is None
     _sync.sync(store.inner.put(damaged, data, mode="create"))
@@ -475,7 +468,7 @@ def test_an_applied_posts_name_written_again_with_another_body_is_deleted_unappl
     log.add.run("me/1")
     assert wait_for_no_posts("a") == []
     other = box.prepare(calls_of("other/1"))
-    _sync.sync(store.inner.put(post.key, posting._encode_post(other.key, other, KEY), mode="create"))
+    _sync.sync(store.inner.put(post.key, post_objects.encode_post(other.key, other, KEY), mode="create"))
     reads: list[str] = []
     store.fail = lambda op, key: reads.append(key) if op == "get" and "/mail/" in key else None  # type: ignore[func-returns-value]
     log.add.run("me/2")
@@ -499,7 +492,7 @@ def test_a_folder_that_ignores_names_reads_the_bodies_and_one_that_reads_them_fo
     box = named(store.inner, "a", None)
     post_adds(box, ["other/0"])
     with monkeypatch.context() as m:
-        m.setattr(posting, "INLINE_NAME_LIMIT", 0)  # posted as before
+        m.setattr(post_objects, "INLINE_NAME_LIMIT", 0)  # posted as before
         post_adds(box, ["other/1"])
     post_adds(box, ["other/2"])
     assert [len(name_of(k)) == 12 for k in _sync.sync(store.inner.list(posts_prefix("a")))] == [
@@ -530,7 +523,7 @@ def test_a_name_taken_by_another_post_is_posted_again_under_a_new_name(store_spe
     assert _sync.sync(box.send(post)) == post  # its earlier attempt landed
     taken = box.prepare(calls_of("other/1"))
     squatter = named(store, "a", None).prepare(calls_of("x"))
-    _sync.sync(store.put(taken.key, posting._encode_post(taken.key, squatter, None), mode="create"))
+    _sync.sync(store.put(taken.key, post_objects.encode_post(taken.key, squatter, None), mode="create"))
     moved = _sync.sync(box.send(taken))
     assert moved.key != taken.key and moved.seq == taken.seq and moved.calls == taken.calls
     assert read_name(moved.key, None, box.mail.key) == moved
@@ -646,14 +639,14 @@ def test_a_call_carries_the_tag_of_its_class_after_its_retries_as_the_protocol_p
         b"\x01" + bytes.fromhex("00112233445566ff") + b"\x05" + b"\x01"
         + b"\x09" + b"\x03add" + b"\x04\x80\x05N." + raw_id + b"\x02" + bytes.fromhex(tag)
     )  # fmt: skip
-    assert posting._inline_payload("00112233445566ff", 5, calls) == payload
+    assert post_objects._inline_payload("00112233445566ff", 5, calls) == payload
     expected = inline_name("a", "000000001000", "00112233445566ff", 5, calls, None)
     assert expected is not None
     read = read_name(f"actors/a/mail/{expected}", None)
     assert read is not None and read.calls == calls
     # A tag that is not 4 bytes of hex is not carried by the name (nor any other string).
     odd = (PostedCall("add", b"", raw_id.hex(), for_class="shop.actors:Till"),)
-    assert posting._inline_payload("00112233445566ff", 5, odd) is None
+    assert post_objects._inline_payload("00112233445566ff", 5, odd) is None
 
 
 @pytest.mark.parametrize("signing_key", [None, KEY])
@@ -669,24 +662,24 @@ def test_a_post_body_keeps_its_calls_classes_in_its_meta(signing_key: bytes | No
         PostedCall("add", b"y", uuid.uuid4().hex),
     )
     post = Post(key, "00112233445566ff", 3, 1.0, calls)
-    data = posting._encode_post(key, post, signing_key)
-    assert posting._decode_post(key, data, signing_key) == post
+    data = post_objects.encode_post(key, post, signing_key)
+    assert post_objects.decode_post(key, data, signing_key) == post
     rows = pickle.loads(codec_parts(key, data, signing_key)["calls"])
     assert [len(row) for row in rows] == [7, 7]
     plain = Post(
         key, "00112233445566ff", 3, 1.0, tuple(PostedCall(c.method, c.arguments, c.call_id) for c in calls)
     )
-    assert "classes" not in codec_meta(key, posting._encode_post(key, plain, signing_key), signing_key)
+    assert "classes" not in codec_meta(key, post_objects.encode_post(key, plain, signing_key), signing_key)
     for classes in (["0a1b2c3d"], ["0a1b2c3d", "shop:Till"], "0a1b2c3d"):
         meta = {"kind": "post", "sender": post.sender, "seq": 3, "time": 1.0, "classes": classes}
-        forged = posting.codec.encode(key, meta, codec_parts(key, data, signing_key), signing_key=signing_key)
+        forged = codec.encode(key, meta, codec_parts(key, data, signing_key), signing_key=signing_key)
         with pytest.raises(IntegrityError, match="malformed post"):
-            posting._decode_post(key, forged, signing_key)
+            post_objects.decode_post(key, forged, signing_key)
 
 
 def codec_parts(key: str, data: bytes, signing_key: bytes | None) -> dict[str, bytes]:
-    return dict(posting.codec.decode(key, data, signing_key=signing_key).parts)
+    return dict(codec.decode(key, data, signing_key=signing_key).parts)
 
 
 def codec_meta(key: str, data: bytes, signing_key: bytes | None) -> dict[str, Any]:
-    return dict(posting.codec.decode(key, data, signing_key=signing_key).meta)
+    return dict(codec.decode(key, data, signing_key=signing_key).meta)

@@ -13,7 +13,7 @@ from pickle_bomb import UNPICKLED, Bomb
 from store_helpers import raw_get, raw_put
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec, definition
+from vactor_cloud import _sync, codec, definition, post_objects
 from vactor_cloud.errors import (
     ActorDefinitionError,
     FormatVersionError,
@@ -279,10 +279,10 @@ def test_a_post_and_an_event_copied_from_another_actor_are_refused(spec: StoreSp
 
     call = posting.PostedCall("incr", b"args", "c1")
     post = posting.Post(post_key("a", "0000000000abc"), "00" * 8, 1, 1.0, (call,))
-    data = posting._encode_post(post.key, post, None)
-    assert posting._decode_post(post.key, data, None).calls == (call,)
+    data = post_objects.encode_post(post.key, post, None)
+    assert post_objects.decode_post(post.key, data, None).calls == (call,)
     with pytest.raises(IntegrityError, match="belongs to actor 'a', not 'b'"):
-        posting._decode_post(post_key("b", "0000000000abc"), data, None)
+        post_objects.decode_post(post_key("b", "0000000000abc"), data, None)
     key, data = inbox_events.encode_event("a", "e1", "ping", b"{}", "json", None)
     assert inbox_events.decode_event(key, data, None).event_id == "e1"
     with pytest.raises(IntegrityError, match="belongs to actor 'a', not 'b'"):

@@ -4,13 +4,14 @@ importable whichever module defines it (another version of the library reads the
 
 from __future__ import annotations
 
+import io
 import pickle
 import pickletools
 
 import pytest
 
 import vactor_cloud
-from vactor_cloud import errors, inbox
+from vactor_cloud import errors, inbox, posting
 
 
 def _globals_named(data: bytes) -> set[str]:
@@ -25,6 +26,19 @@ def _globals_named(data: bytes) -> set[str]:
         elif op.name == "GLOBAL":
             names.add(str(arg).split(" ")[0])
     return names
+
+
+def _classes_loaded(data: bytes) -> set[tuple[str, str]]:
+    """The (module, name) of every global a pickle loads (memoized references counted once)."""
+    found: set[tuple[str, str]] = set()
+
+    class Recording(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> object:
+            found.add((module, name))
+            return super().find_class(module, name)
+
+    Recording(io.BytesIO(data)).load()
+    return found
 
 
 def _public_exceptions() -> list[type[BaseException]]:
@@ -45,6 +59,25 @@ def test_the_event_in_doubt_error_is_pickled_under_the_module_its_docs_name() ->
     assert _globals_named(data) == {"vactor_cloud.inbox"}, _globals_named(data)
     again = pickle.loads(data)
     assert type(again) is inbox.EventInDoubtError and again.event_id == "x"
+
+
+def test_the_post_in_doubt_error_and_its_post_are_pickled_under_vactor_cloud_posting() -> None:
+    """The error carries the post it may have written (its calls too): all three pickled by
+    the module other modules import them from, whichever module defines the post's classes."""
+    call = posting.PostedCall("add", b"args", "c" * 32, for_class="0a1b2c3d")
+    post = posting.Post("actors/a/mail/000000001000", "00112233445566ff", 3, 1.0, (call,))
+    error = posting.PostInDoubtError("could not tell", post.key, post)
+    data = pickle.dumps(error)
+    # (the library's classes: where Dask was imported, tblib pickles every exception by a
+    # function of its own, around the same references)
+    named = {(module, name) for module, name in _classes_loaded(data) if module.startswith("vactor_cloud")}
+    assert named == {
+        ("vactor_cloud.posting", "Post"),
+        ("vactor_cloud.posting", "PostInDoubtError"),
+        ("vactor_cloud.posting", "PostedCall"),
+    }, named
+    again = pickle.loads(data)
+    assert type(again) is posting.PostInDoubtError and again.post == post and again.key == post.key
 
 
 @pytest.mark.parametrize("cls", _public_exceptions(), ids=lambda cls: cls.__qualname__)

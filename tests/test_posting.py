@@ -19,7 +19,8 @@ from vactor_cloud.batch import PendingCall
 from vactor_cloud.errors import CallPendingError
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.keys import posts_prefix
-from vactor_cloud.posting import POST_CURSOR, decode_outcomes
+from vactor_cloud.post_cursor import POST_CURSOR
+from vactor_cloud.posting import decode_outcomes
 from vactor_cloud.runtime import Runtime
 from vactor_cloud.settings import Settings
 from vactor_cloud.testing.lanes import StoreSpec

@@ -31,7 +31,7 @@ from vactor_cloud import _sync, workflow
 from vactor_cloud.errors import CallPendingError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.posting import PostBox
-from vactor_cloud.subtask import _from_dask
+from vactor_cloud.subtask_executors import _from_dask
 from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -599,10 +599,10 @@ def test_a_resume_whose_future_is_cancelled_does_not_say_cancelled_of_re_runs_th
 
 
 def test_a_dask_child_cancelled_with_its_call_settles_without_raising_into_dask() -> None:
-    """The children a Ctrl-C leaves unstarted are cancelled (``_Runner.run``); on Dask that is
+    """The children a Ctrl-C leaves unstarted are cancelled (``Runner.run``); on Dask that is
     the wrapper future, whose Dask task may still finish: settling the cancelled wrapper raised
     ``InvalidStateError`` into Dask's done callback. (Fails without the guard in
-    ``subtask._from_dask``.)"""
+    ``subtask_executors._from_dask``.)"""
 
     class FakeDaskFuture:
         def __init__(self) -> None:

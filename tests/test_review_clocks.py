@@ -27,7 +27,7 @@ from test_combining import _applied, commit_behind_its_back, foreign_box, init_s
 from timer_workers import Alarm
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, posting
+from vactor_cloud import _sync, post_cursor, posting
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import StepTakenError
@@ -100,7 +100,7 @@ def test_a_step_from_a_clock_an_hour_ahead_does_not_let_a_post_left_behind_apply
     core = vc.get_runtime().core("a")
     three = core.record
     assert three is not None and three.step == 3
-    ahead = time.time() + posting.SENDER_TTL + 60  # another process, its clock 61 min ahead
+    ahead = time.time() + post_cursor.SENDER_TTL + 60  # another process, its clock 61 min ahead
     skewed = dataclasses.replace(
         three,
         step=4,
@@ -127,7 +127,7 @@ def test_a_fold_while_this_clock_ran_an_hour_ahead_does_not_let_a_post_left_behi
     (a bad NTP step), it folds another sender's post (writing the cursor by that clock), the
     clock is stepped back, and its next fold meets a post it had applied and could not delete."""
     log, _ = _a_post_applied_and_left_behind(store_spec)
-    monkeypatch.setattr(time, "time", lambda: _real_time() + posting.SENDER_TTL + 60)
+    monkeypatch.setattr(time, "time", lambda: _real_time() + post_cursor.SENDER_TTL + 60)
     _post_add(foreign_box("a"), "other/0")  # a second sender, its post dated by the skewed clock
     _commit_behind_its_back_unless_folded()
     log.add.run("me/2")  # folds other/0 (if the holder has not yet) with the clock an hour ahead
@@ -249,7 +249,7 @@ def test_a_poster_dates_its_post_after_the_post_floor_of_the_step_it_lost_to(sto
     assert one is not None
     floor = time.time() + 600.0
     two = dataclasses.replace(
-        one, step=2, parent=1, writer="honest", extra={**one.extra, posting.POST_FLOOR: floor}
+        one, step=2, parent=1, writer="honest", extra={**one.extra, post_cursor.POST_FLOOR: floor}
     )
     _sync.sync(core.log.put_step(two))
     written: list[str] = []

@@ -31,7 +31,7 @@ from test_review_clocks import _a_post_applied_and_left_behind
 from test_review_posting import _hold_lease_elsewhere
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, events, posting
+from vactor_cloud import _sync, events, post_objects, posting
 from vactor_cloud import inbox as inbox_module
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
@@ -43,11 +43,9 @@ from vactor_cloud.inbox_events import encode_event, put_event, serialize_payload
 from vactor_cloud.keys import inbox_prefix
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import OUTCOMES_MAGIC, ActorLog
+from vactor_cloud.post_cursor import POST_CURSOR, POST_FLOOR, SENDER_TTL
 from vactor_cloud.poster import Posted
 from vactor_cloud.posting import (
-    POST_CURSOR,
-    POST_FLOOR,
-    SENDER_TTL,
     Post,
     PostBox,
     PostedCall,
@@ -320,7 +318,7 @@ def test_internal_calls_wait_for_a_pending_post_their_own_fold_did_not_reach(
     every fold of its own for one that settled our post, ``_never_applied`` or not. Events are
     no calls of this process: the inbox's fold applies ``event/2`` in whichever step comes
     first, before our post here, with or without the mutation.)"""
-    monkeypatch.setattr(posting, "INLINE_NAME_LIMIT", 0)  # posts read by GET
+    monkeypatch.setattr(post_objects, "INLINE_NAME_LIMIT", 0)  # posts read by GET
     store = init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
     actor = EventOrder.get_or_create("a")
     actor.add.run("me/0")  # step 1

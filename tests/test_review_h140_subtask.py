@@ -12,7 +12,7 @@ import vactor_cloud as vc
 from vactor_cloud import _sync, codec
 from vactor_cloud.keys import task_key
 from vactor_cloud.state import dumps_state
-from vactor_cloud.subtask import _fingerprint
+from vactor_cloud.subtask_checkpoints import fingerprint_of
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -31,7 +31,7 @@ def won_elsewhere(actor_id: str, call_id: str) -> str:
     meta = {
         "kind": "task",
         "position": 0,
-        "fingerprint": _fingerprint(won_elsewhere, (actor_id, call_id), {}),
+        "fingerprint": fingerprint_of(won_elsewhere, (actor_id, call_id), {}),
         "serializer": "pickle",
     }
     data = codec.encode(key, meta, {"result": dumps_state("the winner's result", "pickle")})
@@ -69,7 +69,7 @@ def test_the_exception_raised_is_the_first_failing_childs_by_position(actor_stor
 def test_the_run_that_lost_a_checkpoint_race_returns_the_winners_result(actor_store: StoreSpec) -> None:
     """Two runs of one call computing the same child: "the first checkpoint written wins and both
     runs return that result". The loser's create-only put fails; taking its own result then
-    (``_Memo._put`` answering None instead of the bytes found), it committed a result that
+    (``Memo._put`` answering None instead of the bytes found), it committed a result that
     another run of the call, answered from the checkpoint, would not give."""
     launcher = Launcher.get_or_create("race")
     assert launcher.race.run() == "the winner's result"

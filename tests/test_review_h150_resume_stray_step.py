@@ -19,7 +19,8 @@ from test_review_combined import Till, _fold_posts_here, _price_failures_left
 import vactor_cloud as vc
 from vactor_cloud import _sync, workflow
 from vactor_cloud.compaction import compact
-from vactor_cloud.posting import Outcome, PostedCall, decode_outcomes, encode_outcomes
+from vactor_cloud.dedup import Outcome
+from vactor_cloud.posting import PostedCall, decode_outcomes, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.workflow_steps import failure_key
 

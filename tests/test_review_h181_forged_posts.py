@@ -26,7 +26,7 @@ from test_combining import HANG, foreign_box, init_switchable, pending_posts, po
 from test_posting import outcome_once_folded
 from test_review_h180_outcome_elsewhere import _as_a_new_process
 
-from vactor_cloud import _sync, posting
+from vactor_cloud import _sync, post_objects
 from vactor_cloud.errors import CallPendingError, DamagedObjectError
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.posting import PostBox, PostedCall, bare, read_name, sealed
@@ -83,7 +83,7 @@ def _forge(box: PostBox, call_id: str, signing_key: bytes | None, **changes: obj
     ``call_id``, its body signed with ``signing_key`` (None: unsigned); its key."""
     calls = (PostedCall("add", pickle.dumps((("forged",), {})), call_id),)
     post = dataclasses.replace(box.prepare(calls), **changes)
-    _sync.sync(box.store.put(post.key, posting._encode_post(post.key, post, signing_key), mode="create"))
+    _sync.sync(box.store.put(post.key, post_objects.encode_post(post.key, post, signing_key), mode="create"))
     time.sleep(0.003)  # (the next post gets a later millisecond: post order is key order)
     return post.key
 
@@ -120,7 +120,7 @@ def test_forged_posts_are_never_applied_nor_pending_for_good(
     key = _damaged_name(sealed_post.key)
     assert sealed(key) and read_name(key, _KEY, named.mail.key) is None
     post = dataclasses.replace(sealed_post, key=key)
-    _sync.sync(store.put(key, posting._encode_post(key, post, b"another key"), mode="create"))
+    _sync.sync(store.put(key, post_objects.encode_post(key, post, b"another key"), mode="create"))
     time.sleep(0.003)
     (real_call,) = post_adds(real, ["other/1"])
     assert len(pending_posts("a")) == 5

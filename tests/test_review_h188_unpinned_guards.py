@@ -99,7 +99,8 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.keys import posts_prefix, step_of, steps_prefix
-from vactor_cloud.posting import SENDER_TTL, PostBox, PostedCall, encode_outcomes
+from vactor_cloud.post_cursor import SENDER_TTL
+from vactor_cloud.posting import PostBox, PostedCall, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = [pytest.mark.vactor_lanes("memory", "local", "moto"), pytest.mark.usefixtures("runtime_off")]

@@ -17,7 +17,8 @@ from test_posting import _give_up_on_c, outcome_once_folded, spec
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.errors import CommitOutcomeUnknownError
-from vactor_cloud.posting import POST_CURSOR, SENDER_TTL, advance_cursor, cursor_of
+from vactor_cloud.post_cursor import POST_CURSOR, SENDER_TTL
+from vactor_cloud.posting import advance_cursor, cursor_of
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = [pytest.mark.vactor_lanes("memory", "local", "moto"), pytest.mark.usefixtures("runtime_off")]

@@ -32,7 +32,8 @@ from vactor_cloud import _sync
 from vactor_cloud.compaction import raise_watermark
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import CallNotFoundError, CallPendingError, CommitOutcomeUnknownError
-from vactor_cloud.posting import SENDER_TTL, PostedCall, advance_cursor, cursor_of, encode_outcomes
+from vactor_cloud.post_cursor import SENDER_TTL
+from vactor_cloud.posting import PostedCall, advance_cursor, cursor_of, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = [pytest.mark.vactor_lanes("memory", "local", "moto"), pytest.mark.usefixtures("runtime_off")]

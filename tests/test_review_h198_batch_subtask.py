@@ -29,7 +29,7 @@ import pytest
 from test_review_stand_in_methods import _stand_in_ledger, spec
 
 import vactor_cloud as vc
-from vactor_cloud.subtask import _fingerprint
+from vactor_cloud.subtask_checkpoints import fingerprint_of
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -124,12 +124,12 @@ def test_a_raising_body_is_still_run_again_up_to_max_retries(actor_store: StoreS
 # -- 2. the fingerprint of a child with an argument that cannot be pickled ------------------------
 def test_the_fingerprint_of_an_unpicklable_argument_still_tells_the_other_arguments() -> None:
     lock = threading.Lock()
-    assert _fingerprint(plus_one, (lock, 1), {}) != _fingerprint(plus_one, (lock, 2), {})
-    assert _fingerprint(plus_one, (lock, [1]), {}) != _fingerprint(plus_one, (lock, [2]), {})
-    assert _fingerprint(plus_one, (lock, 1), {}) != _fingerprint(plus_one, ([lock], 1), {})
+    assert fingerprint_of(plus_one, (lock, 1), {}) != fingerprint_of(plus_one, (lock, 2), {})
+    assert fingerprint_of(plus_one, (lock, [1]), {}) != fingerprint_of(plus_one, (lock, [2]), {})
+    assert fingerprint_of(plus_one, (lock, 1), {}) != fingerprint_of(plus_one, ([lock], 1), {})
     # the same shape, another lock (another run, another process): the same child
-    assert _fingerprint(plus_one, (lock, 1), {}) == _fingerprint(plus_one, (threading.Lock(), 1), {})
-    assert _fingerprint(plus_one, ({"k": lock}, 1), {}) == _fingerprint(plus_one, ({"k": _LOCK}, 1), {})
+    assert fingerprint_of(plus_one, (lock, 1), {}) == fingerprint_of(plus_one, (threading.Lock(), 1), {})
+    assert fingerprint_of(plus_one, ({"k": lock}, 1), {}) == fingerprint_of(plus_one, ({"k": _LOCK}, 1), {})
 
 
 def test_a_checkpoint_of_a_child_with_an_unpicklable_argument_is_not_another_childs_result(

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud.subtask import _Runner
+from vactor_cloud.subtask_executors import Runner
 
 HANG = 60.0
 
@@ -49,7 +49,7 @@ class _Child:
 @pytest.fixture
 def on_the_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every child runs on a pool thread (the waiting thread runs none itself)."""
-    monkeypatch.setattr(_Runner, "_run_one_here", staticmethod(lambda _fn, _pending: False))
+    monkeypatch.setattr(Runner, "_run_one_here", staticmethod(lambda _fn, _pending: False))
 
 
 @pytest.mark.usefixtures("on_the_pool")

@@ -17,7 +17,8 @@ from actors import Orders, order_children
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.compaction import compact
-from vactor_cloud.posting import Outcome, encode_outcomes
+from vactor_cloud.dedup import Outcome
+from vactor_cloud.posting import encode_outcomes
 from vactor_cloud.runtime import Runtime, Settings
 from vactor_cloud.testing.lanes import StoreSpec
 

@@ -14,7 +14,7 @@ from garbage import full_collection
 from quiet_runtime import late_serving_rounds, wait_until_quiet
 
 import vactor_cloud as vc
-from vactor_cloud import batch, events, poster, posting, timers
+from vactor_cloud import batch, events, post_cursor, poster, posting, timers
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.future import ActorFuture
@@ -143,7 +143,7 @@ def test_senders_silent_past_their_time_leave_the_cursor_without_another_fold(
     assert len(actor.answer.run(10)) == 10  # posted and folded: our sender enters the cursor
     core = vc.get_runtime().core("burst")
     assert core.record is not None and posting.cursor_of(core.record.extra)
-    monkeypatch.setattr(posting, "SENDER_TTL", 0.2)
+    monkeypatch.setattr(post_cursor, "SENDER_TTL", 0.2)
     time.sleep(0.3)
     for _ in range(130):  # uncontended: nothing is posted, nothing folded
         actor.answer.run(1)

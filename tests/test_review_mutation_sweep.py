@@ -51,7 +51,8 @@ from vactor_cloud.errors import (
 from vactor_cloud.incarnation import BORN, born_in, born_of
 from vactor_cloud.log import ActorLog, StepCompactedError
 from vactor_cloud.log_records import ClassRef, GcWatermark, Head, StepRecord, encode_gc
-from vactor_cloud.posting import POST_FLOOR, PostBox, PostedCall
+from vactor_cloud.post_cursor import POST_FLOOR
+from vactor_cloud.posting import PostBox, PostedCall
 from vactor_cloud.storage import IfMatch, ObjectStore
 from vactor_cloud.testing.lanes import StoreSpec
 

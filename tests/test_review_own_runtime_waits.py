@@ -26,7 +26,7 @@ import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.runtime import Runtime, get_runtime, own_runtime
 from vactor_cloud.runtime_scope import carry_runtime
-from vactor_cloud.subtask import _Runner
+from vactor_cloud.subtask_executors import Runner
 
 #: a hang bound, never the thing proven
 HANG = 60.0
@@ -288,7 +288,7 @@ def test_a_signal_is_handled_while_the_main_thread_waits_for_subtask_children(
     ``concurrent.futures.wait`` with no end, so a signal another thread took had its handler run
     only when a child ended."""
     # (as when the pool's threads took every child before the caller could run one itself)
-    monkeypatch.setattr(_Runner, "_run_one_here", staticmethod(lambda _fn, _pending: False))
+    monkeypatch.setattr(Runner, "_run_one_here", staticmethod(lambda _fn, _pending: False))
     vc.init(str(tmp_path))
     try:
         with ThreadPoolExecutor(1) as pool:

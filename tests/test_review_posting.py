@@ -20,7 +20,7 @@ from store_helpers import retune
 from test_combining import a_fold_of, commit_behind_its_back, foreign_box, init_switchable, pending_posts
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec, compaction, posting
+from vactor_cloud import _sync, codec, compaction, post_cursor, posting
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
@@ -512,7 +512,7 @@ def test_a_post_left_behind_from_a_clock_far_ahead_is_not_applied_again_once_an_
         step=4,
         parent=3,
         writer="an-hour-later",
-        extra=advance_cursor(three.extra, [], time.time() + posting.SENDER_TTL + 1),
+        extra=advance_cursor(three.extra, [], time.time() + post_cursor.SENDER_TTL + 1),
         posted=b"",
         carried=b"",
     )

@@ -355,13 +355,13 @@ def test_a_forged_sub_task_checkpoint_is_not_used_and_does_not_fail_every_run_of
     import pickle
     import uuid
 
-    from vactor_cloud.subtask import _fingerprint
+    from vactor_cloud.subtask_checkpoints import fingerprint_of
 
     handle = Batch.get_or_create("batch")
     call_id = uuid.uuid5(uuid.NAMESPACE_URL, "batch/k").hex
     key = keys.task_key("batch", call_id, 0)
     meta = {"kind": "task", "call_id": call_id, "method": "work", "position": 0, "serializer": "pickle"}
-    meta |= {"fingerprint": _fingerprint(_triple, (2,), {}), "time": time.time()}
+    meta |= {"fingerprint": fingerprint_of(_triple, (2,), {}), "time": time.time()}
     put(key, codec.encode(key, meta, {"result": pickle.dumps(999)}))
     with caplog.at_level("WARNING", logger="vactor_cloud"):
         assert handle.work.options(idempotency_key="k").run(2) == 6

@@ -12,7 +12,7 @@ import pytest
 from cli_harness import Vactor
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, lease, posting
+from vactor_cloud import _sync, lease, post_cursor
 from vactor_cloud.errors import StorageTimeoutError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.storage import ObjectStore
@@ -167,6 +167,6 @@ def test_a_poster_never_posts_behind_the_lease_of_a_folder_whose_clock_runs_an_h
             folder_clock.setattr(lease, "time", _clock_ahead(lease.CLOCK_SKEW - 10))
             _sync.sync(leases.write(seen, "folder", 30.0, 0))
         assert _sync.sync(leases.read()).valid()
-        assert lease.CLOCK_SKEW < posting.SENDER_TTL / 2
+        assert lease.CLOCK_SKEW < post_cursor.SENDER_TTL / 2
     finally:
         vc.shutdown()

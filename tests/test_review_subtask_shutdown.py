@@ -1,7 +1,7 @@
 """Sub-task checkpoints of a call whose runtime shuts down while one is being written.
 
 A child's checkpoint write starts on the pool thread as the child returns
-(``subtask._Checkpoints``). The runtime shut down meanwhile must still give the method's
+(``subtask_checkpoints.Checkpoints``). The runtime shut down meanwhile must still give the method's
 caller a clear exception (no hang), and a run of the call again after a fresh ``init`` must
 run only the children whose checkpoints did not land. The checkpoint put of position 1 is
 held by the store (``HoldOne``) while another thread shuts the runtime down; every wait is

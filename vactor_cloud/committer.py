@@ -42,8 +42,10 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.folding import Folder, damaged_pause, doubling_pause
 from vactor_cloud.log import ClassRef, ForeignStepError, StepCompactedError, StepRecord, StepTakenError
+from vactor_cloud.post_cursor import POST_CURSOR, advance_cursor
+from vactor_cloud.post_objects import Post
 from vactor_cloud.poster import CombiningEnv, Posted
-from vactor_cloud.posting import POST_CURSOR, Post, advance_cursor, encode_outcomes, legacy_outcomes
+from vactor_cloud.step_outcomes import encode_outcomes, legacy_outcomes
 from vactor_cloud.timers import FIRE, TIMERS, firing_only, index_after_commit
 
 __all__ = ["CLASS_BODY_RECHECK", "CommitEnv", "CommitHook", "Committer"]

@@ -51,7 +51,7 @@ from vactor_cloud.errors import ActorClassChangedError, ActorNotFoundError
 from vactor_cloud.holding import HoldEnv, Holder
 from vactor_cloud.log import ActorLog, StepTakenError
 from vactor_cloud.log_records import CallRecord, ClassRef, Head, StepRecord
-from vactor_cloud.posting import POST_CURSOR
+from vactor_cloud.post_cursor import POST_CURSOR
 from vactor_cloud.read_room import Read, ReadRoom
 from vactor_cloud.reentrancy import writers_on_this_thread
 from vactor_cloud.timers import TIMERS

@@ -67,20 +67,11 @@ from vactor_cloud.keys import FAILED_CALL, tasks_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log import ActorLog, StepCompactedError, StepTakenError
 from vactor_cloud.log_records import CallRecord, Head, StepRecord
-from vactor_cloud.posting import (
-    POST_CURSOR,
-    POST_FLOOR,
-    Post,
-    PostBox,
-    advance_cursor,
-    applied,
-    encode_outcomes,
-    expired,
-    floor_of,
-    identity,
-    legacy_outcomes,
-)
+from vactor_cloud.post_cursor import POST_CURSOR, POST_FLOOR, advance_cursor, applied, expired, floor_of
+from vactor_cloud.post_objects import Post, identity
+from vactor_cloud.posting import PostBox
 from vactor_cloud.settings import Settings
+from vactor_cloud.step_outcomes import encode_outcomes, legacy_outcomes
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.timers import TIMERS, drop_entries
 

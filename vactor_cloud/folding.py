@@ -34,8 +34,10 @@ from vactor_cloud.dedup import safe_repr
 from vactor_cloud.errors import IntegrityError, StorageError
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.log_records import StepRecord, unrecordable
+from vactor_cloud.post_cursor import SENDER_TTL, applied, floor_of
+from vactor_cloud.post_objects import Post, bare, identity
 from vactor_cloud.poster import Posted, Poster
-from vactor_cloud.posting import SENDER_TTL, Post, PostBox, applied, bare, floor_of, identity
+from vactor_cloud.posting import PostBox
 
 __all__ = ["Folder", "damaged_pause", "doubling_pause", "gives_fold_work"]
 

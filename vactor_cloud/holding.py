@@ -34,7 +34,7 @@ from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import ActorBusyError, IntegrityError, ReentrantCallError, StorageError, VactorError
 from vactor_cloud.folding import damaged_pause
 from vactor_cloud.future import CallFuture, Waker
-from vactor_cloud.posting import applied
+from vactor_cloud.post_cursor import applied
 from vactor_cloud.reentrancy import (
     WaitingInsideWriter,
     call_cycle,

@@ -205,7 +205,7 @@ def posts_prefix(actor_id: str) -> str:
 
 def post_key(actor_id: str, name: str) -> str:
     """A post: ``name`` is 12 base-32 characters, the time (ms) then 3 random characters, then
-    for a small post ``"."`` and the post itself (``vactor_cloud.posting.inline_name``)."""
+    for a small post ``"."`` and the post itself (``vactor_cloud.post_objects.inline_name``)."""
     return f"{posts_prefix(actor_id)}{name}"
 
 

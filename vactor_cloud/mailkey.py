@@ -1,6 +1,6 @@
 """The store's mail key: it seals (encrypts) the posts that object names carry.
 
-A small post also carries itself in its object name (``vactor_cloud.posting.inline_name``)
+A small post also carries itself in its object name (``vactor_cloud.post_objects.inline_name``)
 so that a folder learns it from its LIST, with no GET. Object names reach places bodies do
 not (server access logs, CloudTrail data events, inventories, any principal allowed to
 LIST), so the post in a name is sealed with this key: 32 random bytes in one create-only

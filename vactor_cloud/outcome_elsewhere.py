@@ -33,7 +33,10 @@ from vactor_cloud.errors import (
 )
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log import ActorLog, StepRecord
-from vactor_cloud.posting import Post, PostBox, applied, cannot_tell, cursor_of, decode_outcomes, floor_of
+from vactor_cloud.post_cursor import applied, cannot_tell, cursor_of, floor_of
+from vactor_cloud.post_objects import Post
+from vactor_cloud.posting import PostBox
+from vactor_cloud.step_outcomes import decode_outcomes
 
 __all__ = ["InboxRead", "OutcomeElsewhere", "SinceWalked"]
 

@@ -52,19 +52,11 @@ from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease
 from vactor_cloud.log import ActorLog, StepRecord, retry_pause
 from vactor_cloud.outcome_elsewhere import InboxRead, OutcomeElsewhere
-from vactor_cloud.posting import (
-    Post,
-    PostBox,
-    PostedCall,
-    PostInDoubtError,
-    PostSender,
-    applied,
-    cannot_tell,
-    cursor_of,
-    decode_outcomes,
-    floor_of,
-)
+from vactor_cloud.post_cursor import applied, cannot_tell, cursor_of, floor_of
+from vactor_cloud.post_objects import Post, PostedCall
+from vactor_cloud.posting import PostBox, PostInDoubtError, PostSender
 from vactor_cloud.settings import Settings
+from vactor_cloud.step_outcomes import decode_outcomes
 from vactor_cloud.storage import ObjectStore
 from vactor_cloud.timers import armed_unindexed, write_entries
 

@@ -31,8 +31,9 @@ from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import list_actors_async
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log_records import StepRecord
-from vactor_cloud.posting import applied, decode_outcomes
+from vactor_cloud.post_cursor import applied
 from vactor_cloud.runtime import Runtime, get_runtime, init
+from vactor_cloud.step_outcomes import decode_outcomes
 from vactor_cloud.workflow_steps import (
     FailedCall,
     StepFunction,

@@ -84,7 +84,8 @@ from vactor_cloud.definition import with_fresh_defaults
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
 from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import FAILED_CALL, failure_key
-from vactor_cloud.subtask import Subtask, actor_serializer
+from vactor_cloud.subtask import Subtask
+from vactor_cloud.subtask_checkpoints import actor_serializer
 
 if TYPE_CHECKING:
     from vactor_cloud.storage import ObjectStore
