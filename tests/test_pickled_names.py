@@ -56,7 +56,8 @@ def _public_exceptions() -> list[type[BaseException]]:
 def test_the_event_in_doubt_error_is_pickled_under_the_module_its_docs_name() -> None:
     error = inbox.EventInDoubtError("could not tell", "actors/a/events/x", "x")
     data = pickle.dumps(error)
-    assert _globals_named(data) == {"vactor_cloud.inbox"}, _globals_named(data)
+    named = _globals_named(data)  # (tblib, once Dask imported it, adds its own unpickler)
+    assert "vactor_cloud.inbox" in named and "vactor_cloud.inbox_events" not in named, named
     again = pickle.loads(data)
     assert type(again) is inbox.EventInDoubtError and again.event_id == "x"
 

@@ -747,7 +747,7 @@ def _apply_batch(
         consumed = len(edits.ops)
         kept: Outcome | None = None  # what the table records of a keyed call's result
         for attempt in range(call.options.max_retries + 1):
-            # A context per run of the body: a run's sub-task positions start at 0 (subtask.py
+            # A context per run of the body: a run's sub-task positions start at 0 (subtask_checkpoints.py
             # tells runs apart by it), so a retry finds the children an earlier run finished.
             context = CallContext(actor_id, body.call_id, body.method, False, runtime, edits, born)
             if instance is None:
