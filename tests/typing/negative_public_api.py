@@ -41,6 +41,8 @@ def wrong() -> None:
     removed: str = vc.delete_actor("a")  # E: (expression has type "bool", variable has type "str")
     future = h.deposit.run_async(1)
     h.state_at(1).withdraw(1)  # E: "Account" has no attribute "withdraw"
+    h.timers()[0]["due_at"]  # E: TypedDict "TimerInfo" has no key "due_at"
+    due: str = h.timers()[0]["due"]  # E: (expression has type "float", variable has type "str")
     # (mypy takes a wrong ``list[str]`` context to mean futures of mixed types: ``list[Any]``.)
     first: str = vc.get([future, future])[0]  # E: (expression has type "int", variable has type "str")
     vc.get(future, timeout="1")  # E: No overload variant of "get" matches argument types

@@ -69,3 +69,5 @@ def wrong() -> None:
     key: int = deposit.options(delay=60).run(1)  # PE: "str" is not assignable to "int"
     double(2)  # PE: Object of type "StepFunction" is not callable
     h.state_at(1).withdraw(1)  # PE: Cannot access attribute "withdraw" for class "Account"
+    h.timers()[0]["due_at"]  # PE: "due_at" is not a defined key in "TimerInfo"
+    due: str = h.timers()[0]["due"]  # PE: "float" is not assignable to "str"

@@ -94,7 +94,14 @@ def handles_and_calls() -> None:
     assert_type(h.send_event("paid", {"amount": 1}, event_id="e-1"), str)
     assert_type(h.process_events(), int)
     assert_type(h.wait_for_event("paid", timeout=1.0), Any)
-    assert_type(h.timers(), list[dict[str, Any]])
+    # A pending timer as handle.timers() lists it: its keys' types are known.
+    (timer,) = h.timers()
+    assert_type(timer["key"], str)
+    assert_type(timer["due"], float)
+    assert_type(timer["method"], str)
+    assert_type(timer["args"], tuple[Any, ...])
+    assert_type(timer["kwargs"], dict[str, Any])
+    assert_type(timer["every"], float | None)
     assert_type(h.cancel_timer("k"), bool)
     assert_type(h.compact(keep_last=1).deleted_steps, int)
 
