@@ -7,6 +7,7 @@ from __future__ import annotations
 import vactor_cloud as vc
 from vactor_cloud import workflow
 from vactor_cloud.runtime import own_runtime
+from vactor_cloud.timer_runner import TimerRunner
 
 
 @vc.virtual_actor
@@ -18,6 +19,11 @@ class Account:
     def deposit(self, amount: int) -> int:
         self.balance += amount
         return self.balance
+
+    def remind(self) -> None:
+        context = vc.current_call()
+        assert context is not None
+        context.schedule("deposit", after="5")  # E: Argument "after" to "schedule" of "CallContext" has
 
 
 def square(x: int) -> float:
@@ -59,3 +65,23 @@ def wrong() -> None:
     workflow.get_status(1)  # E: Argument 1 to "get_status" has incompatible type "int"
     # A step is not called: ``double.step(2)`` builds it (TypeError at runtime).
     double(2)  # E: "StepFunction" not callable
+    vc.fire_due_timers(split="bogus")  # E: Argument "split" to "fire_due_timers" has incompatible type
+    TimerRunner(shard=3)  # E: Argument "shard" to "TimerRunner" has incompatible type "int"
+    vc.virtual_actor.readonly(3)  # E: Value of type variable "F" of "readonly" of "VirtualActorDecorator"
+
+
+def wrong_errors() -> None:
+    try:
+        pass
+    except vc.CallPendingError as error:
+        print(error.never)  # E: "CallPendingError" has no attribute "never"
+    except vc.CallNotFoundError as error:
+        print(error.call_ids)  # E: "CallNotFoundError" has no attribute "call_ids"
+
+
+async def wrong_awaits() -> None:
+    h = Account.get_or_create("a", "ann")
+    await h.deposit.run(1)  # E: Incompatible types in "await" (actual type "int"
+    await h.deposit  # E: Incompatible types in "await" (actual type "ActorMethod[
+    await Account.get_or_create("b", "bob")  # E: "ActorHandle[Account]" has no attribute "__await__"
+    print(Account.get_or_create_async("b", "bob").deposit)  # E: "Coroutine[Any, Any, ActorHandle[Account]]"
