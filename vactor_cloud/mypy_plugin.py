@@ -431,7 +431,10 @@ def _method_node(info: TypeInfo, name: str) -> FuncDef | Decorator | OverloadedF
         # Assigned in the class body (``add = Adder()``, ``peek = functools.partialmethod(...)``,
         # ``scale = some_function``): the runtime takes any callable class attribute; one set
         # on ``self`` only (``self.owner = ...``) is no method.
-        return node if node.is_initialized_in_class and not node.is_property else None
+        declared = get_proper_type(node.type)
+        static = isinstance(declared, Instance) and declared.type.fullname in _NOT_METHODS
+        static = static or node.is_staticmethod or node.is_classmethod or node.is_property
+        return node if node.is_initialized_in_class and not static else None
     if isinstance(node, FuncDef) and not (node.is_static or node.is_class):
         return node
     # A property is no method at runtime (not callable on the class): ``h.prop`` is an AttributeError.
@@ -443,14 +446,21 @@ def _method_node(info: TypeInfo, name: str) -> FuncDef | Decorator | OverloadedF
     return None
 
 
+#: callable class attributes the runtime does not take for methods
+_NOT_METHODS = frozenset({"builtins.staticmethod", "builtins.classmethod"})
+
+
 def _callable_attribute(member: ProperType | None) -> ProperType | None:
     """The signature a handle calls for a class attribute of type ``member`` (as read on an
     instance): a function's (``self`` bound), a callable object's ``__call__`` (no ``self``),
     a ``functools.partialmethod``'s bound result (``__get__``); ``Any`` stays ``Any``
-    (unchecked); None for anything not callable (``limit = 3``), no method at runtime."""
-    if isinstance(member, CallableType | Overloaded | AnyType):
+    (unchecked); None for what the runtime takes for no method: a value not callable
+    (``limit = 3``), a class, a ``staticmethod(f)`` or ``classmethod(f)``."""
+    if isinstance(member, CallableType | Overloaded):
+        return None if member.is_type_obj() else member
+    if isinstance(member, AnyType):
         return member
-    if not isinstance(member, Instance):
+    if not isinstance(member, Instance) or member.type.fullname in _NOT_METHODS:
         return None
     call = find_member("__call__", member, member)
     if call is not None:

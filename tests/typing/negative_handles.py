@@ -145,11 +145,19 @@ class Halver:
         return amount / 2
 
 
+def _twice(x: int) -> int:
+    return 2 * x
+
+
 @vc.virtual_actor
 class Tools:
     half = Halver()
     limit = 3
     label: str = "tools"
+    # Callable, but no method at runtime: a static or class method, a class.
+    twice = staticmethod(_twice)
+    make = classmethod(lambda cls: 1)
+    kind = Halver
 
 
 def wrong_callable_attributes() -> None:
@@ -159,3 +167,6 @@ def wrong_callable_attributes() -> None:
     t.half.run(1, at_step=2)  # E: Unexpected keyword argument "at_step" for "run" of "ActorMethod"
     t.limit.run()  # E: Actor class "Tools" has no method "limit"
     t.label.run()  # E: Actor class "Tools" has no method "label"
+    t.twice.run(1)  # E: Actor class "Tools" has no method "twice"
+    t.make.run()  # E: Actor class "Tools" has no method "make"
+    t.kind.run()  # E: Actor class "Tools" has no method "kind"
