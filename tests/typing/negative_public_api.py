@@ -65,6 +65,11 @@ def wrong() -> None:
     workflow.get_status(1)  # E: Argument 1 to "get_status" has incompatible type "int"
     # A step is not called: ``double.step(2)`` builds it (TypeError at runtime).
     double(2)  # E: "StepFunction" not callable
+    # A method is run, not called; a result is no future; an option must exist.
+    h.deposit(1)  # E: "ActorMethod[[int], int]" not callable
+    h.deposit.runn(1)  # E: "ActorMethod[[int], int]" has no attribute "runn"
+    vc.get(h.deposit.run(1))  # E: No overload variant of "get" matches argument type "int"
+    h.deposit.options(bogus=1)  # E: Unexpected keyword argument "bogus" for overloaded function "options"
     vc.fire_due_timers(split="bogus")  # E: Argument "split" to "fire_due_timers" has incompatible type
     TimerRunner(shard=3)  # E: Argument "shard" to "TimerRunner" has incompatible type "int"
     vc.virtual_actor.readonly(3)  # E: Value of type variable "F" of "readonly" of "VirtualActorDecorator"

@@ -72,6 +72,11 @@ def wrong() -> None:
     h.timers()[0]["due_at"]  # PE: "due_at" is not a defined key in "TimerInfo"
     due: str = h.timers()[0]["due"]  # PE: "float" is not assignable to "str"
     vc.method(h, lambda a: a.peek).run(at_step=3)  # PE: No parameter named "at_step"
+    # A method is run, not called; a result is no future; an option must exist.
+    deposit(1)  # PE: Object of type "ActorMethod[(amount: int, *, note: str = ""), int]" is not callable
+    deposit.runn(1)  # PE: Cannot access attribute "runn" for class "ActorMethod[(amount: int
+    vc.get(deposit.run(1))  # PE: No overloads for "get" match the provided arguments
+    deposit.options(bogus=1)  # PE: No overloads for "options" match the provided arguments
     vc.fire_due_timers(split="bogus")  # PE: "Literal['bogus']" is not assignable to type "Split | None"
 
 
