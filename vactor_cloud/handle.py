@@ -58,6 +58,7 @@ from vactor_cloud.log_records import unrecordable
 from vactor_cloud.read_room import Read, current_read
 from vactor_cloud.reentrancy import WaitingInsideWriter, writers_on_this_thread
 from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use
+from vactor_cloud.timers import TimerInfo
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
 
@@ -484,8 +485,9 @@ class ActorHandle(Generic[T_co]):
         return await wait_for_event_async(self.actor_id, name, timeout, event_id=event_id)
 
     # -- durable timers (vactor_cloud.handle_timers); these names shadow actor methods of the same name
-    def timers(self) -> list[dict[str, Any]]:
-        """The actor's pending timers (key, due, method, args, kwargs, every), earliest first."""
+    def timers(self) -> list[TimerInfo]:
+        """The actor's pending timers (key, due, method, args, kwargs, every), earliest first:
+        each a :class:`~vactor_cloud.timers.TimerInfo`, a plain ``dict`` at runtime."""
         return list_timers(self.actor_id)
 
     def cancel_timer(self, key: str) -> bool:

@@ -21,6 +21,7 @@ from vactor_cloud.runtime import Runtime, get_runtime
 from vactor_cloud.timers import (
     CANCEL,
     SCHEDULE,
+    TimerInfo,
     checked_due,
     pending_timers,
     validate_timer_key,
@@ -72,7 +73,7 @@ def scheduling_call(
     )
 
 
-def list_timers(actor_id: str, *, runtime: Runtime | None = None) -> list[dict[str, Any]]:
+def list_timers(actor_id: str, *, runtime: Runtime | None = None) -> list[TimerInfo]:
     """The actor's pending timers in its newest committed step, earliest first.
 
     ``VirtualActorNotInitializedError`` while this process creates the actor

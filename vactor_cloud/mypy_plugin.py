@@ -19,8 +19,10 @@ What it adds, because Python's type system cannot say it:
   ``get_or_create`` is called or read on the class (``make = Tally.get_or_create``).
 * ``ActorHandle[Cls].name`` becomes ``ActorMethod[<parameters of Cls.name
   without self>, <its return type>]``; an ``async def`` method's return type
-  is its result (the runtime awaits it). A name that is not a public method
-  of ``Cls`` is an error naming the class.
+  is its result (the runtime awaits it). A callable class attribute is a method
+  too, as at runtime: a callable object (``add = Adder()``: its ``__call__``), a
+  function assigned in the class body, a ``functools.partialmethod``. A name that is
+  not a public method of ``Cls`` is an error naming the class.
 * An overloaded method (``@typing.overload``) becomes
   ``_OverloadedActorMethod[<run's overloads>, <run_async's overloads>]``
   (``vactor_cloud.handle``, for type checkers only): one ``run`` item per
@@ -33,8 +35,9 @@ What it adds, because Python's type system cannot say it:
   attributes are not. (``cls.make()`` in a classmethod is the class's own: not checked.)
 * A read-only method's ``run`` and ``run_async`` also take ``at_step: int`` (keyword), as the
   runtime does (``h.peek.run(at_step=3)``), unless the method has a parameter of that name.
-  Which methods are read-only is read from their decorators when the class is analysed and
-  kept in the class's metadata (so in mypy's cache).
+  Which methods are read-only is read from their decorators (or, for an assignment, a
+  ``virtual_actor.readonly(...)`` call in its value) when the class is analysed and kept in
+  the class's metadata (so in mypy's cache).
 
 ``ActorHandle[Any]`` (``get_actor``) keeps ``ActorMethod[..., Any]``: usable,
 unchecked. Nothing here runs at runtime; the module imports only mypy.
@@ -53,12 +56,16 @@ from mypy.nodes import (
     ARG_STAR,
     ARG_STAR2,
     Argument,
+    AssignmentStmt,
+    CallExpr,
     Decorator,
     Expression,
     FuncDef,
     MemberExpr,
+    NameExpr,
     OverloadedFuncDef,
     RefExpr,
+    Statement,
     TypeInfo,
     Var,
 )
@@ -175,7 +182,8 @@ def _add_constructors(ctx: ClassDefContext) -> bool:
             is_classvar=True,
             overwrite_existing=True,
         )
-    info.metadata[_METADATA] = {"readonly": sorted(_readonly_methods(info))}
+    readonly = _readonly_methods(info) | _readonly_assignments(ctx.cls.defs.body)
+    info.metadata[_METADATA] = {"readonly": sorted(readonly)}
     if _init_made_later(info):
         info.metadata[_METADATA][_LATE_INIT] = True
     return True
@@ -257,9 +265,28 @@ def _readonly_methods(info: TypeInfo) -> set[str]:
                 node = node.impl
             if name in cached or (isinstance(node, Decorator) and _marks_readonly(node.original_decorators)):
                 readonly.add(name)
-            elif isinstance(node, FuncDef | Decorator):
+            elif isinstance(node, FuncDef | Decorator | Var):
                 readonly.discard(name)
     return readonly
+
+
+def _readonly_assignments(body: list[Statement]) -> set[str]:
+    """The names of the class body's assignments whose value is marked read-only on the way:
+    ``peek = functools.partialmethod(vc.virtual_actor.readonly(_peek), 10)`` (a mark counts on
+    the function a partial or partialmethod wraps, as at runtime) or ``peek = readonly(f)``."""
+    names: set[str] = set()
+    for statement in body:
+        if not isinstance(statement, AssignmentStmt) or not _calls_readonly(statement.rvalue):
+            continue
+        names.update(lvalue.name for lvalue in statement.lvalues if isinstance(lvalue, NameExpr))
+    return names
+
+
+def _calls_readonly(expr: Expression) -> bool:
+    """Whether ``expr`` is a call of ``virtual_actor.readonly``, or of anything given one."""
+    if not isinstance(expr, CallExpr):
+        return False
+    return _marks_readonly([expr.callee]) or any(_calls_readonly(arg) for arg in expr.args)
 
 
 def _marks_readonly(decorators: list[Expression]) -> bool:
@@ -313,6 +340,11 @@ def _handle_attribute(ctx: AttributeContext, name: str, type_info: Callable[[str
     method = None if name.startswith("_") else _method_node(actor.type, name)
     member = find_member(name, actor, actor) if method is not None else None
     signature = get_proper_type(member) if member is not None else None
+    if isinstance(method, Var):
+        # A callable class attribute: what calling it on an instance calls, or no method.
+        signature = _callable_attribute(signature)
+        if signature is None:
+            method = None
     if method is None:
         ctx.api.fail(
             f'Actor class "{actor.type.name}" has no method "{name}"', ctx.context, code=ATTR_DEFINED
@@ -361,7 +393,7 @@ def _item_with_at_step(ctx: AttributeContext, item: CallableType) -> CallableTyp
 
 def _overloaded_method(
     ctx: AttributeContext,
-    method: FuncDef | Decorator | OverloadedFuncDef,
+    method: FuncDef | Decorator | OverloadedFuncDef | Var,
     signature: Overloaded,
     type_info: Callable[[str], TypeInfo | None],
 ) -> Type:
@@ -383,17 +415,26 @@ def _overloaded_method(
     return Instance(overloaded, [Overloaded(run), Overloaded(run_async)])
 
 
-def _async_items(node: FuncDef | Decorator | OverloadedFuncDef, count: int) -> list[bool]:
+def _async_items(node: FuncDef | Decorator | OverloadedFuncDef | Var, count: int) -> list[bool]:
     """Which of the ``count`` overload items of ``node`` are ``async def``."""
     if isinstance(node, OverloadedFuncDef) and len(node.items) == count:
         return [(item.func if isinstance(item, Decorator) else item).is_coroutine for item in node.items]
     return [_is_async(node)] * count
 
 
-def _method_node(info: TypeInfo, name: str) -> FuncDef | Decorator | OverloadedFuncDef | None:
-    """The public method ``name`` of the actor class, as the runtime would find it."""
+def _method_node(info: TypeInfo, name: str) -> FuncDef | Decorator | OverloadedFuncDef | Var | None:
+    """The public method ``name`` of the actor class, as the runtime would find it (a class
+    attribute ``Var`` is one if its type is callable: see ``_callable_attribute``)."""
     symbol = info.get(name)
     node = symbol.node if symbol is not None else None
+    if isinstance(node, Var):
+        # Assigned in the class body (``add = Adder()``, ``peek = functools.partialmethod(...)``,
+        # ``scale = some_function``): the runtime takes any callable class attribute; one set
+        # on ``self`` only (``self.owner = ...``) is no method.
+        declared = get_proper_type(node.type)
+        static = isinstance(declared, Instance) and declared.type.fullname in _NOT_METHODS
+        static = static or node.is_staticmethod or node.is_classmethod or node.is_property
+        return node if node.is_initialized_in_class and not static else None
     if isinstance(node, FuncDef) and not (node.is_static or node.is_class):
         return node
     # A property is no method at runtime (not callable on the class): ``h.prop`` is an AttributeError.
@@ -405,7 +446,33 @@ def _method_node(info: TypeInfo, name: str) -> FuncDef | Decorator | OverloadedF
     return None
 
 
-def _is_async(node: FuncDef | Decorator | OverloadedFuncDef) -> bool:
+#: callable class attributes the runtime does not take for methods
+_NOT_METHODS = frozenset({"builtins.staticmethod", "builtins.classmethod"})
+
+
+def _callable_attribute(member: ProperType | None) -> ProperType | None:
+    """The signature a handle calls for a class attribute of type ``member`` (as read on an
+    instance): a function's (``self`` bound), a callable object's ``__call__`` (no ``self``),
+    a ``functools.partialmethod``'s bound result (``__get__``); ``Any`` stays ``Any``
+    (unchecked); None for what the runtime takes for no method: a value not callable
+    (``limit = 3``), a class, a ``staticmethod(f)`` or ``classmethod(f)``."""
+    if isinstance(member, CallableType | Overloaded):
+        return None if member.is_type_obj() else member
+    if isinstance(member, AnyType):
+        return member
+    if not isinstance(member, Instance) or member.type.fullname in _NOT_METHODS:
+        return None
+    call = find_member("__call__", member, member)
+    if call is not None:
+        return get_proper_type(call)
+    if member.type.fullname == "functools.partialmethod":
+        get = get_proper_type(find_member("__get__", member, member))
+        if isinstance(get, CallableType):
+            return get_proper_type(get.ret_type)
+    return None
+
+
+def _is_async(node: FuncDef | Decorator | OverloadedFuncDef | Var) -> bool:
     func = node.func if isinstance(node, Decorator) else node
     return isinstance(func, FuncDef) and func.is_coroutine
 

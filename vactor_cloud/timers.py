@@ -55,7 +55,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Container, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from vactor_cloud import bytecode, keys
 from vactor_cloud.errors import AlreadyExistsError, InvalidActorIdError, StateSerializationError
@@ -76,6 +76,7 @@ __all__ = [
     "IndexEntry",
     "Timer",
     "TimerEdits",
+    "TimerInfo",
     "TimerTable",
     "armed_unindexed",
     "describe_call",
@@ -227,6 +228,19 @@ def checked_due(when: float, every: float | None = None) -> float:
     return max(0.0, when)
 
 
+class TimerInfo(TypedDict):
+    """A pending timer as ``handle.timers()`` lists it (a plain ``dict`` at runtime)."""
+
+    key: str
+    #: when it fires next, in epoch seconds
+    due: float
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    #: its period in seconds if it repeats, else None
+    every: float | None
+
+
 @dataclass(frozen=True, slots=True)
 class Timer:
     """One pending timer: call ``method(*args, **kwargs)`` at ``due`` (epoch seconds), then every
@@ -286,7 +300,7 @@ class Timer:
             gen=None if gen is None else int(gen),
         )
 
-    def describe(self, serializer: str) -> dict[str, Any]:
+    def describe(self, serializer: str) -> TimerInfo:
         """What ``handle.timers()`` shows."""
         try:
             args, kwargs = self.arguments(serializer)

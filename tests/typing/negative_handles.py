@@ -138,3 +138,35 @@ def wrong_class_attributes() -> None:
 def wrong_settings() -> None:
     vc.init("memory://x", settings=vc.Settings(storage=""))  # the right type passes
     vc.init("memory://x", settings={"timeout": 2})  # E: Argument "settings" to "init" has incompatible type
+
+
+class Halver:
+    def __call__(self, amount: int) -> float:
+        return amount / 2
+
+
+def _twice(x: int) -> int:
+    return 2 * x
+
+
+@vc.virtual_actor
+class Tools:
+    half = Halver()
+    limit = 3
+    label: str = "tools"
+    # Callable, but no method at runtime: a static or class method, a class.
+    twice = staticmethod(_twice)
+    make = classmethod(lambda cls: 1)
+    kind = Halver
+
+
+def wrong_callable_attributes() -> None:
+    t = Tools.get_or_create("t")
+    t.half.run("1")  # E: Argument 1 to "run" of "ActorMethod" has incompatible type "str"
+    halved: int = t.half.run(1)  # E: (expression has type "float", variable has type "int")
+    t.half.run(1, at_step=2)  # E: Unexpected keyword argument "at_step" for "run" of "ActorMethod"
+    t.limit.run()  # E: Actor class "Tools" has no method "limit"
+    t.label.run()  # E: Actor class "Tools" has no method "label"
+    t.twice.run(1)  # E: Actor class "Tools" has no method "twice"
+    t.make.run()  # E: Actor class "Tools" has no method "make"
+    t.kind.run()  # E: Actor class "Tools" has no method "kind"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import vactor_cloud as vc
 from vactor_cloud import workflow
 from vactor_cloud.runtime import own_runtime
+from vactor_cloud.timer_runner import TimerRunner
 
 
 @vc.virtual_actor
@@ -18,6 +19,11 @@ class Account:
     def deposit(self, amount: int) -> int:
         self.balance += amount
         return self.balance
+
+    def remind(self) -> None:
+        context = vc.current_call()
+        assert context is not None
+        context.schedule("deposit", after="5")  # E: Argument "after" to "schedule" of "CallContext" has
 
 
 def square(x: int) -> float:
@@ -41,6 +47,8 @@ def wrong() -> None:
     removed: str = vc.delete_actor("a")  # E: (expression has type "bool", variable has type "str")
     future = h.deposit.run_async(1)
     h.state_at(1).withdraw(1)  # E: "Account" has no attribute "withdraw"
+    h.timers()[0]["due_at"]  # E: TypedDict "TimerInfo" has no key "due_at"
+    due: str = h.timers()[0]["due"]  # E: (expression has type "float", variable has type "str")
     # (mypy takes a wrong ``list[str]`` context to mean futures of mixed types: ``list[Any]``.)
     first: str = vc.get([future, future])[0]  # E: (expression has type "int", variable has type "str")
     vc.get(future, timeout="1")  # E: No overload variant of "get" matches argument types
@@ -57,3 +65,28 @@ def wrong() -> None:
     workflow.get_status(1)  # E: Argument 1 to "get_status" has incompatible type "int"
     # A step is not called: ``double.step(2)`` builds it (TypeError at runtime).
     double(2)  # E: "StepFunction" not callable
+    # A method is run, not called; a result is no future; an option must exist.
+    h.deposit(1)  # E: "ActorMethod[[int], int]" not callable
+    h.deposit.runn(1)  # E: "ActorMethod[[int], int]" has no attribute "runn"
+    vc.get(h.deposit.run(1))  # E: No overload variant of "get" matches argument type "int"
+    h.deposit.options(bogus=1)  # E: Unexpected keyword argument "bogus" for overloaded function "options"
+    vc.fire_due_timers(split="bogus")  # E: Argument "split" to "fire_due_timers" has incompatible type
+    TimerRunner(shard=3)  # E: Argument "shard" to "TimerRunner" has incompatible type "int"
+    vc.virtual_actor.readonly(3)  # E: Value of type variable "F" of "readonly" of "VirtualActorDecorator"
+
+
+def wrong_errors() -> None:
+    try:
+        pass
+    except vc.CallPendingError as error:
+        print(error.never)  # E: "CallPendingError" has no attribute "never"
+    except vc.CallNotFoundError as error:
+        print(error.call_ids)  # E: "CallNotFoundError" has no attribute "call_ids"
+
+
+async def wrong_awaits() -> None:
+    h = Account.get_or_create("a", "ann")
+    await h.deposit.run(1)  # E: Incompatible types in "await" (actual type "int"
+    await h.deposit  # E: Incompatible types in "await" (actual type "ActorMethod[
+    await Account.get_or_create("b", "bob")  # E: "ActorHandle[Account]" has no attribute "__await__"
+    print(Account.get_or_create_async("b", "bob").deposit)  # E: "Coroutine[Any, Any, ActorHandle[Account]]"

@@ -69,3 +69,29 @@ def wrong() -> None:
     key: int = deposit.options(delay=60).run(1)  # PE: "str" is not assignable to "int"
     double(2)  # PE: Object of type "StepFunction" is not callable
     h.state_at(1).withdraw(1)  # PE: Cannot access attribute "withdraw" for class "Account"
+    h.timers()[0]["due_at"]  # PE: "due_at" is not a defined key in "TimerInfo"
+    due: str = h.timers()[0]["due"]  # PE: "float" is not assignable to "str"
+    vc.method(h, lambda a: a.peek).run(at_step=3)  # PE: No parameter named "at_step"
+    # A method is run, not called; a result is no future; an option must exist.
+    deposit(1)  # PE: Object of type "ActorMethod[(amount: int, *, note: str = ""), int]" is not callable
+    deposit.runn(1)  # PE: Cannot access attribute "runn" for class "ActorMethod[(amount: int
+    vc.get(deposit.run(1))  # PE: No overloads for "get" match the provided arguments
+    deposit.options(bogus=1)  # PE: No overloads for "options" match the provided arguments
+    vc.fire_due_timers(split="bogus")  # PE: "Literal['bogus']" is not assignable to type "Split | None"
+
+
+def wrong_errors() -> None:
+    try:
+        pass
+    except vc.CallPendingError as error:
+        print(error.never)  # PE: Cannot access attribute "never" for class "CallPendingError"
+    except vc.CallNotFoundError as error:
+        print(error.call_ids)  # PE: Cannot access attribute "call_ids" for class "CallNotFoundError"
+
+
+async def wrong_awaits() -> None:
+    h = Account.get_or_create("a", "ann")
+    deposit = vc.method(h, lambda a: a.deposit)
+    await deposit.run(1)  # PE: "int" is not awaitable
+    await deposit  # PE: "ActorMethod[(amount: int, *, note: str = "")
+    await Account.get_or_create("b", "bob")  # PE: "ActorHandle[Account]" is not awaitable

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Generic, TypeVar, assert_type
 
 import vactor_cloud as vc
@@ -75,6 +76,34 @@ class StrBox(Box[str]):
     """Subclasses the generic actor class subscripted (its class's alias at runtime)."""
 
 
+class Adder:
+    def __call__(self, amount: int) -> int:
+        return amount
+
+
+def _scale(self: Tools, factor: int, *, note: str = "") -> float:
+    return float(factor)
+
+
+def _ratio(self: Tools, of: int) -> float:
+    return of / 2
+
+
+@vc.virtual_actor
+class Tools:
+    """Methods that are callable class attributes, as the runtime takes them (docs/concepts.md):
+    a callable object (called without ``self``), a function assigned in the class body, a
+    ``functools.partialmethod``; read-only when marked on the way (``at_step=``)."""
+
+    def _peek(self, k: int) -> int:
+        return k
+
+    add = Adder()
+    scale = _scale
+    ratio = vc.virtual_actor.readonly(_ratio)
+    peek = functools.partialmethod(vc.virtual_actor.readonly(_peek), 10)
+
+
 def pay(h: vc.ActorHandle[Account]) -> int:
     """Takes a handle of any actor class that is an Account (ActorHandle is covariant)."""
     return h.deposit.run(1)
@@ -121,6 +150,13 @@ def typed() -> None:
     assert_type(Account.cls, type[Account])
     assert_type(Account.cls.limit(), int)
     assert_type(Savings.cls.limit(), int)
+    t = Tools.get_or_create("t")
+    assert_type(t.add.run(1), int)
+    assert_type(t.add.run_async(amount=1), vc.ActorFuture[int])
+    assert_type(t.scale.run(2, note="n"), float)
+    assert_type(t.peek.run(), int)
+    assert_type(t.peek.run(at_step=1), int)
+    assert_type(t.ratio.run(4, at_step=1), float)
 
 
 async def typed_async() -> None:

@@ -12,7 +12,10 @@ from typing import Any, assert_type
 import vactor_cloud as vc
 from vactor_cloud import workflow
 from vactor_cloud.compaction import CompactionReport
+from vactor_cloud.inbox import EventInDoubtError
 from vactor_cloud.runtime import own_runtime
+from vactor_cloud.timer_runner import TimerRunner
+from vactor_cloud.timers import Timer
 
 
 @vc.virtual_actor
@@ -44,7 +47,17 @@ class Account:
         key = context.schedule("deposit", after=5.0, args=(1,))
         assert_type(key, str)
         assert_type(context.cancel_timer(key), bool)
+        assert_type(context.pending_timers(), dict[str, Timer])
         return key
+
+
+@vc.virtual_actor(serializer="json")
+class Note:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def read(self) -> str:
+        return self.text
 
 
 def square(x: int) -> float:
@@ -80,6 +93,10 @@ def handles_and_calls() -> None:
     assert_type(deposit.options(at=1.0e9, timer_key="k", every=60.0).run_async(1), vc.ActorFuture[str])
     assert_type(deposit.options(delay=60).options(idempotency_key="k").run(1), str)
     assert_type(vc.method(h, lambda a: a.peek).options(at_step=3).run(), int)
+    assert_type(vc.method(h, lambda a: a.peek).options(at_step=3).run_async(), vc.ActorFuture[int])
+    # An event handler is a method too (called with the payload).
+    assert_type(vc.method(h, lambda a: a.on_paid).run({"amount": 1}), int)
+    assert_type(vc.method(Note.get_or_create("n", "text"), lambda n: n.read).run(), str)
     # A handle of a class is one of its base classes (ActorHandle is covariant).
     general: vc.ActorHandle[object] = h
     # The handle's own methods.
@@ -94,7 +111,14 @@ def handles_and_calls() -> None:
     assert_type(h.send_event("paid", {"amount": 1}, event_id="e-1"), str)
     assert_type(h.process_events(), int)
     assert_type(h.wait_for_event("paid", timeout=1.0), Any)
-    assert_type(h.timers(), list[dict[str, Any]])
+    # A pending timer as handle.timers() lists it: its keys' types are known.
+    (timer,) = h.timers()
+    assert_type(timer["key"], str)
+    assert_type(timer["due"], float)
+    assert_type(timer["method"], str)
+    assert_type(timer["args"], tuple[Any, ...])
+    assert_type(timer["kwargs"], dict[str, Any])
+    assert_type(timer["every"], float | None)
     assert_type(h.cancel_timer("k"), bool)
     assert_type(h.compact(keep_last=1).deleted_steps, int)
 
@@ -102,6 +126,7 @@ def handles_and_calls() -> None:
 def module_functions() -> None:
     assert_type(vc.get_actor("a"), vc.ActorHandle[Any])
     assert_type(vc.delete_actor("a"), bool)
+    assert_type(vc.delete_actor("a", idempotency_key="k"), bool)
     assert_type(vc.send_event("a", "paid", {"amount": 1}, create=True), str)
     infos = vc.list_actors(prefix="a", limit=10)
     assert_type(infos, list[vc.ActorInfo])
@@ -111,6 +136,13 @@ def module_functions() -> None:
     report = vc.fire_due_timers(lease=10.0)
     assert_type(report, vc.TickReport)
     assert_type(report.fired, int)
+    assert_type(report.errors, list[str])
+    assert_type(report.error_count, int)
+    assert_type(report.max_lateness, float | None)
+    assert_type(vc.fire_due_timers(shard=(0, 2), split="claims", stop=threading.Event()), vc.TickReport)
+    runner = TimerRunner(split="none", poll=0.5)
+    assert_type(runner.tick(), vc.TickReport)
+    assert_type(runner.run(threading.Event(), on_tick=print), vc.TickReport)
     assert_type(vc.run_timers(poll=0.1, stop=threading.Event(), on_tick=print), vc.TickReport)
     with own_runtime():
         vc.init("memory://own")
@@ -130,6 +162,19 @@ def exceptions() -> None:
     except vc.CallPendingError as error:
         assert_type(error.call_ids, list[str])
         assert_type(error.actor_id, str)
+    except vc.CallNotFoundError as error:
+        assert_type(error.never, bool)
+        assert_type(error.call_id, str)
+        assert_type(error.advice, str)
+    except vc.NestedCallPendingError as error:
+        assert_type(error.nested, list[tuple[str, list[str], str]])
+        assert_type(error.nested_call_ids, list[str])
+    except vc.ActorClassChangedError as error:
+        assert_type(error.at_step, int | None)
+    except vc.StepsMissingError as error:
+        assert_type(error.newest, int | None)
+    except EventInDoubtError as error:
+        assert_type(error.event_id, str)
     except vc.ActorDeletedError as error:
         assert_type(error.step, int)
         assert_type(error.root, str)
