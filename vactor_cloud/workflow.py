@@ -184,7 +184,8 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     to resume the future's result is ``[]``.
     A call this process is re-running, or re-ran while another resume of
     this process was listing (its record may still be listed by that resume,
-    which raced its delete), is not run again: that re-run's result is given.
+    which raced its delete), is not run again: that re-run's outcome, its
+    result or its exception, is given.
     A call that came in a post (under contention) whose post
     may still be applied by a fold (the folder that recorded its failure died, or lost the
     lease, before its step landed) is not run: its future raises ``CallPendingError``, and
@@ -257,10 +258,11 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
 
 #: re-runs this process started and that have not settled yet (their record not yet deleted)
 _rerunning: dict[tuple[str, str], ActorFuture[Any]] = {}
-#: re-runs that succeeded (their record deleted) while a resume of this process was listing, with
-#: when they did (a tick of ``_ticks``): that resume may find the record still listed, and must not
-#: run the call again (newest last). Kept while such a resume runs (each holds its result): kept
-#: for good, the newest 4,096 held theirs, however large, for the process's life
+#: re-runs that ended (their record deleted, unless the call failed before its commit) while a
+#: resume of this process was listing, with when they did (a tick of ``_ticks``): that resume may
+#: find the record still listed, and must not run the call again (newest last). Kept while such a
+#: resume runs (each holds its result): kept for good, the newest 4,096 held theirs, however large,
+#: for the process's life
 _rerun_done: collections.OrderedDict[tuple[str, str], tuple[ActorFuture[Any], int]] = (
     collections.OrderedDict()
 )
@@ -312,12 +314,13 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         with _rerunning_lock:  # gone first: a resume after the answer lists the records again
             if _rerunning.get(key) is shared:
                 del _rerunning[key]
-            if finished.exception() is None:  # its record is deleted: remembered while listed
-                _rerun_done[key] = (shared, next(_ticks))
-                _rerun_done.move_to_end(key)
-                _forget_done_reruns()
-                while len(_rerun_done) > _RERUN_DONE_MAX:
-                    _rerun_done.popitem(last=False)
+            # Remembered while listed, whatever its outcome: failed, its record may be gone too
+            # (deleted before a commit that then failed, the step perhaps landed)
+            _rerun_done[key] = (shared, next(_ticks))
+            _rerun_done.move_to_end(key)
+            _forget_done_reruns()
+            while len(_rerun_done) > _RERUN_DONE_MAX:
+                _rerun_done.popitem(last=False)
         error = finished.exception()
         if error is not None:
             shared.set_exception(error)

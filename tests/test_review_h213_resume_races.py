@@ -1,0 +1,108 @@
+"""Hostile review h213: ``workflow.resume`` racing itself in one process.
+
+A failed call is re-run at most once per process when resumes race: a resume whose listing
+began before another resume's re-run of the same call ended gives that re-run's outcome,
+whatever it was, and does not run the call again. What is remembered for that is kept only
+while such a listing runs, however that resume ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from store_helpers import init
+from test_delete_faults import TombstoneAnswerLost
+from test_review_h158_workflow_resume import Publisher, broken  # noqa: F401 - the fixture
+from test_review_h211_memory_bounds import _fail_then_mend
+
+import vactor_cloud as vc
+from vactor_cloud import workflow
+from vactor_cloud.errors import StorageError
+from vactor_cloud.testing.lanes import StoreSpec
+
+HANG = 60.0
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+
+@contextlib.contextmanager
+def resume_held_after_listing(monkeypatch: pytest.MonkeyPatch, actor_id: str) -> Iterator[list[object]]:
+    """A resume of ``actor_id`` on another thread that lists its failed calls, then waits
+    (before its re-runs) until the block ends; its answer (result or exception) is in the
+    list yielded, once the block has ended."""
+    listed, go = threading.Event(), threading.Event()
+    rerun_once = workflow._rerun_once
+    answers: list[object] = []
+
+    def held(runtime: Any, failed: Any) -> Any:
+        if threading.current_thread() is late:
+            listed.set()
+            assert go.wait(HANG)
+        return rerun_once(runtime, failed)
+
+    def resume() -> None:
+        try:
+            answers.append(vc.get(workflow.resume(actor_id), timeout=HANG))
+        except Exception as exc:
+            answers.append(exc)
+
+    monkeypatch.setattr(workflow, "_rerun_once", held)
+    late = threading.Thread(target=resume)
+    late.start()
+    try:
+        assert listed.wait(HANG)
+        yield answers
+    finally:
+        go.set()
+        late.join(HANG)
+    assert not late.is_alive()
+
+
+def test_a_resume_whose_listing_raced_a_rerun_whose_commit_ended_in_doubt_does_not_run_it_again(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resume B lists the failed call, then waits before its re-runs; resume A re-runs the call:
+    its record is deleted, its step lands, but the put's answer is lost and the step cannot be
+    read back, so A's future raises. B, let go, found the record listed; only a re-run that
+    succeeded was remembered for it, so B ran the call again: applied twice (two steps)."""
+    _fail_then_mend(["doubt"], broken)
+    vc.shutdown()
+    runtime = init(actor_store)
+    store = runtime.store = TombstoneAnswerLost(runtime.store)  # (the first step put: A's)
+    with resume_held_after_listing(monkeypatch, "doubt") as answers:
+        with pytest.raises(StorageError) as first:
+            vc.get(workflow.resume("doubt"), timeout=HANG)
+        store.healed = True
+    assert answers == [first.value], "the call was run again"
+    applied = [call.method for entry in vc.get_actor("doubt").history() for call in entry.calls]
+    assert applied.count("run") == 1, applied
+    assert workflow._rerun_done == {} and workflow._listing == {}
+
+
+def test_a_resume_whose_listing_raised_leaves_no_listing_behind(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resume whose listing fails (a storage error) ends its listing too: left counted, every
+    re-run done after it was remembered, with its result, for the process's life."""
+    _fail_then_mend(["listed", "later"], broken)
+    list_failures = workflow.list_failures
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        raise StorageError("the listing failed (injected)", "actors/listed/tasks/")
+
+    monkeypatch.setattr(workflow, "list_failures", failing)
+    with pytest.raises(StorageError, match="injected"):
+        workflow.resume("listed")
+    assert workflow._listing == {}
+    monkeypatch.setattr(workflow, "list_failures", list_failures)
+    assert vc.get(workflow.resume("later"), timeout=HANG) == [2]
+    assert workflow._rerun_done == {}
