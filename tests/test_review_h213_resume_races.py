@@ -106,3 +106,40 @@ def test_a_resume_whose_listing_raised_leaves_no_listing_behind(
     monkeypatch.setattr(workflow, "list_failures", list_failures)
     assert vc.get(workflow.resume("later"), timeout=HANG) == [2]
     assert workflow._rerun_done == {}
+
+
+def test_reruns_of_other_actors_do_not_push_out_the_one_a_racing_resume_listed(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resume B of ``x`` lists its failed call and waits; resume A re-runs it (done, remembered
+    for B); then a resume of another actor re-runs its own call. That re-run was remembered
+    too (B's listing began before it ended, though B lists another actor) and, past the bound
+    (4,096; 1 here), pushed out A's: B ran ``x``'s call a second time."""
+    monkeypatch.setattr(workflow, "_RERUN_DONE_MAX", 1)
+    _fail_then_mend(["x", "other"], broken)
+    with resume_held_after_listing(monkeypatch, "x") as answers:
+        assert vc.get(workflow.resume("x"), timeout=HANG) == [2]
+        assert vc.get(workflow.resume("other"), timeout=HANG) == [2]
+    applied = [call.method for entry in vc.get_actor("x").history() for call in entry.calls]
+    assert applied.count("run") == 1, applied
+    assert answers == [[2]]
+    assert workflow._rerun_done == {}
+
+
+def test_a_resume_listing_one_actor_keeps_no_rerun_of_the_others(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a resume of ``held`` lists (a stalled LIST, up to ``Settings.deadline``), resumes of
+    other actors re-run their calls: none of their records can be in that listing, yet each
+    re-run was kept, with its result, until the held resume ended (up to 4,096 of them)."""
+    ids = [f"beside-{i}" for i in range(8)]
+    _fail_then_mend(["held", *ids], broken)
+    with resume_held_after_listing(monkeypatch, "held") as answers:
+        for actor_id in ids:
+            assert vc.get(workflow.resume(actor_id), timeout=HANG) == [2]
+        assert len(workflow._rerun_done) == 0
+    assert answers == [[2]]

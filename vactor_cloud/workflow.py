@@ -210,7 +210,7 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
         raise deleted_error(core.log, newest)
     with _rerunning_lock:
         listing = next(_ticks)
-        _listing[listing] = listing
+        _listing[listing] = actor_id
     try:
         failed = runtime.run(
             list_failures(
@@ -267,21 +267,24 @@ _rerun_done: collections.OrderedDict[tuple[str, str], tuple[ActorFuture[Any], in
     collections.OrderedDict()
 )
 _RERUN_DONE_MAX = 4096
-#: the resumes of this process between their listing's start and their re-runs', each by the tick
-#: it began at: a re-run done before the oldest began is listed by none of them
-_listing: dict[int, int] = {}
+#: the resumes of this process between their listing's start and their re-runs': the actor each
+#: lists, by the tick it began at (oldest first): a re-run done before the oldest listing of its
+#: actor began is listed by none of them
+_listing: dict[int, str] = {}
 _ticks = itertools.count()
 _rerunning_lock = threading.Lock()
 
 
 def _forget_done_reruns() -> None:
-    """(Holding ``_rerunning_lock``) Forget the re-runs done before every resume listing now began."""
-    oldest = min(_listing.values(), default=None)
-    while _rerun_done:
-        _, done_at = next(iter(_rerun_done.values()))
-        if oldest is not None and done_at > oldest:
-            return
-        _rerun_done.popitem(last=False)
+    """(Holding ``_rerunning_lock``) Forget the re-runs done before every listing of their actor
+    now running began (a listing of another actor cannot list their record)."""
+    oldest: dict[str, int] = {}
+    for began, actor_id in _listing.items():
+        oldest.setdefault(actor_id, began)
+    for key, (_, done_at) in list(_rerun_done.items()):
+        began = oldest.get(key[0])
+        if began is None or done_at < began:
+            del _rerun_done[key]
 
 
 def _forget_reruns_after_fork() -> None:
