@@ -39,11 +39,11 @@ def resume_held_after_listing(monkeypatch: pytest.MonkeyPatch, actor_id: str) ->
     rerun_once = workflow._rerun_once
     answers: list[object] = []
 
-    def held(runtime: Any, failed: Any) -> Any:
+    def held(runtime: Any, failed: Any, listing: int) -> Any:
         if threading.current_thread() is late:
             listed.set()
             assert go.wait(HANG)
-        return rerun_once(runtime, failed)
+        return rerun_once(runtime, failed, listing)
 
     def resume() -> None:
         try:
@@ -143,3 +143,25 @@ def test_a_resume_listing_one_actor_keeps_no_rerun_of_the_others(
             assert vc.get(workflow.resume(actor_id), timeout=HANG) == [2]
         assert len(workflow._rerun_done) == 0
     assert answers == [[2]]
+
+
+def test_a_resume_begun_after_a_rerun_failed_again_runs_the_call_while_an_older_listing_runs(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resume B lists the failed call and waits; resume A re-runs it and it fails again (its
+    record stays), remembered for B. Resume C, begun after A ended, once the step is mended,
+    must run the call, not give A's old failure because B still lists; B, let go, gives C's
+    outcome and does not run the call again."""
+    with pytest.raises(RuntimeError, match="publish is down"):
+        Publisher.get_or_create("again").run.run(1)
+    with resume_held_after_listing(monkeypatch, "again") as answers:
+        with pytest.raises(RuntimeError, match="publish is down"):
+            vc.get(workflow.resume("again"), timeout=HANG)
+        broken.unlink()
+        assert vc.get(workflow.resume("again"), timeout=HANG) == [2]
+    assert answers == [[2]]  # (B raced C too, whose re-run is the newest: its outcome)
+    applied = [call.method for entry in vc.get_actor("again").history() for call in entry.calls]
+    assert applied.count("run") == 1, applied
+    assert workflow._rerun_done == {}

@@ -221,8 +221,10 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
                 born=born_of(newest.extra),
             )
         )
-        failed = [call for call in failed if not runtime.run(_applied_elsewhere(runtime, call), hint=_HINT)]
-        futures = [_rerun_once(runtime, call) for call in failed]
+        failed = [
+            call for call in failed if not runtime.run(_applied_elsewhere(runtime, call, listing), hint=_HINT)
+        ]
+        futures = [_rerun_once(runtime, call, listing) for call in failed]
     finally:
         with _rerunning_lock:
             del _listing[listing]
@@ -298,8 +300,9 @@ def _forget_reruns_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_reruns_after_fork)
 
 
-def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
-    """The re-run of ``failed``: the one already under way in this process, if any.
+def _rerun_once(runtime: Runtime, failed: FailedCall, listed: int) -> ActorFuture[Any]:
+    """The re-run of ``failed``: the one already under way in this process, if any, or the one
+    that ended after ``listed`` (the tick the listing that found ``failed`` began at).
 
     A recorded call runs again unkeyed, under its call id: a second ``resume`` while the
     first runs (its record is deleted only after its commit) would apply it a second time.
@@ -307,7 +310,8 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
     key = (failed.actor_id, failed.call_id)
     with _rerunning_lock:
         done = _rerun_done.get(key)
-        running = _rerunning.get(key) or (done[0] if done is not None else None)
+        # (One that ended before: a later run, the record listed since (it failed again), is due.)
+        running = _rerunning.get(key) or (done[0] if done is not None and done[1] > listed else None)
         if running is not None:
             return running
         shared: ActorFuture[Any] = ActorFuture()
@@ -347,7 +351,7 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
 _HINT = "resume again later, or raise Settings.deadline"
 
 
-async def _applied_elsewhere(runtime: Runtime, failed: FailedCall) -> bool:
+async def _applied_elsewhere(runtime: Runtime, failed: FailedCall, listed: int) -> bool:
     """Whether a posted call listed as failed was applied since by a fold whose run of it
     succeeded: the newest step shows its post applied, and the record is gone (a run that
     succeeds deletes it before its step is written). Listed before that delete, it is no
@@ -356,7 +360,8 @@ async def _applied_elsewhere(runtime: Runtime, failed: FailedCall) -> bool:
         return False
     key = (failed.actor_id, failed.call_id)
     with _rerunning_lock:
-        if key in _rerunning or key in _rerun_done:
+        done = _rerun_done.get(key)
+        if key in _rerunning or (done is not None and done[1] > listed):
             return False  # our own re-run: its result is given
     _, sender, seq = failed.post
     core = runtime.core(failed.actor_id)
