@@ -284,8 +284,8 @@ def _forget_done_reruns() -> None:
     for began, actor_id in _listing.items():
         oldest.setdefault(actor_id, began)
     for key, (_, done_at) in list(_rerun_done.items()):
-        began = oldest.get(key[0])
-        if began is None or done_at < began:
+        listed = oldest.get(key[0])
+        if listed is None or done_at < listed:
             del _rerun_done[key]
 
 
