@@ -9,12 +9,14 @@ while such a listing runs, however that resume ends.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from child_processes import fork_and_report
 from store_helpers import init
 from test_delete_faults import TombstoneAnswerLost
 from test_review_h158_workflow_resume import Publisher, broken  # noqa: F401 - the fixture
@@ -165,3 +167,21 @@ def test_a_resume_begun_after_a_rerun_failed_again_runs_the_call_while_an_older_
     applied = [call.method for entry in vc.get_actor("again").history() for call in entry.calls]
     assert applied.count("run") == 1, applied
     assert workflow._rerun_done == {}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_while_a_resume_listed_keeps_none_of_the_parents_reruns(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A re-run done while a resume lists is kept, with its result, for that resume. A child
+    forked then has no such resume (the parent's threads are not there), yet kept the parent's
+    re-runs, results and all, until its own first resume."""
+    _fail_then_mend(["forked"], broken)
+    with resume_held_after_listing(monkeypatch, "forked") as answers:
+        assert vc.get(workflow.resume("forked"), timeout=HANG) == [2]
+        assert len(workflow._rerun_done) == 1  # (kept for the held resume)
+        report = fork_and_report(lambda: str(len(workflow._rerun_done)).encode(), HANG)
+    assert report == b"0"
+    assert answers == [[2]]

@@ -290,10 +290,12 @@ def _forget_done_reruns() -> None:
 
 
 def _forget_reruns_after_fork() -> None:
-    """A forked child has none of the parent's threads: their re-runs never settle there."""
+    """A forked child has none of the parent's threads: their re-runs never settle there, and
+    their listings never end (what is kept for them, results and all, is for no resume here)."""
     global _rerunning_lock
     _rerunning.clear()
     _listing.clear()
+    _rerun_done.clear()
     _rerunning_lock = threading.Lock()
 
 
