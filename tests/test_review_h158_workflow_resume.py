@@ -76,8 +76,8 @@ def test_the_reruns_remembered_as_done_stay_within_their_bound(
     monkeypatch.setattr(workflow, "_rerun_done", type(workflow._rerun_done)())
     # A resume listing since before these re-runs (it may find each record still listed):
     # without one, no re-run is remembered at all
-    monkeypatch.setattr(workflow, "_listing", {-1: -1})
     ids = ["bound-a", "bound-b", "bound-c"]
+    monkeypatch.setattr(workflow, "_listing", {-1 - n: actor_id for n, actor_id in enumerate(ids)})
     for actor_id in ids:
         with pytest.raises(RuntimeError, match="publish is down"):
             Publisher.get_or_create(actor_id).run.run(1)

@@ -81,11 +81,11 @@ def test_a_resume_whose_listing_raced_a_reruns_record_delete_gives_that_reruns_r
     held: list[threading.Thread] = []
     rerun_once = workflow._rerun_once
 
-    def held_after_listing(runtime: Any, failed: Any) -> Any:
+    def held_after_listing(runtime: Any, failed: Any, listing: int) -> Any:
         if threading.current_thread() in held:
             listed.set()
             assert go.wait(HANG)
-        return rerun_once(runtime, failed)
+        return rerun_once(runtime, failed, listing)
 
     monkeypatch.setattr(workflow, "_rerun_once", held_after_listing)
     answers: list[object] = []

@@ -953,13 +953,15 @@ class Runtime:
         left = self._work.wait_done(until if not _sync.in_loop_thread() else 0.0)
         self.stopped = True
         if left:
+            # (Named before the cancel: a fold whose request is cancelled ends at once.)
+            folds = self.asked_folds()
             # Past the timeout: what still runs makes no request from now on.
             _sync.cancel(self._in_flight)
             for future in list(self._background):
                 future.cancel()
             with contextlib.suppress(RuntimeError):  # (the loop closed: nothing runs on it)
                 _sync.get_loop().call_soon_threadsafe(self._cancel_tasks)
-            self._say_cut_off(left, waited)
+            self._say_cut_off(left, waited, folds)
         with contextlib.suppress(Exception):
             _sync.sync(self.aclose(), timeout=max(until - time.monotonic(), 1.0))
         for core in cores:
@@ -971,12 +973,11 @@ class Runtime:
         threads = [*self.executor.threads(), *self.read_executor.threads()]
         join_threads([t for t in threads if t is not threading.current_thread()], joined_by)
 
-    def _say_cut_off(self, left: int, waited: str) -> None:
-        """(``_close`` past its timeout) Log the work cut off (naming the actors whose fold
-        ``call_outcome`` queued still runs), and who waited for it how long."""
+    def _say_cut_off(self, left: int, waited: str, folds: list[str]) -> None:
+        """(``_close`` past its timeout) Log the work cut off (naming ``folds``, the actors whose
+        fold ``call_outcome`` queued still ran), and who waited for it how long."""
         if not waited:
             return
-        folds = self.asked_folds()
         named = ", ".join(repr(actor_id) for actor_id in folds[:3]) + (" and more" if len(folds) > 3 else "")
         logger.warning(
             "vactor_cloud: %s for %d piece(s) of work of the runtime on %s still running (a "

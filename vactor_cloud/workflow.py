@@ -185,7 +185,8 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     to resume the future's result is ``[]``.
     A call this process is re-running, or re-ran while another resume of
     this process was listing (its record may still be listed by that resume,
-    which raced its delete), is not run again: that re-run's result is given.
+    which raced its delete), is not run again: that re-run's outcome, its
+    result or its exception, is given.
     A call that came in a post (under contention) whose post
     may still be applied by a fold (the folder that recorded its failure died, or lost the
     lease, before its step landed) is not run: its future raises ``CallPendingError``, and
@@ -210,7 +211,7 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
         raise deleted_error(core.log, newest)
     with _rerunning_lock:
         listing = next(_ticks)
-        _listing[listing] = listing
+        _listing[listing] = actor_id
     try:
         failed = runtime.run(
             list_failures(
@@ -221,8 +222,10 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
                 born=born_of(newest.extra),
             )
         )
-        failed = [call for call in failed if not runtime.run(_applied_elsewhere(runtime, call), hint=_HINT)]
-        futures = [_rerun_once(runtime, call) for call in failed]
+        failed = [
+            call for call in failed if not runtime.run(_applied_elsewhere(runtime, call, listing), hint=_HINT)
+        ]
+        futures = [_rerun_once(runtime, call, listing) for call in failed]
     finally:
         with _rerunning_lock:
             del _listing[listing]
@@ -258,44 +261,51 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
 
 #: re-runs this process started and that have not settled yet (their record not yet deleted)
 _rerunning: dict[tuple[str, str], ActorFuture[Any]] = {}
-#: re-runs that succeeded (their record deleted) while a resume of this process was listing, with
-#: when they did (a tick of ``_ticks``): that resume may find the record still listed, and must not
-#: run the call again (newest last). Kept while such a resume runs (each holds its result): kept
-#: for good, the newest 4,096 held theirs, however large, for the process's life
+#: re-runs that ended (their record deleted, unless the call failed before its commit) while a
+#: resume of this process was listing, with when they did (a tick of ``_ticks``): that resume may
+#: find the record still listed, and must not run the call again (newest last). Kept while such a
+#: resume runs (each holds its result): kept for good, the newest 4,096 held theirs, however large,
+#: for the process's life
 _rerun_done: collections.OrderedDict[tuple[str, str], tuple[ActorFuture[Any], int]] = (
     collections.OrderedDict()
 )
 _RERUN_DONE_MAX = 4096
-#: the resumes of this process between their listing's start and their re-runs', each by the tick
-#: it began at: a re-run done before the oldest began is listed by none of them
-_listing: dict[int, int] = {}
+#: the resumes of this process between their listing's start and their re-runs': the actor each
+#: lists, by the tick it began at (oldest first): a re-run done before the oldest listing of its
+#: actor began is listed by none of them
+_listing: dict[int, str] = {}
 _ticks = itertools.count()
 _rerunning_lock = threading.Lock()
 
 
 def _forget_done_reruns() -> None:
-    """(Holding ``_rerunning_lock``) Forget the re-runs done before every resume listing now began."""
-    oldest = min(_listing.values(), default=None)
-    while _rerun_done:
-        _, done_at = next(iter(_rerun_done.values()))
-        if oldest is not None and done_at > oldest:
-            return
-        _rerun_done.popitem(last=False)
+    """(Holding ``_rerunning_lock``) Forget the re-runs done before every listing of their actor
+    now running began (a listing of another actor cannot list their record)."""
+    oldest: dict[str, int] = {}
+    for began, actor_id in _listing.items():
+        oldest.setdefault(actor_id, began)
+    for key, (_, done_at) in list(_rerun_done.items()):
+        listed = oldest.get(key[0])
+        if listed is None or done_at < listed:
+            del _rerun_done[key]
 
 
 def _forget_reruns_after_fork() -> None:
-    """A forked child has none of the parent's threads: their re-runs never settle there."""
+    """A forked child has none of the parent's threads: their re-runs never settle there, and
+    their listings never end (what is kept for them, results and all, is for no resume here)."""
     global _rerunning_lock
     _rerunning.clear()
     _listing.clear()
+    _rerun_done.clear()
     _rerunning_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_reruns_after_fork)
 
 
-def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
-    """The re-run of ``failed``: the one already under way in this process, if any.
+def _rerun_once(runtime: Runtime, failed: FailedCall, listed: int) -> ActorFuture[Any]:
+    """The re-run of ``failed``: the one already under way in this process, if any, or the one
+    that ended after ``listed`` (the tick the listing that found ``failed`` began at).
 
     A recorded call runs again unkeyed, under its call id: a second ``resume`` while the
     first runs (its record is deleted only after its commit) would apply it a second time.
@@ -303,7 +313,8 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
     key = (failed.actor_id, failed.call_id)
     with _rerunning_lock:
         done = _rerun_done.get(key)
-        running = _rerunning.get(key) or (done[0] if done is not None else None)
+        # (One that ended before: a later run, the record listed since (it failed again), is due.)
+        running = _rerunning.get(key) or (done[0] if done is not None and done[1] > listed else None)
         if running is not None:
             return running
         shared: ActorFuture[Any] = ActorFuture()
@@ -313,12 +324,13 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         with _rerunning_lock:  # gone first: a resume after the answer lists the records again
             if _rerunning.get(key) is shared:
                 del _rerunning[key]
-            if finished.exception() is None:  # its record is deleted: remembered while listed
-                _rerun_done[key] = (shared, next(_ticks))
-                _rerun_done.move_to_end(key)
-                _forget_done_reruns()
-                while len(_rerun_done) > _RERUN_DONE_MAX:
-                    _rerun_done.popitem(last=False)
+            # Remembered while listed, whatever its outcome: failed, its record may be gone too
+            # (deleted before a commit that then failed, the step perhaps landed)
+            _rerun_done[key] = (shared, next(_ticks))
+            _rerun_done.move_to_end(key)
+            _forget_done_reruns()
+            while len(_rerun_done) > _RERUN_DONE_MAX:
+                _rerun_done.popitem(last=False)
         error = finished.exception()
         if error is not None:
             shared.set_exception(error)
@@ -342,7 +354,7 @@ def _rerun_once(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
 _HINT = "resume again later, or raise Settings.deadline"
 
 
-async def _applied_elsewhere(runtime: Runtime, failed: FailedCall) -> bool:
+async def _applied_elsewhere(runtime: Runtime, failed: FailedCall, listed: int) -> bool:
     """Whether a posted call listed as failed was applied since by a fold whose run of it
     succeeded: the newest step shows its post applied, and the record is gone (a run that
     succeeds deletes it before its step is written). Listed before that delete, it is no
@@ -351,7 +363,8 @@ async def _applied_elsewhere(runtime: Runtime, failed: FailedCall) -> bool:
         return False
     key = (failed.actor_id, failed.call_id)
     with _rerunning_lock:
-        if key in _rerunning or key in _rerun_done:
+        done = _rerun_done.get(key)
+        if key in _rerunning or (done is not None and done[1] > listed):
             return False  # our own re-run: its result is given
     _, sender, seq = failed.post
     core = runtime.core(failed.actor_id)
