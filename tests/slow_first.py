@@ -5,9 +5,9 @@ moves the unstarted tail of the busiest worker's queue to a worker that runs out
 anywhere in a slice may start late: a 40 s test begun in the last 40 s of the run holds the
 run's end while the other workers are idle (on this project's two-core machines: the CPU half
 idle). :func:`slow_first` puts the tests known to be long at the heads of the slices, spread so
-that each worker's share of them takes about as long (longest first, each to the least loaded
-worker), and leaves every other test in collection order: the short tests then fill the end of
-the run, where stealing evens them out.
+that each worker's share of them takes about as long (a module's long tests kept together, the
+longest modules first, each to the least loaded worker), and leaves every other test in
+collection order: the short tests then fill the end of the run, where stealing evens them out.
 
 The known durations are ``slow_tests.txt`` beside this file: lines of pytest's ``--durations``
 report (``12.34s call     tests/...``), setup, call and teardown summed per test. Any line of a
@@ -55,24 +55,42 @@ def worksteal_slices(count: int, workers: int) -> list[int]:
 
 def slow_first(items: Sequence[T], ids: Sequence[str], seconds: Mapping[str, float], workers: int) -> list[T]:
     """``items`` (whose test ids are ``ids``) reordered for ``workers`` worksteal workers: the
-    tests in ``seconds`` at the heads of the slices, longest first, each given to the slice whose
-    known tests add up to the least; every other test in its order after them. The same items,
-    each once."""
+    tests in ``seconds`` at the heads of the slices, each module's together and in their order
+    (a module's fixtures are then made on one worker, not on each; a module with more than a
+    ``2 * workers``-th part of the known seconds in pieces of at most that), the modules with
+    the most seconds first, each given to the slice whose known tests add up to the least; every
+    other test in its order after them. The same items, each once."""
     if workers < 2 or not items:
         return list(items)
-    known = sorted(
-        (index for index, test_id in enumerate(ids) if test_id in seconds),
-        key=lambda index: (-seconds[ids[index]], index),
-    )
+    modules: dict[str, list[int]] = {}
+    for index, test_id in enumerate(ids):
+        if test_id in seconds:
+            modules.setdefault(test_id.partition("::")[0], []).append(index)
+    # A module with more than a 2 * workers-th part of the known seconds goes in pieces (all of a
+    # run's long tests in one module, as with `-k` or one file named, would run on one worker).
+    most = sum(seconds[ids[i]] for unit in modules.values() for i in unit) / (2 * workers)
+    units: list[list[int]] = []
+    for module in modules.values():
+        units.append([])
+        for index in module:
+            if units[-1] and sum(seconds[ids[i]] for i in units[-1]) + seconds[ids[index]] > most:
+                units.append([])
+            units[-1].append(index)
+    units.sort(key=lambda unit: (-sum(seconds[ids[i]] for i in unit), unit[0]))
     sizes = worksteal_slices(len(items), workers)
     heads: list[list[int]] = [[] for _ in sizes]
     loads = [0.0] * len(sizes)
-    for index in known:
-        # the least loaded slice with room for one more (a slice of one test holds one)
-        open_slices = [w for w in range(len(sizes)) if len(heads[w]) < sizes[w]]
-        worker = min(open_slices, key=lambda w: (loads[w], w))
-        heads[worker].append(index)
-        loads[worker] += seconds[ids[index]]
+
+    def least_loaded() -> int:
+        return min((w for w in range(len(sizes)) if len(heads[w]) < sizes[w]), key=lambda w: (loads[w], w))
+
+    for unit in units:
+        worker = least_loaded()
+        for index in unit:
+            if len(heads[worker]) == sizes[worker]:  # (full, as a slice of a few tests soon is)
+                worker = least_loaded()
+            heads[worker].append(index)
+            loads[worker] += seconds[ids[index]]
     placed = {index for head in heads for index in head}
     rest = iter(index for index in range(len(items)) if index not in placed)
     order: list[int] = []

@@ -67,6 +67,29 @@ def test_the_longest_tests_lead_the_slices_and_every_other_test_keeps_its_order(
         assert flags == sorted(flags, reverse=True)
 
 
+def test_a_modules_long_tests_stay_together_on_one_worker() -> None:
+    """(Spread over the workers, a module's fixtures would be made on each: its module-scoped
+    ones, its lane's server.)"""
+    ids = [f"tests/test_{m}.py::test_{i}" for m in "abcdef" for i in range(10)]
+    seconds = {ids[1]: 10.0, ids[5]: 30.0, ids[12]: 25.0, ids[25]: 20.0, ids[28]: 1.0}
+    seconds |= {ids[30]: 40.0, ids[40]: 40.0, ids[50]: 40.0}
+    order = slow_first(ids, ids, seconds, 2)
+    assert sorted(order) == sorted(ids)
+    # a, d, e, f: 40 s each, b: 25, c: 21 -> a, e, b to the first slice; d, f, c to the second
+    assert order[:5] == [ids[1], ids[5], ids[40], ids[12], ids[0]]
+    assert order[30:34] == [ids[30], ids[50], ids[25], ids[28]]
+
+
+def test_a_module_holding_most_of_the_long_tests_is_spread_in_pieces() -> None:
+    """(All of a run's long tests in one module, as when one file is run: on one worker, they
+    would run one after the other while the others stole only short tests.)"""
+    ids = [f"tests/test_a.py::test_{i}" for i in range(20)]
+    seconds = dict.fromkeys(ids[:8], 10.0)
+    order = slow_first(ids, ids, seconds, 2)  # pieces of at most 80 / 4 = 20 s: two tests each
+    assert sorted(order) == sorted(ids)
+    assert [order[:4], order[10:14]] == [ids[0:2] + ids[4:6], ids[2:4] + ids[6:8]]
+
+
 def test_more_known_tests_than_a_slice_holds_still_places_each_once() -> None:
     ids = [f"t{i}" for i in range(5)]
     order = slow_first(ids, ids, {i: float(n) for n, i in enumerate(ids)}, 7)
