@@ -38,12 +38,12 @@ class _TxConfig:
 
 @pytest.mark.parametrize(("count", "workers"), [(6470, 7), (100, 7), (10, 3), (5, 7), (13, 2)])
 def test_the_slices_are_those_the_installed_worksteal_hands_out(count: int, workers: int) -> None:
-    scheduler = WorkStealingScheduling(_TxConfig(workers))  # type: ignore[arg-type]
+    scheduler = WorkStealingScheduling(_TxConfig(workers))
     nodes = [_Node() for _ in range(workers)]
     collection = [f"t{i}" for i in range(count)]
     for node in nodes:
-        scheduler.add_node(node)  # type: ignore[arg-type]
-        scheduler.add_node_collection(node, collection)  # type: ignore[arg-type]
+        scheduler.add_node(node)
+        scheduler.add_node_collection(node, collection)
     scheduler.schedule()
     assert [len(node.sent) for node in nodes] == worksteal_slices(count, workers)
     assert [i for node in nodes for i in node.sent] == list(range(count))  # contiguous, in order
