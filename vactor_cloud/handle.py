@@ -528,8 +528,9 @@ class ActorMethod(Generic[P, R]):
         self._timer = timer
 
     # For type checkers, what ``run`` then returns: the method's result, ``(result, exception)``
-    # with ``catch_exceptions=True``, a timer's key with ``delay=`` or ``at=``; ``Any`` when a
-    # flag or a time is known only at runtime. (An option not given keeps its earlier value:
+    # with ``catch_exceptions=True`` (a ``_CatchingActorMethod``, which ``catch_exceptions=False``
+    # turns back), a timer's key with ``delay=`` or ``at=``; ``Any`` when a flag or a time is
+    # known only at runtime. (An option not given keeps its earlier value:
     # ``m.options(delay=60).options(name="n")`` is still a timer, its result still a key.)
     @overload
     def options(
@@ -561,7 +562,7 @@ class ActorMethod(Generic[P, R]):
         at: None = None,
         timer_key: None = None,
         every: None = None,
-    ) -> ActorMethod[P, tuple[R | None, Exception | None]]: ...
+    ) -> _CatchingActorMethod[P, R]: ...
 
     @overload
     def options(
@@ -1043,6 +1044,166 @@ if TYPE_CHECKING:
     RunF = TypeVar("RunF", bound=Callable[..., Any])
     AsyncF = TypeVar("AsyncF", bound=Callable[..., Any])
 
+    # Only the overloads of ``ActorMethod.options`` name this class: not a runtime class.
+    class _CatchingActorMethod(ActorMethod[P, tuple[R | None, Exception | None]]):
+        """What ``options(catch_exceptions=True)`` makes of an ``ActorMethod[P, R]``: ``run``
+        returns ``(result, exception)``, and a later ``options(catch_exceptions=False)`` gives
+        back the method's own result type (as at runtime, where the later option replaces the
+        earlier). For type checkers only: at runtime the object is an :class:`ActorMethod`.
+
+        (Its ``options`` returns ``ActorMethod[P, R]`` where ``ActorMethod``'s says
+        ``ActorMethod[P, tuple[...]]``: the override is incompatible on purpose, the base's
+        ``R`` being the pair.)
+        """
+
+        @overload  # type: ignore[override]
+        def options(
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: Literal[True] | None = None,
+            delay: None = None,
+            at: None = None,
+            timer_key: str | None = None,
+            every: float | None = None,
+        ) -> Self: ...
+
+        @overload
+        def options(
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: Literal[False],
+            delay: None = None,
+            at: None = None,
+            timer_key: str | None = None,
+            every: float | None = None,
+        ) -> ActorMethod[P, R]: ...
+
+        @overload
+        def options(
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: None = None,
+            name: None = None,
+            metadata: None = None,
+            max_retries: None = None,
+            catch_exceptions: Literal[False],
+            delay: float,
+            at: None = None,
+            timer_key: str | None = None,
+            every: float | None = None,
+        ) -> ActorMethod[P, str]: ...
+
+        @overload
+        def options(
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: None = None,
+            name: None = None,
+            metadata: None = None,
+            max_retries: None = None,
+            catch_exceptions: Literal[False],
+            delay: None = None,
+            at: float,
+            timer_key: str | None = None,
+            every: float | None = None,
+        ) -> ActorMethod[P, str]: ...
+
+        @overload
+        def options(
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: bool | None = None,
+            delay: float | None = None,
+            at: float | None = None,
+            timer_key: str | None = None,
+            every: float | None = None,
+        ) -> ActorMethod[P, Any]: ...
+
+        def options(  # pyright: ignore[reportIncompatibleMethodOverride]
+            self,
+            *,
+            idempotency_key: str | None = None,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: bool | None = None,
+            delay: float | None = None,
+            at: float | None = None,
+            timer_key: str | None = None,
+            every: float | None = None,
+        ) -> ActorMethod[P, Any]: ...
+
+    # Only the mypy plugin names this class (by its full name): not a runtime class.
+    class _ReadOnlyActorMethod(ActorMethod[P, R]):  # pyright: ignore[reportUnusedClass]
+        """What the mypy plugin makes of a read-only method (``@virtual_actor.readonly``): its
+        ``options`` have no ``idempotency_key``, ``delay``, ``at``, ``timer_key`` or ``every``,
+        which are for writer methods (a ``ValueError`` at runtime). For type checkers only: at
+        runtime the object is an :class:`ActorMethod`.
+
+        (The override leaves keywords of ``ActorMethod.options`` out: incompatible on purpose.)
+        """
+
+        @overload  # type: ignore[override]
+        def options(
+            self,
+            *,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: Literal[False] | None = None,
+        ) -> Self: ...
+
+        @overload
+        def options(
+            self,
+            *,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: Literal[True],
+        ) -> _CatchingActorMethod[P, R]: ...
+
+        @overload
+        def options(
+            self,
+            *,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: bool | None = None,
+        ) -> ActorMethod[P, Any]: ...
+
+        def options(  # pyright: ignore[reportIncompatibleMethodOverride]
+            self,
+            *,
+            at_step: int | None = None,
+            name: str | None = None,
+            metadata: dict[str, Any] | None = None,
+            max_retries: int | None = None,
+            catch_exceptions: bool | None = None,
+        ) -> ActorMethod[P, Any]: ...
+
     # Only the mypy plugin names this class (by its full name): not a runtime class.
     class _OverloadedActorMethod(  # pyright: ignore[reportUnusedClass]
         ActorMethod[..., Any], Generic[RunF, AsyncF]
@@ -1092,7 +1253,7 @@ if TYPE_CHECKING:
             at: None = None,
             timer_key: None = None,
             every: None = None,
-        ) -> ActorMethod[..., tuple[Any, Exception | None]]: ...
+        ) -> _CatchingActorMethod[..., Any]: ...
 
         @overload
         def options(

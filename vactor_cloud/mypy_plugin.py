@@ -35,6 +35,9 @@ What it adds, because Python's type system cannot say it:
   attributes are not. (``cls.make()`` in a classmethod is the class's own: not checked.)
 * A read-only method's ``run`` and ``run_async`` also take ``at_step: int`` (keyword), as the
   runtime does (``h.peek.run(at_step=3)``), unless the method has a parameter of that name.
+  It is a ``_ReadOnlyActorMethod`` (``vactor_cloud.handle``, for type checkers only): its
+  ``options`` have no writers' options (``idempotency_key``, timers), a ``ValueError`` at
+  runtime. (An overloaded read-only method's ``options`` still have them.)
   Which methods are read-only is read from their decorators (or, for an assignment, a
   ``virtual_actor.readonly(...)`` call in its value) when the class is analysed and kept in
   the class's metadata (so in mypy's cache).
@@ -94,6 +97,7 @@ _DECORATORS = frozenset({"vactor_cloud.actor.virtual_actor", "vactor_cloud.workf
 _HANDLE = "vactor_cloud.handle.ActorHandle"
 _METHOD = "vactor_cloud.handle.ActorMethod"
 _OVERLOADED_METHOD = "vactor_cloud.handle._OverloadedActorMethod"
+_READONLY_METHOD = "vactor_cloud.handle._ReadOnlyActorMethod"
 _FUTURE = "vactor_cloud.future.ActorFuture"
 _CONSTRUCTORS = ("get_or_create", "get_or_create_async")
 #: the key of an actor class's ``TypeInfo.metadata`` this plugin writes: ``{"readonly": [names]}``
@@ -350,7 +354,8 @@ def _handle_attribute(ctx: AttributeContext, name: str, type_info: Callable[[str
             f'Actor class "{actor.type.name}" has no method "{name}"', ctx.context, code=ATTR_DEFINED
         )
         return AnyType(TypeOfAny.from_error)
-    if name in actor.type.metadata.get(_METADATA, {}).get("readonly", ()):
+    readonly = name in actor.type.metadata.get(_METADATA, {}).get("readonly", ())
+    if readonly:
         signature = _with_at_step(ctx, signature)
     if isinstance(signature, Overloaded):
         return _overloaded_method(ctx, method, signature, type_info)
@@ -366,6 +371,9 @@ def _handle_attribute(ctx: AttributeContext, name: str, type_info: Callable[[str
     default = get_proper_type(ctx.default_attr_type)
     if not isinstance(default, Instance) or default.type.fullname != _METHOD:
         return ctx.default_attr_type
+    read_only_method = type_info(_READONLY_METHOD) if readonly else None
+    if read_only_method is not None:
+        return Instance(read_only_method, [parameters, returns])
     return default.copy_modified(args=[parameters, returns])
 
 

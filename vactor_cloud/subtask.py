@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from vactor_cloud import _sync
 from vactor_cloud.batch import current_call
@@ -76,6 +76,10 @@ __all__ = ["ExecutorSpec", "Subtask", "actor_serializer", "subtask", "task_key",
 
 P = ParamSpec("P")
 R = TypeVar("R")
+#: (``Subtask.map``) the types of the first, second and third parameter, for the items
+A1 = TypeVar("A1")
+A2 = TypeVar("A2")
+A3 = TypeVar("A3")
 
 logger = logging.getLogger("vactor_cloud.subtask")
 
@@ -122,12 +126,46 @@ class Subtask(Generic[P, R]):
         """Run one child ``fn(*args, **kwargs)`` and return its (possibly memoized) result."""
         return self._launch([(args, kwargs)])[0]
 
+    # For type checkers: ``fn`` must take one (two, three) positional arguments, of the types of
+    # the items of the iterables (its other parameters with defaults or keyword-only, as
+    # ``fn(*items)`` calls it); a subtask is called as its function is (``__call__``). Four
+    # iterables or more: not checked.
+    @overload
+    def map(self: Callable[[A1], R], items: Iterable[A1], /) -> list[R]: ...
+
+    @overload
+    def map(self: Callable[[A1, A2], R], items: Iterable[A1], second: Iterable[A2], /) -> list[R]: ...
+
+    @overload
+    def map(
+        self: Callable[[A1, A2, A3], R],
+        items: Iterable[A1],
+        second: Iterable[A2],
+        third: Iterable[A3],
+        /,
+    ) -> list[R]: ...
+
+    @overload
+    def map(
+        self,
+        items: Iterable[Any],
+        second: Iterable[Any],
+        third: Iterable[Any],
+        fourth: Iterable[Any],
+        /,
+        *more: Iterable[Any],
+    ) -> list[R]: ...
+
     def map(self, *iterables: Iterable[Any]) -> list[R]:
         """Run ``fn`` on every item (several iterables are zipped, like ``map``); results in order.
 
         All children run in parallel. If some fail (after their retries), the
         others still finish and are checkpointed; then the exception of the
         first failing child, by position, is raised.
+
+        Type checkers check the items of up to three iterables against the
+        function's parameters (``subtask(square).map(["x"])`` is an error for
+        ``square(x: int)``).
         """
         return self._launch([(args, {}) for args in zip(*iterables, strict=False)])
 

@@ -122,6 +122,11 @@ def wrong() -> None:
     h.deposit.run(1, at_step=2)  # E: Unexpected keyword argument "at_step"
     h.own_step.run(at_step="s")  # E: Argument "at_step" to "run" of "ActorMethod" has incompatible type "str"
     later_key: int = vc.get(h.peek_later.run_async(key="k"))  # E: (expression has type "str", variable
+    # Timers and idempotency keys are for writers (a ValueError at runtime).
+    h.peek.options(delay=60)  # E: Unexpected keyword argument "delay" for overloaded function "options"
+    h.peek.options(at=1.0e9, timer_key="k")  # E: Unexpected keyword arguments "at", "timer_key" for
+    h.peek_later.options(idempotency_key="k")  # E: Unexpected keyword argument "idempotency_key" for
+    h.peek.options(name="n").options(every=5.0)  # E: Unexpected keyword argument "every" for overloaded
 
 
 def wrong_class_attributes() -> None:

@@ -30,6 +30,10 @@ def square(x: int) -> float:
     return float(x * x)
 
 
+def add(x: int, y: str) -> str:
+    return f"{x}{y}"
+
+
 @workflow.step
 def double(x: int) -> int:
     return 2 * x
@@ -54,12 +58,18 @@ def wrong() -> None:
     vc.get(future, timeout="1")  # E: No overload variant of "get" matches argument types
     # What run() returns with options that change it: (result, exception), a timer's key.
     caught: int = h.deposit.options(catch_exceptions=True).run(1)  # E: expression has type "tuple[int | None
+    plain = h.deposit.options(catch_exceptions=True).options(catch_exceptions=False)
+    pair: tuple[int | None, Exception | None] = plain.run(1)  # E: (expression has type "int", variable
     key: int = h.deposit.options(delay=60).run(1)  # E: (expression has type "str", variable has type "int")
     later: int = vc.get(h.deposit.options(at=1.0e9).run_async(1))  # E: (expression has type "str", variable
     h.deposit.options(delay="60")  # E: No overload variant of "options" of "ActorMethod" matches
     task = vc.subtask(square)
     task.run("3")  # E: Argument 1 to "run" of "Subtask" has incompatible type "str"
     squares: list[int] = task.map([1])  # E: (expression has type "list[float]", variable has type
+    # The items must fit the function's parameters (the first, second, third of them).
+    task.map(["3"])  # E: List item 0 has incompatible type "str"; expected "int"
+    vc.subtask(add).map([1], [2])  # E: List item 0 has incompatible type "int"; expected "str"
+    task.map([1], [2])  # E: No overload variant of "map" of "Subtask" matches argument types
     with own_runtime(1):  # E: Too many arguments for "own_runtime"
         pass
     workflow.get_status(1)  # E: Argument 1 to "get_status" has incompatible type "int"

@@ -42,6 +42,10 @@ def double(x: int) -> int:
     return 2 * x
 
 
+def double_it(x: int) -> int:
+    return 2 * x
+
+
 def wrong() -> None:
     Account.get_or_create("a")  # PE: Argument missing for parameter "owner"
     Account.get_or_create("a", 1)  # PE: "Literal[1]" is not assignable to "str"
@@ -66,6 +70,11 @@ def wrong() -> None:
     # A list of futures gives a list of their results; options can change what run() returns.
     results: list[str] = vc.get([deposit.run_async(1)])  # PE: "list[int]" is not assignable to "list[str]"
     caught: int = deposit.options(catch_exceptions=True).run(1)  # PE: "tuple[int | None, Exceptio
+    plain = deposit.options(catch_exceptions=True).options(catch_exceptions=False)
+    pair: tuple[int | None, Exception | None] = plain.run(1)  # PE: "int" is not assignable to "tuple[int
+    # A subtask's items must fit its function's parameters.
+    vc.subtask(double_it).map(["3"])  # PE: parameter "items" of type "Iterable[int]"
+    vc.subtask(double_it).map([3], [4])  # PE: No overloads for "map" match the provided arguments
     key: int = deposit.options(delay=60).run(1)  # PE: "str" is not assignable to "int"
     double(2)  # PE: Object of type "StepFunction" is not callable
     h.state_at(1).withdraw(1)  # PE: Cannot access attribute "withdraw" for class "Account"

@@ -123,6 +123,13 @@ def typed() -> None:
     assert_type(h.summary.run(at_step=3), dict[str, int])
     assert_type(h.summary.run_async(at_step=3), vc.ActorFuture[dict[str, int]])
     assert_type(h.summary.options(at_step=3).run(), dict[str, int])
+    # A read-only method's options: all but the writers' (idempotency keys, timers).
+    assert_type(h.summary.options(name="n", max_retries=1).options(at_step=2).run(), dict[str, int])
+    caught = h.summary.options(catch_exceptions=True)
+    assert_type(caught.run(), tuple[dict[str, int] | None, Exception | None])
+    assert_type(caught.options(catch_exceptions=False).run(), dict[str, int])
+    summary: vc.ActorMethod[[], dict[str, int]] = h.summary.options(metadata={"k": 1})
+    assert_type(summary.run(), dict[str, int])
     assert_type(h.audit.run(True), list[str])
     assert_type(h.audit.run_async(strict=False), vc.ActorFuture[list[str]])
     assert_type(Empty.get_or_create("e"), vc.ActorHandle[Empty])

@@ -44,6 +44,7 @@ class Account:
         assert context is not None
         assert_type(context.actor_id, str)
         assert_type(context.method, str)
+        assert_type(context.runtime.settings, vc.Settings)
         key = context.schedule("deposit", after=5.0, args=(1,))
         assert_type(key, str)
         assert_type(context.cancel_timer(key), bool)
@@ -62,6 +63,18 @@ class Note:
 
 def square(x: int) -> float:
     return float(x * x)
+
+
+def scaled(x: int, factor: int = 2, *, shift: int = 0) -> int:
+    return x * factor + shift
+
+
+def joined(x: int, y: str, z: bytes = b"") -> str:
+    return f"{x}{y}{z!r}"
+
+
+def total(*xs: int) -> int:
+    return sum(xs)
 
 
 def handles_and_calls() -> None:
@@ -87,6 +100,12 @@ def handles_and_calls() -> None:
     assert_type(caught.run(1), tuple[int | None, Exception | None])
     assert_type(caught.run_async(1), vc.ActorFuture[tuple[int | None, Exception | None]])
     assert_type(deposit.options(catch_exceptions=False).run(1), int)
+    # A later option replaces an earlier one: catch_exceptions=False undoes True.
+    assert_type(caught.options(catch_exceptions=False).run(1), int)
+    assert_type(caught.options(catch_exceptions=False).run_async(1), vc.ActorFuture[int])
+    assert_type(caught.options(name="n").run(1), tuple[int | None, Exception | None])
+    assert_type(caught.options(catch_exceptions=True).run(1), tuple[int | None, Exception | None])
+    assert_type(caught.options(catch_exceptions=False, delay=60.0).run(1), str)
     assert_type(deposit.options(max_retries=2, name="n", metadata={"k": 1}).run(1), int)
     # delay= / at= schedule a durable timer: run() returns the timer's key.
     assert_type(deposit.options(delay=60.0).run(1), str)
@@ -153,6 +172,13 @@ def subtasks() -> None:
     task = vc.subtask(square, max_retries=2)
     assert_type(task.run(3), float)
     assert_type(task.map([1, 2]), list[float])
+    assert_type(task.map(range(3)), list[float])
+    # Parameters with defaults or keyword-only are left to their defaults; iterables are zipped.
+    assert_type(vc.subtask(scaled).map([1, 2]), list[int])
+    assert_type(vc.subtask(scaled).map([1, 2], [3, 4]), list[int])
+    assert_type(vc.subtask(joined).map([1], ["a"]), list[str])
+    assert_type(vc.subtask(joined).map([1], ["a"], [b"z"]), list[str])
+    assert_type(vc.subtask(total).map([1], [2], [3], [4], [5]), list[int])
     assert_type(task.options(executor="thread").run(x=4), float)
 
 
