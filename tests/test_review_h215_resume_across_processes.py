@@ -17,11 +17,15 @@ from typing import Any
 
 import pytest
 from child_processes import fork_and_report
+from store_helpers import init, raw_get
 from test_review_h158_workflow_resume import Publisher, broken  # noqa: F401 - the fixture
 from test_review_h211_memory_bounds import _fail_then_mend
 
 import vactor_cloud as vc
-from vactor_cloud import workflow
+from vactor_cloud import _sync, keys, workflow
+from vactor_cloud.history import HistoryEntry
+from vactor_cloud.storage import Blob, ObjectStore, PutMode
+from vactor_cloud.testing._forwarding import ForwardingStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 HANG = 60.0
@@ -57,7 +61,6 @@ def test_two_processes_resuming_at_once_apply_the_call_once(
     monkeypatch.setattr(workflow, "_rerun_once", held)
     answers: list[object] = []
 
-
     def resume() -> None:
         try:
             answers.append(vc.get(workflow.resume("both"), timeout=HANG))
@@ -77,3 +80,89 @@ def test_two_processes_resuming_at_once_apply_the_call_once(
     assert child == b"[2]" and answers == [[2]], (child, answers)
     assert _applied("both").count("run") == 1, _applied("both")
     assert vc.get(workflow.resume("both"), timeout=HANG) == []
+
+
+class _Requests(ForwardingStore):
+    """The store, with every request written down as ``(operation, key)`` (HEAD's aside: a
+    hint moved in the background, whenever)."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.made: list[tuple[str, str]] = []
+
+    def _note(self, operation: str, key: str) -> None:
+        if not key.endswith("/HEAD"):
+            self.made.append((operation, key))
+
+    async def _get(self, key: str) -> Blob:
+        self._note("get", key)
+        return await super()._get(key)
+
+    async def _head(self, key: str) -> str | None:
+        self._note("head", key)
+        return await super()._head(key)
+
+    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
+        self._note("put", key)
+        return await super()._put(key, data, mode)
+
+    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
+        self._note("list", prefix)
+        return await super()._list(prefix, start_after, limit)
+
+    async def _delete(self, key: str) -> None:
+        self._note("delete", key)
+        await super()._delete(key)
+
+
+def test_a_resumed_call_commits_with_the_requests_of_an_unkeyed_one(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+) -> None:
+    """The resume key travels in the step, as a caller's key does in a small table: from its
+    listing on, the resume of one failed call makes the requests it made unkeyed (the listing,
+    the record's read, the commit: the inbox's listing, the step's checkpoint, the record's
+    delete, the step's put; then resume's delete), none of the table's."""
+    _fail_then_mend(["counted"], broken)
+    vc.shutdown()
+    runtime = init(actor_store)  # (a fresh process: its actors' logs use the store wrapped)
+    store = runtime.store = _Requests(runtime.store)
+    assert vc.get(workflow.resume("counted"), timeout=HANG) == [2]
+    record = next(key for _, key in store.made if key.endswith("/failed"))
+    call = record.split("/")[-2]
+    made = [f"{op} {key.split('/', 2)[2].replace(call, '<call>')}" for op, key in store.made]
+    # (from the listing on; a fresh process reads the class body too, whenever: not counted)
+    made = [m for m in made[made.index("list tasks/") :] if not m.startswith("get class/")]
+    assert made == [
+        "list tasks/",
+        "get tasks/<call>/failed",
+        "list inbox/",
+        "list tasks/<call>/",
+        "put tasks/<call>/000000",
+        "delete tasks/<call>/failed",
+        "put steps/00000000000000000001",
+        "delete tasks/<call>/failed",
+    ], made
+
+
+def test_a_rerun_failing_again_records_its_failure_anew_and_nothing_under_its_key(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+) -> None:
+    """A re-run whose sub-workflow fails again is an unkeyed call's failure: its record is
+    written anew (as a caller's key would have it, none was), its key records nothing (the
+    next resume, once the step mends, runs the call)."""
+    with pytest.raises(RuntimeError, match="publish is down"):
+        Publisher.get_or_create("anew").run.run(1)
+    (record,) = [
+        k for k in _sync.sync(vc.get_runtime().store.list(keys.tasks_prefix("anew"))) if k.endswith("/failed")
+    ]
+    first = raw_get(record)
+    with pytest.raises(RuntimeError, match="publish is down"):
+        vc.get(workflow.resume("anew"), timeout=HANG)
+    assert raw_get(record) != first
+    broken.unlink()
+    assert vc.get(workflow.resume("anew"), timeout=HANG) == [2]
+    assert _applied("anew").count("run") == 1
+    (resumed,) = [c for entry in vc.get_actor("anew").history() for c in entry.calls if c.method == "run"]
+    assert HistoryEntry.call_text(resumed) == "resumed failed call: run(1) -> 2"
