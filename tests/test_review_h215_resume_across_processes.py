@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import select
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ from test_review_h211_memory_bounds import _fail_then_mend
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, keys, workflow
+from vactor_cloud.batch import PendingCall
+from vactor_cloud.commit_notes import interrupted_note
 from vactor_cloud.history import HistoryEntry
+from vactor_cloud.ids import resume_dedup_key
 from vactor_cloud.storage import Blob, ObjectStore, PutMode
 from vactor_cloud.testing._forwarding import ForwardingStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -166,3 +170,12 @@ def test_a_rerun_failing_again_records_its_failure_anew_and_nothing_under_its_ke
     assert _applied("anew").count("run") == 1
     (resumed,) = [c for entry in vc.get_actor("anew").history() for c in entry.calls if c.method == "run"]
     assert HistoryEntry.call_text(resumed) == "resumed failed call: run(1) -> 2"
+
+
+def test_an_interrupted_resumed_call_is_not_said_to_be_retried_with_its_key() -> None:
+    """A resumed call's key is no caller's: the note of an interrupted commit says what it
+    says of an unkeyed call, not "a retry with the same idempotency key"."""
+    call_id = "0" * 32
+    call = PendingCall("run", (), {}, False, Future(), call_id, idempotency_key=resume_dedup_key(0, call_id))
+    note = interrupted_note("noted", [call])
+    assert "look at handle.history() before calling again" in note, note
