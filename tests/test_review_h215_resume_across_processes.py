@@ -21,6 +21,7 @@ from child_processes import fork_and_report
 from store_helpers import init, raw_get
 from test_review_h158_workflow_resume import Publisher, broken  # noqa: F401 - the fixture
 from test_review_h211_memory_bounds import _fail_then_mend
+from test_review_lifecycle import Recorder
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, keys, workflow
@@ -28,11 +29,10 @@ from vactor_cloud.batch import PendingCall
 from vactor_cloud.commit_notes import interrupted_note
 from vactor_cloud.history import HistoryEntry
 from vactor_cloud.ids import resume_dedup_key
-from vactor_cloud.storage import Blob, ObjectStore, PutMode
-from vactor_cloud.testing._forwarding import ForwardingStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 HANG = 60.0
+NEEDS_FORK = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
 def _applied(actor_id: str) -> list[str]:
@@ -40,7 +40,7 @@ def _applied(actor_id: str) -> list[str]:
 
 
 @pytest.mark.vactor_lanes("local")
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@NEEDS_FORK
 def test_two_processes_resuming_at_once_apply_the_call_once(
     actor_store: StoreSpec,
     broken: Path,  # noqa: F811
@@ -86,39 +86,6 @@ def test_two_processes_resuming_at_once_apply_the_call_once(
     assert vc.get(workflow.resume("both"), timeout=HANG) == []
 
 
-class _Requests(ForwardingStore):
-    """The store, with every request written down as ``(operation, key)`` (HEAD's aside: a
-    hint moved in the background, whenever)."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        super().__init__(inner)
-        self.made: list[tuple[str, str]] = []
-
-    def _note(self, operation: str, key: str) -> None:
-        if not key.endswith("/HEAD"):
-            self.made.append((operation, key))
-
-    async def _get(self, key: str) -> Blob:
-        self._note("get", key)
-        return await super()._get(key)
-
-    async def _head(self, key: str) -> str | None:
-        self._note("head", key)
-        return await super()._head(key)
-
-    async def _put(self, key: str, data: bytes, mode: PutMode) -> str:
-        self._note("put", key)
-        return await super()._put(key, data, mode)
-
-    async def _list(self, prefix: str, start_after: str | None, limit: int | None) -> list[str]:
-        self._note("list", prefix)
-        return await super()._list(prefix, start_after, limit)
-
-    async def _delete(self, key: str) -> None:
-        self._note("delete", key)
-        await super()._delete(key)
-
-
 def test_a_resumed_call_commits_with_the_requests_of_an_unkeyed_one(
     actor_store: StoreSpec,
     broken: Path,  # noqa: F811
@@ -130,13 +97,14 @@ def test_a_resumed_call_commits_with_the_requests_of_an_unkeyed_one(
     _fail_then_mend(["counted"], broken)
     vc.shutdown()
     runtime = init(actor_store)  # (a fresh process: its actors' logs use the store wrapped)
-    store = runtime.store = _Requests(runtime.store)
+    store = runtime.store = Recorder(runtime.store)
     assert vc.get(workflow.resume("counted"), timeout=HANG) == [2]
-    record = next(key for _, key in store.made if key.endswith("/failed"))
+    record = next(key for _, key in store.log if key.endswith("/failed"))
     call = record.split("/")[-2]
-    made = [f"{op} {key.split('/', 2)[2].replace(call, '<call>')}" for op, key in store.made]
-    # (from the listing on; a fresh process reads the class body too, whenever: not counted)
-    made = [m for m in made[made.index("list tasks/") :] if not m.startswith("get class/")]
+    made = [f"{op} {key.split('/', 2)[2].replace(call, '<call>')}" for op, key in store.log]
+    # (from the listing on; a fresh process reads the class body too, whenever, and HEAD is
+    # a hint moved in the background: neither counted)
+    made = [m for m in made[made.index("list tasks/") :] if not m.startswith(("get class/", "put HEAD"))]
     assert made == [
         "list tasks/",
         "get tasks/<call>/failed",
