@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from child_processes import fork_and_report
-from store_helpers import init, raw_get
+from store_helpers import init, raw_get, raw_put
 from test_review_h158_workflow_resume import Publisher, broken  # noqa: F401 - the fixture
 from test_review_h211_memory_bounds import _fail_then_mend
 from test_review_lifecycle import Recorder
@@ -147,3 +147,28 @@ def test_an_interrupted_resumed_call_is_not_said_to_be_retried_with_its_key() ->
     call = PendingCall("run", (), {}, False, Future(), call_id, idempotency_key=resume_dedup_key(0, call_id))
     note = interrupted_note("noted", [call])
     assert "look at handle.history() before calling again" in note, note
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the resume key is remembered by the idempotency table alone: a failed-call record "
+    "put back once the key left the dedup window runs its call again, as an event put back past "
+    "the window is applied again (docs/security.md)",
+)
+def test_a_failed_call_record_put_back_past_the_dedup_window_does_not_apply_the_call_again(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+) -> None:
+    init(actor_store, dedup_window=(1, 0.0))
+    with pytest.raises(RuntimeError, match="publish is down"):
+        Publisher.get_or_create("past").run.run(1)
+    (record,) = [
+        k for k in _sync.sync(vc.get_runtime().store.list(keys.tasks_prefix("past"))) if k.endswith("/failed")
+    ]
+    kept = raw_get(record)
+    broken.unlink()
+    assert vc.get(workflow.resume("past"), timeout=HANG) == [2]
+    assert Publisher.get_or_create("past").record.options(idempotency_key="newer").run(5) == 5
+    raw_put(record, kept)
+    vc.get(workflow.resume("past"), timeout=HANG)
+    assert _applied("past").count("run") == 1, _applied("past")
