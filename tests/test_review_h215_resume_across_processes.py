@@ -39,7 +39,7 @@ def _applied(actor_id: str) -> list[str]:
     return [call.method for entry in vc.get_actor(actor_id).history() for call in entry.calls]
 
 
-@pytest.mark.vactor_lanes("local")
+@pytest.mark.vactor_lanes("local", "moto")
 @NEEDS_FORK
 def test_two_processes_resuming_at_once_apply_the_call_once(
     actor_store: StoreSpec,
