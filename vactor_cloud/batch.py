@@ -68,6 +68,7 @@ from vactor_cloud.definition import ActorDefinition, MethodInfo, check_at_step, 
 from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
 from vactor_cloud.fork_guard import end_a_forked_child, forks_now
 from vactor_cloud.future import ActorFuture, install_method_probe
+from vactor_cloud.ids import is_resume_key
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log_records import CallRecord, StepRecord
 from vactor_cloud.state import dumps_instance_state, expect_serializer, loads_state, restore_instance
@@ -800,12 +801,14 @@ def _apply_batch(
                 outcomes.append(Outcome(True, report))
             continue
         outcomes.append(outcome)
-        # A raising call changes nothing, unless its key must remember the exception.
-        if outcome.ok or (key is not None and recordable):
+        # A raising call changes nothing, unless its key must remember the exception. (A resumed
+        # call's key records only a success: one that failed again stays for the next resume.)
+        kept_by_key = key is not None and recordable and (outcome.ok or not is_resume_key(key))
+        if outcome.ok or kept_by_key:
             applied.append((call, outcome))
             if outcome.ok:
                 timers.apply(edits)
-        if key is not None and recordable:
+        if kept_by_key and key is not None:
             if not outcome.ok:  # the caller gets the original; the table what it can hold of it
                 kept = Outcome(False, recorded_exception(outcome.value, serializer))
             assert kept is not None

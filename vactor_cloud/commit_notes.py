@@ -6,6 +6,7 @@ again. Added as notes (``BaseException.add_note``) by :class:`~vactor_cloud.core
 from __future__ import annotations
 
 from vactor_cloud.batch import PendingCall
+from vactor_cloud.ids import is_resume_key
 
 __all__ = [
     "interrupted_note",
@@ -66,7 +67,10 @@ def interrupted_note(actor_id: str, batch: list[PendingCall]) -> str:
             f"handle.call_outcome(call_id) tells what became of each (call ids: {ids}): do not "
             "call again before it says not applied, unless the call has an idempotency key"
         )
-    keyed = all(call.idempotency_key is not None for call in batch)
+    # (A resumed call's key is none of its caller's to retry with.)
+    keyed = all(
+        call.idempotency_key is not None and not is_resume_key(call.idempotency_key) for call in batch
+    )
     retry = (
         "a retry with the same idempotency key applies each at most once"
         if keyed

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from vactor_cloud.definition import check_at_step, check_step_number
 from vactor_cloud.deletion import DELETE_CALL, deleted_error, is_deleted
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
-from vactor_cloud.ids import EVENT_KEY_PREFIX
+from vactor_cloud.ids import EVENT_KEY_PREFIX, is_resume_key
 from vactor_cloud.log import ActorLog, actor_prefix
 from vactor_cloud.log_records import CallRecord, StepRecord
 from vactor_cloud.reentrancy import writers_on_this_thread
@@ -119,7 +119,7 @@ class HistoryEntry:
             text += f" -> {call.result}" if call.result not in ("", "None") else ""
         else:
             text += f" !! {call.result}"
-        if meaning is not None:  # a fired timer or an event: the handling method's own record
+        if meaning is not None:  # a fired timer, an event, a resumed call: the method's own record
             return f"{meaning}: {text}"
         return f"{text}  [key {call.key}]" if call.key else text
 
@@ -144,10 +144,17 @@ DELETED_TEXT = "actor deleted"
 _WORDS_ONLY = MARKERS | {DELETE_CALL}
 
 
+#: a call ``workflow.resume`` ran again, in words (its key is ``ids.resume_dedup_key``'s)
+RESUMED_TEXT = "resumed failed call"
+
+
 def _meaning(call: CallRecord) -> str | None:
-    """A timer's call (``describe_call``), an event's or a delete, in words; None for other calls."""
+    """A timer's call (``describe_call``), an event's, a resumed one or a delete, in words; None
+    for other calls."""
     if call.method == DELETE_CALL:
         return DELETED_TEXT
+    if is_resume_key(call.key):
+        return RESUMED_TEXT
     return describe_call(call) or _event_text(call)
 
 

@@ -15,7 +15,9 @@ not list) is refused up front, with a message that says why.
   together. An event's entry is ``"\\x00event\\x00<name>\\x00<event_id>"``;
   idempotency keys may not start with NUL and event names and ids may not
   contain control characters, so no idempotency key can ever equal an
-  event's entry (and no two events' entries can collide). An idempotency key is
+  event's entry (and no two events' entries can collide). ``workflow.resume`` commits a
+  re-run under a key of the same reserved namespace, ``"\\x00resume\\x00<born>\\x00<call_id>"``
+  (:func:`resume_dedup_key`): no caller's key can equal it either. An idempotency key is
   held to :data:`MAX_ID_BYTES` too: it is recorded in the table of every step of
   its window (a longer one is best replaced by its digest).
 """
@@ -28,7 +30,10 @@ __all__ = [
     "EVENT_KEY_PREFIX",
     "MAX_ID_BYTES",
     "MAX_TIMER_KEY_BYTES",
+    "RESUME_KEY_PREFIX",
     "event_dedup_key",
+    "is_resume_key",
+    "resume_dedup_key",
     "validate_actor_id",
     "validate_event_id",
     "validate_event_name",
@@ -45,6 +50,8 @@ MAX_TIMER_KEY_BYTES = 200
 _SHORTEN = "use a shorter one, or a digest of it: hashlib.sha256(name.encode()).hexdigest() (64 characters)"
 #: the namespace of event entries in the idempotency table; no idempotency key starts with it
 EVENT_KEY_PREFIX = "\x00event\x00"
+#: the namespace of ``workflow.resume``'s re-runs in the idempotency table (no caller's key)
+RESUME_KEY_PREFIX = "\x00resume\x00"
 
 
 def _utf8_length(text: str) -> int | None:
@@ -171,3 +178,16 @@ def event_dedup_key(name: str, event_id: str) -> str:
     (validated when the event is sent), and no idempotency key starts with NUL.
     """
     return f"{EVENT_KEY_PREFIX}{name}\x00{event_id}"
+
+
+def resume_dedup_key(born: int, call_id: str) -> str:
+    """The idempotency-table key a ``workflow.resume`` re-run of the failed call ``call_id`` (of
+    the actor of incarnation ``born``) commits under: recorded only when the re-run succeeds, so
+    another re-run of that call (another process's resume that listed its record too, or a
+    record put back) is answered with that outcome instead of applying the call again."""
+    return f"{RESUME_KEY_PREFIX}{born}\x00{call_id}"
+
+
+def is_resume_key(key: str | None) -> bool:
+    """Whether ``key`` is a ``workflow.resume`` re-run's (:func:`resume_dedup_key`), not a caller's."""
+    return key is not None and key.startswith(RESUME_KEY_PREFIX)

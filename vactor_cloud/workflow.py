@@ -29,6 +29,7 @@ from vactor_cloud.errors import CallPendingError
 from vactor_cloud.future import ActorFuture, Waker
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import list_actors_async
+from vactor_cloud.ids import resume_dedup_key
 from vactor_cloud.incarnation import born_of
 from vactor_cloud.log_records import StepRecord
 from vactor_cloud.post_cursor import applied
@@ -193,9 +194,12 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     the fold that applies the post runs it; one whose post a fold applied with a successful
     run (its record listed before that run deleted it, or written late by another folder whose
     run failed and whose step never landed) is not run either, and its stale record goes.
-    Resume an actor from one process at a time:
-    calls run again unkeyed, so two processes resuming at once could both
-    apply one.
+    Each re-run commits under an idempotency key of its call's own
+    (``ids.resume_dedup_key``: its call id, in a namespace no caller's key can spell), recorded
+    when it succeeds: a re-run of the same call by another process's resume that listed the
+    record too, or of the record put back after the re-run, finds the key when it commits and
+    gives that outcome, applying nothing, within the idempotency window
+    (``Settings.dedup_window``); past it, a record put back runs again.
 
     Its reads (the listing, then each posted call's checks) each end within
     ``Settings.deadline``, with ``StorageTimeoutError`` on a store that does not answer.
@@ -307,8 +311,9 @@ def _rerun_once(runtime: Runtime, failed: FailedCall, listed: int) -> ActorFutur
     """The re-run of ``failed``: the one already under way in this process, if any, or the one
     that ended after ``listed`` (the tick the listing that found ``failed`` began at).
 
-    A recorded call runs again unkeyed, under its call id: a second ``resume`` while the
-    first runs (its record is deleted only after its commit) would apply it a second time.
+    A recorded call runs again under its call id and its resume key (see ``resume``): a second
+    re-run, in another process, is answered by the key once the first committed; in this
+    process it is not even started: the one under way (or just ended) is given.
     """
     key = (failed.actor_id, failed.call_id)
     with _rerunning_lock:
@@ -441,6 +446,9 @@ def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
         readonly=False,
         future=future,
         call_id=failed.call_id,
+        # Recorded when it succeeds: a re-run of the call elsewhere (another process's resume
+        # listed the record too) or later (the record put back) is answered with its outcome.
+        idempotency_key=resume_dedup_key(failed.born, failed.call_id),
     )
 
     def forget(finished: concurrent.futures.Future[Any]) -> None:

@@ -47,9 +47,12 @@ Here it runs inside the same call, before the call commits:
   reuse the checkpoints of the steps that had finished; the record is
   deleted once the re-run's sub-workflow succeeds, before its step is
   written (a delete that fails fails the re-run: nothing is committed and
-  the call stays recorded, so no later resume applies it twice). A call that this process runs again
-  itself (``options(max_retries=N)``, or its batch applied again after a
-  lost commit race) and whose sub-workflow then succeeds deletes its record
+  the call stays recorded, so no later resume applies it twice). A re-run
+  commits under a key of its own (``ids.resume_dedup_key``), recorded only when it
+  succeeds: another re-run of the call (another process's resume that listed the
+  record too, the record put back) is answered with its outcome within the window.
+  A call that this process runs again itself (``options(max_retries=N)``, or its
+  batch applied again after a lost commit race) and whose sub-workflow then succeeds deletes its record
   before it commits, so resume does not apply it a second time. So does a
   posted call (written for any process's fold to apply) whose sub-workflow
   succeeds, whichever process runs it: its failure may have been recorded by
@@ -82,6 +85,7 @@ from vactor_cloud.byvalue import freeze_arguments, thaw_arguments
 from vactor_cloud.checked_read import read_envelope
 from vactor_cloud.definition import with_fresh_defaults
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
+from vactor_cloud.ids import is_resume_key
 from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import FAILED_CALL, failure_key
 from vactor_cloud.subtask import Subtask
@@ -249,12 +253,12 @@ class StepNode:
             # running it again under resume would contradict what a retry with the key answers.
             # A fault the key does not record (dedup.is_outcome) is retried with the key: resume
             # would run the call without it, and that retry would apply it a second time.
-            if not context.readonly and call.idempotency_key is None:
+            if not context.readonly and not _keyed_by_its_caller(call):
                 _record_failure(context, call)
                 _recorded.add(context.actor_id, context.call_id)
             raise
         if _recorded.has(context.actor_id, context.call_id) or (
-            call.posted is not None and call.idempotency_key is None
+            call.posted is not None and not _keyed_by_its_caller(call)
         ):
             # An earlier run of this very call recorded its failure, and this run (a retry by
             # ``max_retries``, or the batch applied again after a lost race) got through: the
@@ -267,6 +271,13 @@ class StepNode:
 
     def __repr__(self) -> str:
         return f"<step node {self.target!r}>"
+
+
+def _keyed_by_its_caller(call: PendingCall) -> bool:
+    """Whether ``call`` has an idempotency key of its caller's (a timer's and an event's count):
+    a re-run by ``workflow.resume`` carries a key of its own (``ids.resume_dedup_key``), and
+    is otherwise an unkeyed call: its failure is recorded again, for the next resume."""
+    return call.idempotency_key is not None and not is_resume_key(call.idempotency_key)
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -437,6 +448,8 @@ class FailedCall:
     #: ``(key, sender, seq)`` of the post the call came in, if it was posted: while that post
     #: may still be applied by a fold, resume must not run the call (it would apply twice)
     post: tuple[str, str, int] | None = None
+    #: the incarnation of the actor that recorded it (``vactor_cloud.incarnation``; 0: the id's first)
+    born: int = 0
 
 
 class _RecordedFailures:
@@ -609,7 +622,8 @@ async def list_failures(
         meta = envelope.meta
         if meta.get("kind") != "failed-call" or not {"call", _JSON_CALL} & envelope.parts.keys():
             raise IntegrityError(key, "not a failed-call record")
-        if _record_born(key, meta) < born:
+        recorded_by = _record_born(key, meta)
+        if recorded_by < born:
             return None
         # The call its key names (a record copied under another call's key, unsigned, verifies:
         # resumed, it re-ran the call it names and deleted that call's record, never this one)
@@ -629,7 +643,7 @@ async def list_failures(
                 ref = (str(post[0]), str(post[1]), int(post[2]))
             except (TypeError, ValueError, OverflowError) as exc:
                 raise IntegrityError(key, f"malformed failed-call record: post {exc!r}") from None
-        return FailedCall(actor_id, call_id, method, args, kwargs, when, ref)
+        return FailedCall(actor_id, call_id, method, args, kwargs, when, ref, recorded_by)
 
     found = [f for f in await asyncio.gather(*(read(k) for k in keys)) if f is not None]
     return sorted(found, key=lambda f: f.time)
