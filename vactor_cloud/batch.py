@@ -49,7 +49,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vactor_cloud._sync import interruptible_wait
 from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
@@ -82,9 +82,6 @@ from vactor_cloud.timers import (
     TimerTable,
     timer_dedup_key,
 )
-
-if TYPE_CHECKING:  # (actor_runtime imports this module)
-    from vactor_cloud.actor_runtime import Runtime
 
 __all__ = [
     "BatchResult",
@@ -256,7 +253,7 @@ class CallContext:
     method: str
     readonly: bool
     #: the runtime the call runs in (its ``store`` and ``settings``)
-    runtime: Runtime
+    runtime: Any
     #: this call's timer changes (writer calls only), committed with it or not at all
     timers: TimerEdits | None = None
     #: the incarnation of the actor it runs on (``vactor_cloud.incarnation``; 0: the id's first)
