@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
-import conftest
 import pytest
 from slow_first import DURATIONS_FILE, known_durations, load_known_durations, slow_first, worksteal_slices
 from xdist.scheduler import WorkStealingScheduling
@@ -136,7 +137,18 @@ class _WorkerConfig:
         return self.real.getini(name)
 
 
-def test_each_worker_is_told_the_runs_dist_mode() -> None:
+def _our_conftest(config: pytest.Config) -> Any:
+    """tests/conftest.py as pytest loaded it: ``import conftest`` gave, in some workers,
+    tests/ray_compat/conftest.py (the one a worker had loaded last under that name)."""
+    path = Path(__file__).with_name("conftest.py").resolve()
+    for plugin in config.pluginmanager.get_plugins():
+        if getattr(plugin, "__file__", None) and Path(plugin.__file__).resolve() == path:
+            return plugin
+    raise AssertionError(f"pytest has not loaded {path}")
+
+
+def test_each_worker_is_told_the_runs_dist_mode(pytestconfig: pytest.Config) -> None:
+    conftest = _our_conftest(pytestconfig)
     workerinput: dict[str, object] = {"workercount": 7}
     options = {"dist": "worksteal"}
     node = SimpleNamespace(workerinput=workerinput, config=SimpleNamespace(getoption=options.get))
@@ -161,7 +173,7 @@ def test_the_collection_hook_reorders_only_worksteal_workers_collections(
     items = [_Item(f"tests/test_nowhere.py::test_{i}") for i in range(20)] + [_Item(longest)]
     monkeypatch.setenv("VACTOR_LANES", "memory")
     given = list(items)
-    conftest.pytest_collection_modifyitems(_WorkerConfig(pytestconfig, workerinput), items)  # type: ignore[arg-type]
+    _our_conftest(pytestconfig).pytest_collection_modifyitems(_WorkerConfig(pytestconfig, workerinput), items)  # type: ignore[arg-type]
     if workerinput is not None and workerinput.get("vactor_dist") == "worksteal":
         assert items[0] == _Item(longest)
         assert items[1:] == given[:-1]
