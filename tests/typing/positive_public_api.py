@@ -44,7 +44,6 @@ class Account:
         assert context is not None
         assert_type(context.actor_id, str)
         assert_type(context.method, str)
-        assert_type(context.runtime.settings, vc.Settings)
         key = context.schedule("deposit", after=5.0, args=(1,))
         assert_type(key, str)
         assert_type(context.cancel_timer(key), bool)
