@@ -57,13 +57,14 @@ def _slow_build(monkeypatch: pytest.MonkeyPatch, transport: str, seconds: float)
 def test_a_client_build_slower_than_the_request_timeout_fails_no_request(
     store_spec: StoreSpec, transport: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A build of 1.5 s under a request timeout of 1 s: the first PUT, GET and LIST succeed.
-    Before: the PUT raised ``StorageTimeoutError`` (may or may not have been applied)."""
-    builds = _slow_build(monkeypatch, transport, 1.5)
+    """A build of 4 s under a request timeout of 3 s: the first PUT, GET and LIST succeed.
+    Before: the PUT raised ``StorageTimeoutError`` (may or may not have been applied). (With
+    a timeout of 1 s, a request after the build took longer on a loaded moto lane once.)"""
+    builds = _slow_build(monkeypatch, transport, 4.0)
 
     async def first_requests() -> tuple[bytes, list[str]]:
         store = open_store(store_spec.url, **{**store_spec.options, "transport": transport})
-        store.request_timeout = 1.0
+        store.request_timeout = 3.0
         try:
             await store.put("cold/k", b"VACT written by a cold process")
             got = await store.get("cold/k")
