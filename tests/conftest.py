@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from interrupts import Interrupted
-from slow_first import load_known_durations, slow_first
 
 import vactor_cloud as vc
 from vactor_cloud.testing.lanes import Lane, StoreSpec
@@ -276,14 +275,6 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node: object) -> None:
-    """pytest-xdist, before it starts a worker: tells it the ``--dist`` mode, which its own
-    options no longer carry (read by :func:`pytest_collection_modifyitems`)."""
-    workerinput: dict[str, object] = node.workerinput  # type: ignore[attr-defined]
-    workerinput["vactor_dist"] = node.config.getoption("dist")  # type: ignore[attr-defined]
-
-
 def _unselected_lane(item: pytest.Item, selected: set[str]) -> bool:
     """Whether the item is pinned (by any fixture parameter) to a server lane not selected.
 
@@ -322,12 +313,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
-    # Under pytest-xdist's worksteal (scripts/test.sh): the tests known to be long first, one
-    # share to each worker, so that none starts near the end of the run and holds it (slow_first).
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None and workerinput.get("vactor_dist") == "worksteal":
-        ids = [item.nodeid for item in items]
-        items[:] = slow_first(items, ids, load_known_durations(), int(workerinput["workercount"]))
 
 
 @pytest.fixture
