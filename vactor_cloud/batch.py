@@ -53,6 +53,7 @@ from typing import Any
 
 from vactor_cloud._sync import interruptible_wait
 from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
+from vactor_cloud.call_runtime import CallRuntime
 from vactor_cloud.class_tag import made_for
 from vactor_cloud.dedup import (
     DedupFields,
@@ -253,7 +254,7 @@ class CallContext:
     method: str
     readonly: bool
     #: the runtime the call runs in (its ``store`` and ``settings``)
-    runtime: Any
+    runtime: CallRuntime
     #: this call's timer changes (writer calls only), committed with it or not at all
     timers: TimerEdits | None = None
     #: the incarnation of the actor it runs on (``vactor_cloud.incarnation``; 0: the id's first)
@@ -650,7 +651,7 @@ def apply_batch(
     base: StepRecord,
     live: Any,
     calls: list[PendingCall],
-    runtime: Any,
+    runtime: CallRuntime,
     dedup_window: tuple[int, float],
     table: StepDedup | None = None,
 ) -> BatchResult:
@@ -689,7 +690,7 @@ def _apply_batch(
     base: StepRecord,
     live: Any,
     calls: list[PendingCall],
-    runtime: Any,
+    runtime: CallRuntime,
     dedup_window: tuple[int, float],
     table: StepDedup | None,
 ) -> BatchResult:
@@ -865,7 +866,12 @@ def _at_step_of_a_stand_in(info: MethodInfo, call: PendingCall) -> ValueError | 
 
 
 def _no_writer_of_the_class(
-    definition: ActorDefinition, actor_id: str, call: PendingCall, good: bytes, serializer: str, runtime: Any
+    definition: ActorDefinition,
+    actor_id: str,
+    call: PendingCall,
+    good: bytes,
+    serializer: str,
+    runtime: CallRuntime,
 ) -> Outcome:
     """The outcome of a call that names no writer method of the actor's class: one made through
     a method of a class not defined where it was made (``handle._stand_in``, a writer taking any
@@ -1004,7 +1010,7 @@ def _schedule_summary(args: tuple[Any, ...], spec: dict[str, Any]) -> str:
 
 
 def run_readonly(
-    definition: ActorDefinition, actor_id: str, record: StepRecord, call: PendingCall, runtime: Any
+    definition: ActorDefinition, actor_id: str, record: StepRecord, call: PendingCall, runtime: CallRuntime
 ) -> Any:
     """Run a read-only method on a private copy of ``record``'s state; mutations are discarded.
 
