@@ -41,7 +41,6 @@ import functools
 import inspect
 import itertools
 import logging
-import os
 import reprlib
 import threading
 import time
@@ -68,6 +67,7 @@ from vactor_cloud.dedup import (
 from vactor_cloud.definition import ActorDefinition, MethodInfo, check_at_step, with_fresh_defaults
 from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
 from vactor_cloud.fork_guard import end_a_forked_child, forks_now
+from vactor_cloud.forked_child import renew_in_a_forked_child
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.ids import is_resume_key
 from vactor_cloud.incarnation import born_of
@@ -323,16 +323,8 @@ def swap_current_call(context: CallContext | None) -> CallContext | None:
 #: the next actor under the id look RUNNING
 _applying: dict[tuple[str, int], int] = {}
 _applying_lock = threading.Lock()
-
-
-def _forget_applying_after_fork() -> None:
-    """A forked child runs none of the parent's methods (its threads are not there)."""
-    global _applying_lock
-    _applying.clear()
-    _applying_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_applying_after_fork)
+# (A forked child runs none of the parent's methods: its threads are not there.)
+renew_in_a_forked_child(globals(), "_applying_lock", _applying)
 
 
 def _end_a_forked_child(forks: int, context: CallContext) -> None:
