@@ -233,6 +233,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h203_read_copy_message",
         "test_review_h203_timers_run_advice",
         "test_review_h211_memory_bounds",
+        "test_review_h219_forked_child",
     }
 )
 #: Lanes that run only :data:`EVERY_LANE_MODULES` (unless ``VACTOR_FULL_MATRIX=1``).

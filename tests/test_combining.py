@@ -393,8 +393,7 @@ def test_a_folder_whose_own_post_waits_behind_a_damaged_read_retries_and_never_h
     is one post in 37: it used to be skipped for good, and its caller waited out
     ``commit_timeout``); damaged at rest (forged), it is skipped after a few reads over
     ``DAMAGED_SECONDS``, never applied, and our call goes through. (Posts read by GET here:
-    none carries itself in its name; forged names: test_posting.py.)"""
-    monkeypatch.setattr(post_objects, "INLINE_NAME_LIMIT", 0)
+    ``post_names=False``, none carries itself in its name; forged names: test_posting.py.)"""
     # (1 s, not 2: the skip then waits for DAMAGED_READS reads, about 1.5 s at the 100 ms pauses)
     monkeypatch.setattr(posting, "DAMAGED_SECONDS", 1.0)
     reads = frozenset({"get"})
@@ -405,7 +404,11 @@ def test_a_folder_whose_own_post_waits_behind_a_damaged_read_retries_and_never_h
         rule = FaultRule("corrupt_read", operations=reads, key_contains="/mail/", at=times)
     # lease_seconds: the holder's background folds must outlast DAMAGED_SECONDS (below)
     store = init_switchable(
-        store_spec, FaultConfig((rule,), name="damaged_post_read"), combine_window=60.0, lease_seconds=30.0
+        store_spec,
+        FaultConfig((rule,), name="damaged_post_read"),
+        combine_window=60.0,
+        lease_seconds=30.0,
+        post_names=False,
     )
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
@@ -458,10 +461,9 @@ def test_a_post_damaged_in_transit_until_it_was_skipped_is_applied_by_a_later_cl
     """Every read of another process's post arrives damaged for longer than the skip rule
     (``DAMAGED_READS`` over ``DAMAGED_SECONDS``): the holder skips it. Skipped is not
     forgotten: its next read, ``DAMAGED_SECONDS`` later, is clean, and the post applies
-    once (it used to stay skipped while listed)."""
-    monkeypatch.setattr(post_objects, "INLINE_NAME_LIMIT", 0)
+    once (it used to stay skipped while listed). (Posts read by GET here: ``post_names=False``.)"""
     monkeypatch.setattr(posting, "DAMAGED_SECONDS", 1.0)  # (the skip's wait: 2 s of the suite's time)
-    store = init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0)
+    store = init_switchable(store_spec, combine_window=60.0, lease_seconds=30.0, post_names=False)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
     commit_behind_its_back("a")
@@ -619,12 +621,10 @@ def test_a_fold_that_stops_early_does_not_pass_an_earlier_post_of_ours(stop: str
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_a_lost_post_answer_with_damaged_read_backs_leaves_one_copy(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_lost_post_answer_with_damaged_read_backs_leaves_one_copy(store_spec: StoreSpec) -> None:
     """The post's put lands but its answer is lost; every read-back then arrives damaged for a
-    while. The sender must not take its own post for another's and write a second copy."""
-    monkeypatch.setattr(post_objects, "INLINE_NAME_LIMIT", 0)
+    while. The sender must not take its own post for another's and write a second copy. (A
+    read-back is a GET of the post, whatever its name; this box writes bare names.)"""
     faults = FaultConfig(
         (
             FaultRule("lost_response", operations=_PUT, key_contains="/mail/", at=(1,), retryable=False),

@@ -31,7 +31,7 @@ from test_review_clocks import _a_post_applied_and_left_behind
 from test_review_posting import _hold_lease_elsewhere
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, events, post_objects, posting
+from vactor_cloud import _sync, events, posting
 from vactor_cloud import inbox as inbox_module
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.core import ActorCore
@@ -307,9 +307,7 @@ class EventOrder:
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_internal_calls_wait_for_a_pending_post_their_own_fold_did_not_reach(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_internal_calls_wait_for_a_pending_post_their_own_fold_did_not_reach(store_spec: StoreSpec) -> None:
     """Our call was posted and given up on (``CallPendingError``); internal calls (here the
     inbox's ``process_events`` marker) cannot be posted and must not pass it: they wait until
     it is applied, folding themselves once the lease is free. A fold that stops at a post read
@@ -317,9 +315,9 @@ def test_internal_calls_wait_for_a_pending_post_their_own_fold_did_not_reach(
     a later fold to apply it, not commit first. (Mutation: ``_wait_behind_our_post`` taking
     every fold of its own for one that settled our post, ``_never_applied`` or not. Events are
     no calls of this process: the inbox's fold applies ``event/2`` in whichever step comes
-    first, before our post here, with or without the mutation.)"""
-    monkeypatch.setattr(post_objects, "INLINE_NAME_LIMIT", 0)  # posts read by GET
-    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
+    first, before our post here, with or without the mutation. Posts read by GET here:
+    ``post_names=False``.)"""
+    store = init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0, post_names=False)
     actor = EventOrder.get_or_create("a")
     actor.add.run("me/0")  # step 1
     _hold_lease_elsewhere("a")  # nobody folds until it is given up

@@ -339,9 +339,9 @@ def test_an_actor_is_running_during_a_writer_and_not_during_a_read(store_spec: S
 
 
 def test_a_child_forked_while_a_writer_runs_sees_no_writer_running(store_spec: StoreSpec) -> None:
-    """Mutation: ``_forget_applying_after_fork`` keeping the parent's counts: in a child forked
-    while a writer ran on another thread of the parent, the actor looked RUNNING for the
-    child's life (none of its threads runs that writer)."""
+    """Mutation: batch's after-fork renewal (``forked_child``) keeping the parent's counts:
+    in a child forked while a writer ran on another thread of the parent, the actor looked
+    RUNNING for the child's life (none of its threads runs that writer)."""
     store_spec.init()
     actor_id = "running-forgotten-in-a-child"
     actor = Summed.get_or_create(actor_id)
@@ -361,8 +361,9 @@ def test_a_child_forked_while_a_writer_runs_sees_no_writer_running(store_spec: S
 
 
 def test_a_child_forked_while_another_thread_counts_writers_can_count() -> None:
-    """Mutation: ``_forget_applying_after_fork`` not making the lock anew: a child forked while
-    another thread held it hung at its first writer (or its first ``get_status``)."""
+    """Mutation: batch's after-fork renewal (``forked_child``) not making the lock anew: a
+    child forked while another thread held it hung at its first writer (or its first
+    ``get_status``)."""
     with held_by_another_thread(batch._applying_lock, 60):
         pid = os.fork()
         if pid == 0:

@@ -41,7 +41,6 @@ import functools
 import inspect
 import itertools
 import logging
-import os
 import reprlib
 import threading
 import time
@@ -53,6 +52,7 @@ from typing import Any
 
 from vactor_cloud._sync import interruptible_wait
 from vactor_cloud.byvalue import Frozen, freeze, freeze_arguments, thaw, thaw_arguments
+from vactor_cloud.call_runtime import CallRuntime
 from vactor_cloud.class_tag import made_for
 from vactor_cloud.dedup import (
     DedupFields,
@@ -67,6 +67,7 @@ from vactor_cloud.dedup import (
 from vactor_cloud.definition import ActorDefinition, MethodInfo, check_at_step, with_fresh_defaults
 from vactor_cloud.errors import ActorClassChangedError, CommitOutcomeUnknownError, NestedCallPendingError
 from vactor_cloud.fork_guard import end_a_forked_child, forks_now
+from vactor_cloud.forked_child import renew_in_a_forked_child
 from vactor_cloud.future import ActorFuture, install_method_probe
 from vactor_cloud.ids import is_resume_key
 from vactor_cloud.incarnation import born_of
@@ -253,7 +254,7 @@ class CallContext:
     method: str
     readonly: bool
     #: the runtime the call runs in (its ``store`` and ``settings``)
-    runtime: Any
+    runtime: CallRuntime
     #: this call's timer changes (writer calls only), committed with it or not at all
     timers: TimerEdits | None = None
     #: the incarnation of the actor it runs on (``vactor_cloud.incarnation``; 0: the id's first)
@@ -322,16 +323,8 @@ def swap_current_call(context: CallContext | None) -> CallContext | None:
 #: the next actor under the id look RUNNING
 _applying: dict[tuple[str, int], int] = {}
 _applying_lock = threading.Lock()
-
-
-def _forget_applying_after_fork() -> None:
-    """A forked child runs none of the parent's methods (its threads are not there)."""
-    global _applying_lock
-    _applying.clear()
-    _applying_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_applying_after_fork)
+# (A forked child runs none of the parent's methods: its threads are not there.)
+renew_in_a_forked_child(globals(), "_applying_lock", _applying)
 
 
 def _end_a_forked_child(forks: int, context: CallContext) -> None:
@@ -650,7 +643,7 @@ def apply_batch(
     base: StepRecord,
     live: Any,
     calls: list[PendingCall],
-    runtime: Any,
+    runtime: CallRuntime,
     dedup_window: tuple[int, float],
     table: StepDedup | None = None,
 ) -> BatchResult:
@@ -689,7 +682,7 @@ def _apply_batch(
     base: StepRecord,
     live: Any,
     calls: list[PendingCall],
-    runtime: Any,
+    runtime: CallRuntime,
     dedup_window: tuple[int, float],
     table: StepDedup | None,
 ) -> BatchResult:
@@ -865,7 +858,12 @@ def _at_step_of_a_stand_in(info: MethodInfo, call: PendingCall) -> ValueError | 
 
 
 def _no_writer_of_the_class(
-    definition: ActorDefinition, actor_id: str, call: PendingCall, good: bytes, serializer: str, runtime: Any
+    definition: ActorDefinition,
+    actor_id: str,
+    call: PendingCall,
+    good: bytes,
+    serializer: str,
+    runtime: CallRuntime,
 ) -> Outcome:
     """The outcome of a call that names no writer method of the actor's class: one made through
     a method of a class not defined where it was made (``handle._stand_in``, a writer taking any
@@ -1004,7 +1002,7 @@ def _schedule_summary(args: tuple[Any, ...], spec: dict[str, Any]) -> str:
 
 
 def run_readonly(
-    definition: ActorDefinition, actor_id: str, record: StepRecord, call: PendingCall, runtime: Any
+    definition: ActorDefinition, actor_id: str, record: StepRecord, call: PendingCall, runtime: CallRuntime
 ) -> Any:
     """Run a read-only method on a private copy of ``record``'s state; mutations are discarded.
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from vactor_cloud import counters, tracing
 from vactor_cloud.batch import BatchResult, PendingCall, apply_batch, deliver_all, fail_calls
+from vactor_cloud.call_runtime import CallRuntime
 from vactor_cloud.commit_notes import not_sent_note, noted_sent, sent_note
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, safe_repr
 from vactor_cloud.definition import ActorDefinition
@@ -84,9 +85,11 @@ class CommitHook(Protocol):
         ...
 
 
-class CommitEnv(CombiningEnv, Protocol):
+class CommitEnv(CombiningEnv, CallRuntime, Protocol):
     """What the commit loop needs from its runtime: what contention combining needs
-    (:class:`~vactor_cloud.poster.CombiningEnv`), and the following."""
+    (:class:`~vactor_cloud.poster.CombiningEnv`), what a call reads of its runtime
+    (:class:`~vactor_cloud.call_runtime.CallRuntime`: the commit loop gives it to the calls
+    it applies), and the following."""
 
     def head_moved(self, core: Any, *, lazy: bool = False) -> None:
         """``core`` (the actor core itself) committed a step its HEAD does not point at yet."""

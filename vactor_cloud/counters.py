@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 
 from vactor_cloud.errors import CommitOutcomeUnknownError, IntegrityError, StorageError
+from vactor_cloud.forked_child import renew_in_a_forked_child
 
 __all__ = [
     "COUNTERS",
@@ -61,12 +61,7 @@ _lock = threading.Lock()
 _counts: collections.Counter[str] = collections.Counter()
 
 
-def _new_lock_after_fork() -> None:
-    global _lock  # another thread of the parent may have held it at the fork
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_lock_after_fork)
+renew_in_a_forked_child(globals(), "_lock")  # (the counts stay: a forked child counts on from them)
 
 
 def count(name: str, n: int = 1) -> None:

@@ -34,6 +34,7 @@ import cloudpickle
 from vactor_cloud.bytecode import BYTECODE
 from vactor_cloud.class_tag import class_tag
 from vactor_cloud.errors import ActorDefinitionError, StateProtocolError
+from vactor_cloud.forked_child import renew_in_a_forked_child
 from vactor_cloud.ids import validate_event_name
 from vactor_cloud.log_records import ClassRef
 from vactor_cloud.state import SERIALIZERS, builtin_base, defines_state_protocol
@@ -65,12 +66,7 @@ _TAGS: dict[str, str] = {}
 _PICKLE_LOCK = threading.Lock()
 
 
-def _new_lock_after_fork() -> None:
-    global _PICKLE_LOCK  # another thread of the parent may have held it at the fork
-    _PICKLE_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_lock_after_fork)
+renew_in_a_forked_child(globals(), "_PICKLE_LOCK")
 
 #: The public attributes of ``ActorHandle``: ``handle.<name>`` is the handle's own, so an actor
 #: method of one of these names could never be called through a handle; such a class is refused.

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
 import threading
 import time
@@ -29,6 +28,7 @@ import weakref
 from vactor_cloud import _sync, codec
 from vactor_cloud.checked_read import read_checked
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
+from vactor_cloud.forked_child import renew_in_a_forked_child
 from vactor_cloud.keys import mail_seal_key
 from vactor_cloud.storage import ObjectStore
 
@@ -151,12 +151,7 @@ _KEYS: weakref.WeakKeyDictionary[ObjectStore, MailKeys] = weakref.WeakKeyDiction
 _KEYS_LOCK = threading.Lock()
 
 
-def _new_lock_after_fork() -> None:
-    global _KEYS_LOCK  # another thread of the parent may have held it at the fork
-    _KEYS_LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_lock_after_fork)
+renew_in_a_forked_child(globals(), "_KEYS_LOCK")
 
 
 def mail_keys(store: ObjectStore, signing_key: bytes | None) -> MailKeys:

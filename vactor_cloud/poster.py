@@ -81,8 +81,9 @@ class CombiningEnv(Protocol):
     #: by actor id, our newest post not yet known applied (``Poster._outstanding``)
     pending_posts: dict[str, Posted]
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the IO loop and wait, at most ``settings.deadline``."""
+    def run(self, coro: Coroutine[Any, Any, T], *, hint: str = "") -> T:
+        """Run ``coro`` on the IO loop and wait, at most ``settings.deadline`` (then
+        ``StorageTimeoutError``, ending with ``hint``)."""
         ...
 
     def shutdown_error(self) -> RuntimeShutdownError:

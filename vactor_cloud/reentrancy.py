@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -20,6 +19,7 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from vactor_cloud.batch import current_call, swap_current_call
 from vactor_cloud.errors import ReentrantCallError
+from vactor_cloud.forked_child import renew_in_a_forked_child
 from vactor_cloud.future import install_actor_held_probe
 from vactor_cloud.read_room import lent_while_waiting
 
@@ -227,12 +227,5 @@ def unblock() -> None:
         _blocked.pop(threading.get_ident(), None)
 
 
-def _forget_blocked_after_fork() -> None:
-    # The child has one thread: no other waits, and a lock another thread held at the fork
-    # would stay held forever.
-    global _blocked_lock
-    _blocked.clear()
-    _blocked_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_blocked_after_fork)
+# (A forked child has one thread: no other waits.)
+renew_in_a_forked_child(globals(), "_blocked_lock", _blocked)

@@ -105,9 +105,8 @@ _cursor = threading.local()
 
 def actor_serializer(context: CallContext) -> str:
     """The serializer of the actor whose method runs in ``context`` (its class's, never storage's)."""
-    core = context.runtime.core(context.actor_id)
-    definition = getattr(core, "definition", None)
-    return str(getattr(definition, "serializer", "pickle"))
+    definition = context.runtime.core(context.actor_id).definition
+    return definition.serializer if definition is not None else "pickle"
 
 
 class Memo:
@@ -265,14 +264,14 @@ class Memo:
         if self.context.born:  # (the id's first actor names none: checkpoints as before)
             meta[BORN] = self.context.born
         data = codec.encode(key, meta, {"result": pickled}, signing_key=self.signing_key)
-        return self.context.runtime.background(self._bounded_put(key, data))  # type: ignore[no-any-return]
+        return self.context.runtime.background(self._bounded_put(key, data))
 
     async def _bounded_put(self, key: str, data: bytes) -> bytes | None:
         """``_put`` within ``Settings.deadline``. Its coroutines are made here, once the write
         runs: a runtime stopped already refuses the write and closes this one unstarted, where
         a ``_put`` made beforehand was left never awaited (a RuntimeWarning)."""
         hint = "this child's result was not checkpointed: a run of this call again runs the child again"
-        return await self.context.runtime.bounded(self._put(key, data), hint=hint)  # type: ignore[no-any-return]
+        return await self.context.runtime.bounded(self._put(key, data), hint=hint)
 
     async def _put(self, key: str, data: bytes) -> bytes | None:
         mode: PutMode = "create"

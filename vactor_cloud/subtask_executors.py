@@ -28,6 +28,7 @@ from vactor_cloud import _sync
 from vactor_cloud.batch import CallContext
 from vactor_cloud.errors import StateSerializationError
 from vactor_cloud.fork_guard import end_a_forked_child, forks_now
+from vactor_cloud.forked_child import renew_in_a_forked_child
 from vactor_cloud.reentrancy import run_detached
 from vactor_cloud.runtime import get_runtime, init
 from vactor_cloud.runtime_scope import carry_runtime
@@ -329,15 +330,8 @@ def _pack_failure(exc: Exception) -> bytes:
 # -- executors ------------------------------------------------------------------------------
 _pools: dict[str, Executor] = {}
 _pools_lock = threading.Lock()
-
-
-def _reset_pools_after_fork() -> None:
-    global _pools_lock
-    _pools.clear()
-    _pools_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_reset_pools_after_fork)
+# (A forked child has none of the pools' threads or worker processes: it makes its own.)
+renew_in_a_forked_child(globals(), "_pools_lock", _pools)
 
 
 def _shared_pool(kind: str) -> Executor:

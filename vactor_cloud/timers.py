@@ -46,7 +46,6 @@ import datetime
 import itertools
 import json
 import math
-import os
 import pickle
 import re
 import threading
@@ -59,6 +58,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from vactor_cloud import bytecode, keys
 from vactor_cloud.errors import AlreadyExistsError, InvalidActorIdError, StateSerializationError
+from vactor_cloud.forked_child import renew_in_a_forked_child
 from vactor_cloud.ids import validate_actor_id, validate_timer_key
 from vactor_cloud.storage import ObjectStore
 
@@ -621,14 +621,7 @@ class _IndexMemory:
 
 
 _memory = _IndexMemory()
-
-
-def _new_lock_after_fork() -> None:
-    """(A forked child) Another thread of the parent may have held the lock at the fork."""
-    _memory.lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_lock_after_fork)
+renew_in_a_forked_child(vars(_memory), "lock")  # (what it knows of the index stays true in a child)
 
 
 def remember_listed(

@@ -17,7 +17,6 @@ import concurrent.futures
 import enum
 import functools
 import itertools
-import os
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -26,6 +25,7 @@ from vactor_cloud.actor import get_actor as _get_actor
 from vactor_cloud.batch import PendingCall, applying
 from vactor_cloud.deletion import deleted_error, is_deleted
 from vactor_cloud.errors import CallPendingError
+from vactor_cloud.forked_child import renew_in_a_forked_child
 from vactor_cloud.future import ActorFuture, Waker
 from vactor_cloud.handle import ActorHandle
 from vactor_cloud.history import list_actors_async
@@ -294,17 +294,9 @@ def _forget_done_reruns() -> None:
             del _rerun_done[key]
 
 
-def _forget_reruns_after_fork() -> None:
-    """A forked child has none of the parent's threads: their re-runs never settle there, and
-    their listings never end (what is kept for them, results and all, is for no resume here)."""
-    global _rerunning_lock
-    _rerunning.clear()
-    _listing.clear()
-    _rerun_done.clear()
-    _rerunning_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_reruns_after_fork)
+# A forked child has none of the parent's threads: their re-runs never settle there, and
+# their listings never end (what is kept for them, results and all, is for no resume here).
+renew_in_a_forked_child(globals(), "_rerunning_lock", _rerunning, _listing, _rerun_done)
 
 
 def _rerun_once(runtime: Runtime, failed: FailedCall, listed: int) -> ActorFuture[Any]:

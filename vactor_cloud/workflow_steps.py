@@ -71,7 +71,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -85,6 +84,7 @@ from vactor_cloud.byvalue import freeze_arguments, thaw_arguments
 from vactor_cloud.checked_read import read_envelope
 from vactor_cloud.definition import with_fresh_defaults
 from vactor_cloud.errors import IntegrityError, NotFoundError, StorageError
+from vactor_cloud.forked_child import renew_in_a_forked_child
 from vactor_cloud.ids import is_resume_key
 from vactor_cloud.incarnation import BORN, born_in
 from vactor_cloud.keys import FAILED_CALL, failure_key
@@ -478,14 +478,7 @@ class _RecordedFailures:
 
 
 _recorded = _RecordedFailures()
-
-
-def _new_lock_after_fork() -> None:
-    """(A forked child) Another thread of the parent may have held the lock at the fork."""
-    _recorded._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_lock_after_fork)
+renew_in_a_forked_child(vars(_recorded), "_lock")  # (the calls recorded stay recorded in a child)
 
 
 def resuming(actor_id: str, call_id: str) -> None:

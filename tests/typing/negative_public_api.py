@@ -24,6 +24,7 @@ class Account:
         context = vc.current_call()
         assert context is not None
         context.schedule("deposit", after="5")  # E: Argument "after" to "schedule" of "CallContext" has
+        print(context.runtime.setings)  # E: "CallRuntime" has no attribute "setings"
 
 
 def square(x: int) -> float:

@@ -98,6 +98,12 @@ def wrong_errors() -> None:
         print(error.call_ids)  # PE: Cannot access attribute "call_ids" for class "CallNotFoundError"
 
 
+def wrong_call_runtime() -> None:
+    context = vc.current_call()
+    assert context is not None
+    print(context.runtime.setings)  # PE: Cannot access attribute "setings" for class "CallRuntime"
+
+
 async def wrong_awaits() -> None:
     h = Account.get_or_create("a", "ann")
     deposit = vc.method(h, lambda a: a.deposit)

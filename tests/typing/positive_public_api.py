@@ -14,6 +14,7 @@ from vactor_cloud import workflow
 from vactor_cloud.compaction import CompactionReport
 from vactor_cloud.inbox import EventInDoubtError
 from vactor_cloud.runtime import own_runtime
+from vactor_cloud.storage import ObjectStore
 from vactor_cloud.timer_runner import TimerRunner
 from vactor_cloud.timers import Timer
 
@@ -44,6 +45,9 @@ class Account:
         assert context is not None
         assert_type(context.actor_id, str)
         assert_type(context.method, str)
+        assert_type(context.runtime.settings, vc.Settings)
+        assert_type(context.runtime.settings.signing_key, bytes | None)
+        assert_type(context.runtime.store, ObjectStore)
         key = context.schedule("deposit", after=5.0, args=(1,))
         assert_type(key, str)
         assert_type(context.cancel_timer(key), bool)

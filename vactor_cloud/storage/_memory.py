@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import os
 import threading
 
 from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
+from vactor_cloud.forked_child import renew_in_a_forked_child
 from vactor_cloud.storage._base import Blob, IfMatch, Listing, ObjectStore, PutMode
 
 __all__ = ["MemoryStore"]
@@ -29,12 +29,7 @@ _SPACES: dict[str, _Space] = {}
 _LOCK = threading.Lock()
 
 
-def _new_lock_after_fork() -> None:
-    global _LOCK  # another thread of the parent may have held it at the fork: never released here
-    _LOCK = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_new_lock_after_fork)
+renew_in_a_forked_child(globals(), "_LOCK")
 _VERSIONS = itertools.count(1)
 
 
