@@ -1,0 +1,127 @@
+"""Hostile review h220: compaction meeting ``workflow.resume``'s key of a re-run call.
+
+* compaction between a resume's listing and its re-run's commit: another process re-ran the
+  call and committed it, the actor went on, and compaction deleted that step with the call's
+  checkpoints and record; the held re-run runs its steps again (their checkpoints are gone)
+  and its commit is answered by the key, carried by the newest step's table;
+* a failed-call record put back once compaction deleted the step that committed its re-run
+  (and the table moved into a checkpoint, and compaction deleted the checkpoints no kept
+  step names): the key is still in the window, the next resume is answered by it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from child_processes import fork_and_report
+from store_helpers import init, raw_get, raw_put
+from test_review_h158_workflow_resume import Publisher, broken  # noqa: F401 - the fixture
+from test_review_h211_memory_bounds import _fail_then_mend
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, keys, workflow
+from vactor_cloud.testing.lanes import StoreSpec
+
+HANG = 60.0
+NEEDS_FORK = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+
+
+def _done(actor_id: str) -> list[int]:
+    """The values ``record`` appended: each application of ``run`` appends its result."""
+    handle = vc.get_actor(actor_id)
+    done: list[int] = handle.state_at(handle.history(limit=1)[0].step).done
+    return done
+
+
+def _record_of(actor_id: str) -> str:
+    (record,) = [
+        k
+        for k in _sync.sync(vc.get_runtime().store.list(keys.tasks_prefix(actor_id)))
+        if k.endswith("/failed")
+    ]
+    return record
+
+
+@pytest.mark.vactor_lanes("local", "moto")
+@NEEDS_FORK
+def test_compaction_between_a_resumes_listing_and_its_commit_applies_the_call_once(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """This process's resume lists the record and waits; a forked child resumes the actor
+    (applies the call), commits two more calls and compacts to one step (the re-run's step,
+    its checkpoint and record go). Then this resume's re-run runs the call's step again and
+    commits: the newest step's table holds the key, which answers it."""
+    init(actor_store, fresh_window=0.0)
+    _fail_then_mend(["compacted"], broken)
+    parent_pid = os.getpid()
+    listed, go_on = threading.Event(), threading.Event()
+    rerun_once = workflow._rerun_once
+
+    def held(runtime: Any, failed: Any, listing: int) -> Any:
+        if os.getpid() == parent_pid:
+            listed.set()
+            assert go_on.wait(HANG), "the child never ended"
+        return rerun_once(runtime, failed, listing)
+
+    monkeypatch.setattr(workflow, "_rerun_once", held)
+    answers: list[object] = []
+
+    def resume() -> None:
+        try:
+            answers.append(vc.get(workflow.resume("compacted"), timeout=HANG))
+        except Exception as exc:
+            answers.append(exc)
+
+    def other_process() -> bytes:
+        assert vc.get(workflow.resume("compacted"), timeout=HANG) == [2]
+        job = Publisher.get_or_create("compacted")
+        assert job.record.run(5) == 5 and job.record.run(6) == 6
+        report = job.compact(keep_last=1, min_age=0)
+        return f"{report.deleted_steps} steps, {report.deleted_tasks} tasks".encode()
+
+    here = threading.Thread(target=resume)
+    here.start()
+    try:
+        assert listed.wait(HANG), "the resume never listed"
+        child = fork_and_report(other_process, HANG)
+    finally:
+        go_on.set()
+        here.join(HANG)
+    # (steps 0-2 of 3; the call's checkpoint of publish, and its record: gone before its commit)
+    assert child == b"3 steps, 1 tasks", child
+    assert answers == [[2]], answers
+    assert _done("compacted") == [2, 5, 6]
+
+
+def test_a_record_put_back_after_compaction_deleted_the_reruns_step_is_answered_by_its_key(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+) -> None:
+    """The re-run's key recorded, 80 keyed calls move the table into checkpoints; compaction
+    keeps one step (the re-run's step, and the checkpoints no kept step names, go). The record
+    kept from before, put back, is answered by the key still in the window: nothing applies."""
+    init(actor_store, fresh_window=0.0)
+    _fail_then_mend(["put-back"], broken)
+    record = _record_of("put-back")
+    kept = raw_get(record)
+    assert vc.get(workflow.resume("put-back"), timeout=HANG) == [2]
+    job = Publisher.get_or_create("put-back")
+    for n in range(80):
+        assert job.record.options(idempotency_key=f"a keyed call of the actor's, number {n:04}").run(n) == n
+    store = vc.get_runtime().store
+    checkpoints = [k for k in _sync.sync(store.list("actors/put-back/dedup/")) if "/outcomes/" not in k]
+    assert len(checkpoints) >= 2, checkpoints
+    report = job.compact(keep_last=1, min_age=0)
+    assert report.deleted_steps == 81, report
+    assert len([k for k in _sync.sync(store.list("actors/put-back/dedup/"))]) < len(checkpoints)
+    raw_put(record, kept)
+    assert workflow.get_status("put-back") == workflow.FAILED
+    assert vc.get(workflow.resume("put-back"), timeout=HANG) == [2]
+    assert workflow.get_status("put-back") == workflow.SUCCESSFUL
+    assert _done("put-back") == [2, *range(80)]
