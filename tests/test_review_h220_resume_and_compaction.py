@@ -23,8 +23,9 @@ from test_review_h158_workflow_resume import Publisher, broken  # noqa: F401 - t
 from test_review_h211_memory_bounds import _fail_then_mend
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, keys, workflow
+from vactor_cloud import _sync, workflow
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.workflow_steps import failure_keys
 
 HANG = 60.0
 NEEDS_FORK = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -38,11 +39,7 @@ def _done(actor_id: str) -> list[int]:
 
 
 def _record_of(actor_id: str) -> str:
-    (record,) = [
-        k
-        for k in _sync.sync(vc.get_runtime().store.list(keys.tasks_prefix(actor_id)))
-        if k.endswith("/failed")
-    ]
+    (record,) = _sync.sync(failure_keys(vc.get_runtime().store, actor_id))
     return record
 
 
@@ -119,7 +116,7 @@ def test_a_record_put_back_after_compaction_deleted_the_reruns_step_is_answered_
     assert len(checkpoints) >= 2, checkpoints
     report = job.compact(keep_last=1, min_age=0)
     assert report.deleted_steps == 81, report
-    assert len([k for k in _sync.sync(store.list("actors/put-back/dedup/"))]) < len(checkpoints)
+    assert len(_sync.sync(store.list("actors/put-back/dedup/"))) < len(checkpoints)
     raw_put(record, kept)
     assert workflow.get_status("put-back") == workflow.FAILED
     assert vc.get(workflow.resume("put-back"), timeout=HANG) == [2]
