@@ -122,3 +122,53 @@ def test_a_record_put_back_after_compaction_deleted_the_reruns_step_is_answered_
     assert vc.get(workflow.resume("put-back"), timeout=HANG) == [2]
     assert workflow.get_status("put-back") == workflow.SUCCESSFUL
     assert _done("put-back") == [2, *range(80)]
+
+
+def test_a_record_compaction_takes_for_unresumable_is_still_run_by_a_resume_that_listed_it(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A resume lists the record and waits; the actor commits on, and a compaction finds the
+    record older than its ``min_age`` (0 here) before the newest step: it deletes it and
+    reports the call unresumable. The resume that listed it still runs the call, once. The
+    warning said to run the call again as a new one if still wanted (a second application,
+    taken at its word); it says now to look at the history first, where the resumed call is."""
+    init(actor_store, fresh_window=0.0)
+    _fail_then_mend(["aged"], broken)
+    call_id = _record_of("aged").split("/")[-2]
+    listed, go_on = threading.Event(), threading.Event()
+    rerun_once = workflow._rerun_once
+
+    def held(runtime: Any, failed: Any, listing: int) -> Any:
+        listed.set()
+        assert go_on.wait(HANG), "the compaction never ended"
+        return rerun_once(runtime, failed, listing)
+
+    monkeypatch.setattr(workflow, "_rerun_once", held)
+    answers: list[object] = []
+
+    def resume() -> None:
+        try:
+            answers.append(vc.get(workflow.resume("aged"), timeout=HANG))
+        except Exception as exc:
+            answers.append(exc)
+
+    here = threading.Thread(target=resume)
+    here.start()
+    try:
+        assert listed.wait(HANG), "the resume never listed"
+        job = Publisher.get_or_create("aged")
+        assert job.record.run(5) == 5
+        report = job.compact(keep_last=1, min_age=0)
+    finally:
+        go_on.set()
+        here.join(HANG)
+    assert report.unresumable == (call_id,), report
+    (warning,) = [r.getMessage() for r in caplog.records if "no longer be resumed" in r.getMessage()]
+    assert "a resume that listed it before may still run it" in warning, warning
+    assert "handle.history()" in warning, warning
+    assert answers == [[2]], answers
+    assert _done("aged") == [5, 2]
+    assert vc.get_actor("aged").history(limit=1)[0].calls[0].call_id == call_id
