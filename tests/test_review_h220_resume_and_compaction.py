@@ -6,13 +6,17 @@
   and its commit is answered by the key, carried by the newest step's table;
 * a failed-call record put back once compaction deleted the step that committed its re-run
   (and the table moved into a checkpoint, and compaction deleted the checkpoints no kept
-  step names): the key is still in the window, the next resume is answered by it.
+  step names): the key is still in the window, the next resume is answered by it;
+* compaction deleting, as older than its ``min_age``, the record a resume has listed: the
+  report calls the call unresumable, and the resume runs it (once).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,42 @@ def _record_of(actor_id: str) -> str:
     return record
 
 
+@contextlib.contextmanager
+def _resume_waiting_after_its_listing(
+    actor_id: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[object]]:
+    """A resume of ``actor_id`` on another thread, waiting once it has listed the records
+    until the block ends (a forked child's resumes do not wait); what it answered (its result,
+    or its exception) is in the list yielded once the block ended."""
+    parent_pid = os.getpid()
+    listed, go_on = threading.Event(), threading.Event()
+    rerun_once = workflow._rerun_once
+
+    def held(runtime: Any, failed: Any, listing: int) -> Any:
+        if os.getpid() == parent_pid:
+            listed.set()
+            assert go_on.wait(HANG), "the block never ended"
+        return rerun_once(runtime, failed, listing)
+
+    monkeypatch.setattr(workflow, "_rerun_once", held)
+    answers: list[object] = []
+
+    def resume() -> None:
+        try:
+            answers.append(vc.get(workflow.resume(actor_id), timeout=HANG))
+        except Exception as exc:
+            answers.append(exc)
+
+    here = threading.Thread(target=resume)
+    here.start()
+    try:
+        assert listed.wait(HANG), "the resume never listed"
+        yield answers
+    finally:
+        go_on.set()
+        here.join(HANG)
+
+
 @pytest.mark.vactor_lanes("local", "moto")
 @NEEDS_FORK
 def test_compaction_between_a_resumes_listing_and_its_commit_applies_the_call_once(
@@ -56,24 +96,6 @@ def test_compaction_between_a_resumes_listing_and_its_commit_applies_the_call_on
     commits: the newest step's table holds the key, which answers it."""
     init(actor_store, fresh_window=0.0)
     _fail_then_mend(["compacted"], broken)
-    parent_pid = os.getpid()
-    listed, go_on = threading.Event(), threading.Event()
-    rerun_once = workflow._rerun_once
-
-    def held(runtime: Any, failed: Any, listing: int) -> Any:
-        if os.getpid() == parent_pid:
-            listed.set()
-            assert go_on.wait(HANG), "the child never ended"
-        return rerun_once(runtime, failed, listing)
-
-    monkeypatch.setattr(workflow, "_rerun_once", held)
-    answers: list[object] = []
-
-    def resume() -> None:
-        try:
-            answers.append(vc.get(workflow.resume("compacted"), timeout=HANG))
-        except Exception as exc:
-            answers.append(exc)
 
     def other_process() -> bytes:
         assert vc.get(workflow.resume("compacted"), timeout=HANG) == [2]
@@ -82,14 +104,8 @@ def test_compaction_between_a_resumes_listing_and_its_commit_applies_the_call_on
         report = job.compact(keep_last=1, min_age=0)
         return f"{report.deleted_steps} steps, {report.deleted_tasks} tasks".encode()
 
-    here = threading.Thread(target=resume)
-    here.start()
-    try:
-        assert listed.wait(HANG), "the resume never listed"
+    with _resume_waiting_after_its_listing("compacted", monkeypatch) as answers:
         child = fork_and_report(other_process, HANG)
-    finally:
-        go_on.set()
-        here.join(HANG)
     # (steps 0-2 of 3; the call's checkpoint of publish, and its record: gone before its commit)
     assert child == b"3 steps, 1 tasks", child
     assert answers == [[2]], answers
@@ -138,33 +154,10 @@ def test_a_record_compaction_takes_for_unresumable_is_still_run_by_a_resume_that
     init(actor_store, fresh_window=0.0)
     _fail_then_mend(["aged"], broken)
     call_id = _record_of("aged").split("/")[-2]
-    listed, go_on = threading.Event(), threading.Event()
-    rerun_once = workflow._rerun_once
-
-    def held(runtime: Any, failed: Any, listing: int) -> Any:
-        listed.set()
-        assert go_on.wait(HANG), "the compaction never ended"
-        return rerun_once(runtime, failed, listing)
-
-    monkeypatch.setattr(workflow, "_rerun_once", held)
-    answers: list[object] = []
-
-    def resume() -> None:
-        try:
-            answers.append(vc.get(workflow.resume("aged"), timeout=HANG))
-        except Exception as exc:
-            answers.append(exc)
-
-    here = threading.Thread(target=resume)
-    here.start()
-    try:
-        assert listed.wait(HANG), "the resume never listed"
+    with _resume_waiting_after_its_listing("aged", monkeypatch) as answers:
         job = Publisher.get_or_create("aged")
         assert job.record.run(5) == 5
         report = job.compact(keep_last=1, min_age=0)
-    finally:
-        go_on.set()
-        here.join(HANG)
     assert report.unresumable == (call_id,), report
     (warning,) = [r.getMessage() for r in caplog.records if "no longer be resumed" in r.getMessage()]
     assert "a resume that listed it before may still run it" in warning, warning
