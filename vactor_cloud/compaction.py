@@ -131,7 +131,8 @@ class CompactionReport:
     deleted_tasks: int
     held_by_min_age: int
     #: calls whose failure record (for ``workflow.resume``) was older than ``min_age`` and went:
-    #: they can no longer be resumed (each is also logged as a warning)
+    #: they can no longer be resumed (each is also logged as a warning), but by a resume that
+    #: listed the record before it went, which may still run the call
     unresumable: tuple[str, ...] = ()
     #: of ``held_by_min_age``, the steps old enough by our clock but not shown old by the
     #: writers' times (``_writers_cutoff``): a compaction in this process ``fresh_window``
@@ -620,8 +621,10 @@ async def _delete_tasks(
                 logger.warning(
                     "actor %r: the failure record of call %s (method %r), recorded %.0f s before "
                     "the actor's newest step, was older than compaction's min_age: compaction "
-                    "removed it, and the call can no "
-                    "longer be resumed (workflow.resume); run it again as a new call if it is still wanted",
+                    "removed it, and the call can no longer be resumed (workflow.resume; a resume "
+                    "that listed it before may still run it: look at handle.history() for it, "
+                    "shown as a resumed failed call); run it again as a new call if it is still "
+                    "wanted and not there",
                     log.actor_id,
                     call_id,
                     meta.get("method"),

@@ -512,7 +512,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
             printable(
                 f"vactor: warning: actor {actor_id!r}: the failure record of call {call_id} "
                 "was older than --min-age and compaction removed it: workflow.resume can no longer "
-                "run that call; run it again as a new call if it is still wanted"
+                "run that call (but for a resume that listed it before: look for the call in "
+                "`vactor history`); run it again as a new call if it is still wanted and not there"
             ),
             file=sys.stderr,
         )
