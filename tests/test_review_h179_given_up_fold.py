@@ -234,6 +234,26 @@ def test_a_fold_task_whose_step_puts_fail_is_tried_again_and_applies_the_post_on
     assert log.applied.run() == ["me/0", "me/1"]
 
 
+def lose_step_put_answers(store: Switchable, limit: int = 3) -> list[int]:
+    """The answers of the next ``limit`` step puts never reach their caller: each is sent, and
+    its answer replaced by ``RetryableStorageError`` (it may have landed). The count of them, as
+    ``[n]``. A put that ends in an error of its own (its request's ``Settings.timeout`` run out
+    on a loaded host, after it landed; a client's retry answered "already exists" by its own
+    first attempt) is counted too: its caller did not get its answer either."""
+    around = store._around
+    lost = [0]
+
+    async def lose_answers(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if not _step_put(operation, key) or lost[0] >= limit:
+            return await around(operation, key, run, **kw)
+        lost[0] += 1
+        await around(operation, key, run, **kw)
+        raise RetryableStorageError(f"injected: the answer to {key} was lost")
+
+    store._around = lose_answers  # type: ignore[method-assign]
+    return lost
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_a_fold_task_whose_step_put_answers_are_lost_applies_the_post_once(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
@@ -241,17 +261,7 @@ def test_a_fold_task_whose_step_put_answers_are_lost_applies_the_post_once(
     store = init_switchable(store_spec)
     give_up_at_the_first_lost_race(monkeypatch)
     log, call_id = give_up_on_me_1()
-    around = store._around
-    lost = [0]
-
-    async def lose_answers(operation: str, key: str, run: Any, **kw: Any) -> Any:
-        answer = await around(operation, key, run, **kw)
-        if _step_put(operation, key) and lost[0] < 3:
-            lost[0] += 1
-            raise RetryableStorageError(f"injected: the answer to {key} was lost")
-        return answer
-
-    store._around = lose_answers  # type: ignore[method-assign]
+    lost = lose_step_put_answers(store)
     assert ask_until_known(call_id)[0] == 2
     assert lost[0] > 0
     assert log.applied.run() == ["me/0", "me/1"]
