@@ -1,8 +1,9 @@
 """The ask's fold whose step put lands and whose answer the store itself loses (its request's
 ``Settings.timeout`` run out on a loaded host; a client's retry answered "already exists" by
-its own first attempt), beneath a test's wrapper that loses step put answers: the fold reads
-the step back, finds it its own and commits; the post is applied once, and the wrapper counts
-the answer lost (it saw an error, not the answer).
+its own first attempt), beneath a test's wrapper over the step puts: the fold reads the step
+back, finds it its own and commits; the post is applied once. A wrapper that loses step put
+answers counts that answer lost (it saw an error, not the answer); a hook that runs once the
+first step put has ended runs after that error as after an answer.
 
 Also the premise of the tests that install a fault after ``give_up_on_me_1()``: nothing of this
 process folds the given-up post until it is asked (no lease held, no round of serving, no fold
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from test_combining import Switchable, init_switchable
 from test_review_h178_orphaned_post import ask_until_known, give_up_at_the_first_lost_race, give_up_on_me_1
-from test_review_h179_given_up_fold import lose_step_put_answers
+from test_review_h179_given_up_fold import after_the_first_step_put, lose_step_put_answers
 
 import vactor_cloud as vc
 from vactor_cloud.errors import AlreadyExistsError, StorageError, StorageTimeoutError
@@ -47,19 +48,51 @@ def the_store_loses_the_next_step_put_answer(store: Switchable, ending: str) -> 
     return landed
 
 
+def given_up_and_the_next_step_put_answer_lost_by_the_store(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> tuple[Switchable, Any, str, list[str]]:
+    """``me/1`` given up on (``give_up_on_me_1``); the next step put's answer lost by the store
+    itself (``the_store_loses_the_next_step_put_answer``). The store, to wrap over that loss,
+    the log, me/1's call id, and the key of the step put once it landed."""
+    store = init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    return store, log, call_id, the_store_loses_the_next_step_put_answer(store, ending)
+
+
 @pytest.mark.usefixtures("runtime_off")
 @pytest.mark.parametrize("ending", sorted(_ENDINGS))
 def test_a_step_put_answer_the_store_itself_loses_is_counted_lost_and_the_post_applies_once(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ending: str
 ) -> None:
-    store = init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    log, call_id = give_up_on_me_1()
-    landed = the_store_loses_the_next_step_put_answer(store, ending)
+    store, log, call_id, landed = given_up_and_the_next_step_put_answer_lost_by_the_store(
+        store_spec, monkeypatch, ending
+    )
     lost = lose_step_put_answers(store)  # (over the store's own loss: it sees the error)
     assert ask_until_known(call_id)[0] == 2
     assert landed, "the ask's fold put no step"
     assert lost[0] > 0, "the wrapper did not count the answer the store lost"
+    assert log.applied.run() == ["me/0", "me/1"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("ending", sorted(_ENDINGS))
+def test_a_hook_after_the_first_step_put_runs_when_the_store_itself_ends_it_in_an_error(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """(As a test holds the answer of the fold's step put, or lands a post once it is in.)"""
+    store, log, call_id, landed = given_up_and_the_next_step_put_answer_lost_by_the_store(
+        store_spec, monkeypatch, ending
+    )
+    ran: list[str] = []
+
+    async def note(key: str) -> None:
+        ran.append(key)
+
+    ended = after_the_first_step_put(store, note)
+    assert ask_until_known(call_id)[0] == 2
+    assert landed, "the ask's fold put no step"
+    assert ran == ended == landed, "the hook did not run after the put the store ended in an error"
     assert log.applied.run() == ["me/0", "me/1"]
 
 
