@@ -12,6 +12,7 @@ task queued)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -48,51 +49,41 @@ def the_store_loses_the_next_step_put_answer(store: Switchable, ending: str) -> 
     return landed
 
 
-def given_up_and_the_next_step_put_answer_lost_by_the_store(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ending: str
-) -> tuple[Switchable, Any, str, list[str]]:
-    """``me/1`` given up on (``give_up_on_me_1``); the next step put's answer lost by the store
-    itself (``the_store_loses_the_next_step_put_answer``). The store, to wrap over that loss,
-    the log, me/1's call id, and the key of the step put once it landed."""
-    store = init_switchable(store_spec)
-    give_up_at_the_first_lost_race(monkeypatch)
-    log, call_id = give_up_on_me_1()
-    return store, log, call_id, the_store_loses_the_next_step_put_answer(store, ending)
+def counting_lost_answers(store: Switchable) -> Callable[[], bool]:
+    """``lose_step_put_answers`` over ``store``: whether it counted an answer lost."""
+    lost = lose_step_put_answers(store)
+    return lambda: lost[0] > 0
 
 
-@pytest.mark.usefixtures("runtime_off")
-@pytest.mark.parametrize("ending", sorted(_ENDINGS))
-def test_a_step_put_answer_the_store_itself_loses_is_counted_lost_and_the_post_applies_once(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ending: str
-) -> None:
-    store, log, call_id, landed = given_up_and_the_next_step_put_answer_lost_by_the_store(
-        store_spec, monkeypatch, ending
-    )
-    lost = lose_step_put_answers(store)  # (over the store's own loss: it sees the error)
-    assert ask_until_known(call_id)[0] == 2
-    assert landed, "the ask's fold put no step"
-    assert lost[0] > 0, "the wrapper did not count the answer the store lost"
-    assert log.applied.run() == ["me/0", "me/1"]
-
-
-@pytest.mark.usefixtures("runtime_off")
-@pytest.mark.parametrize("ending", sorted(_ENDINGS))
-def test_a_hook_after_the_first_step_put_runs_when_the_store_itself_ends_it_in_an_error(
-    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ending: str
-) -> None:
-    """(As a test holds the answer of the fold's step put, or lands a post once it is in.)"""
-    store, log, call_id, landed = given_up_and_the_next_step_put_answer_lost_by_the_store(
-        store_spec, monkeypatch, ending
-    )
+def hooked_after_the_first_step_put(store: Switchable) -> Callable[[], bool]:
+    """``after_the_first_step_put`` over ``store`` (as a test holds the answer of the fold's step
+    put, or lands a post once it is in): whether its hook ran, once, after that put."""
     ran: list[str] = []
 
     async def note(key: str) -> None:
         ran.append(key)
 
     ended = after_the_first_step_put(store, note)
+    return lambda: ran == ended != []
+
+
+_WRAPPERS = {"counting": counting_lost_answers, "hooked": hooked_after_the_first_step_put}
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.parametrize("wrapper", sorted(_WRAPPERS))
+@pytest.mark.parametrize("ending", sorted(_ENDINGS))
+def test_a_step_put_answer_the_store_itself_loses_is_seen_by_a_wrapper_over_it_and_applies_once(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, ending: str, wrapper: str
+) -> None:
+    store = init_switchable(store_spec)
+    give_up_at_the_first_lost_race(monkeypatch)
+    log, call_id = give_up_on_me_1()
+    landed = the_store_loses_the_next_step_put_answer(store, ending)
+    saw = _WRAPPERS[wrapper](store)  # (over the store's own loss: it sees the error)
     assert ask_until_known(call_id)[0] == 2
     assert landed, "the ask's fold put no step"
-    assert ran == ended == landed, "the hook did not run after the put the store ended in an error"
+    assert saw(), "the wrapper did not see the step put the store ended in an error"
     assert log.applied.run() == ["me/0", "me/1"]
 
 
