@@ -9,6 +9,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -32,7 +33,7 @@ from test_review_h178_orphaned_post import (
 import vactor_cloud as vc
 from vactor_cloud import _sync, folding
 from vactor_cloud.core import ActorCore
-from vactor_cloud.errors import CallPendingError, RetryableStorageError
+from vactor_cloud.errors import CallPendingError, RetryableStorageError, StorageError
 from vactor_cloud.keys import steps_prefix
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -234,6 +235,53 @@ def test_a_fold_task_whose_step_puts_fail_is_tried_again_and_applies_the_post_on
     assert log.applied.run() == ["me/0", "me/1"]
 
 
+def after_the_first_step_put(store: Switchable, then: Callable[[str], Awaitable[None]]) -> list[str]:
+    """``await then(key)`` once the first step put from now on has ended, before its caller
+    gets what it ended with: its answer, or an error of the request's own (its
+    ``Settings.timeout`` run out on a loaded host, a client's retry answered "already exists" by
+    its own first attempt: it may have landed all the same). The key, once it ended."""
+    around = store._around
+    sent: list[str] = []
+    ended: list[str] = []
+
+    async def then_answer(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if not _step_put(operation, key) or sent:
+            return await around(operation, key, run, **kw)
+        sent.append(key)
+        try:
+            answer = await around(operation, key, run, **kw)
+        except StorageError:
+            ended.append(key)
+            await then(key)
+            raise
+        ended.append(key)
+        await then(key)
+        return answer
+
+    store._around = then_answer  # type: ignore[method-assign]
+    return ended
+
+
+def lose_step_put_answers(store: Switchable, limit: int = 3) -> list[int]:
+    """The answers of the next ``limit`` step puts never reach their caller: each is sent, and
+    its answer replaced by ``RetryableStorageError`` (it may have landed). The count of them, as
+    ``[n]``. A put that ends in an error of its own (its request's ``Settings.timeout`` run out
+    on a loaded host, after it landed; a client's retry answered "already exists" by its own
+    first attempt) is counted too: its caller did not get its answer either."""
+    around = store._around
+    lost = [0]
+
+    async def lose_answers(operation: str, key: str, run: Any, **kw: Any) -> Any:
+        if not _step_put(operation, key) or lost[0] >= limit:
+            return await around(operation, key, run, **kw)
+        lost[0] += 1
+        await around(operation, key, run, **kw)
+        raise RetryableStorageError(f"injected: the answer to {key} was lost")
+
+    store._around = lose_answers  # type: ignore[method-assign]
+    return lost
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_a_fold_task_whose_step_put_answers_are_lost_applies_the_post_once(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
@@ -241,17 +289,7 @@ def test_a_fold_task_whose_step_put_answers_are_lost_applies_the_post_once(
     store = init_switchable(store_spec)
     give_up_at_the_first_lost_race(monkeypatch)
     log, call_id = give_up_on_me_1()
-    around = store._around
-    lost = [0]
-
-    async def lose_answers(operation: str, key: str, run: Any, **kw: Any) -> Any:
-        answer = await around(operation, key, run, **kw)
-        if _step_put(operation, key) and lost[0] < 3:
-            lost[0] += 1
-            raise RetryableStorageError(f"injected: the answer to {key} was lost")
-        return answer
-
-    store._around = lose_answers  # type: ignore[method-assign]
+    lost = lose_step_put_answers(store)
     assert ask_until_known(call_id)[0] == 2
     assert lost[0] > 0
     assert log.applied.run() == ["me/0", "me/1"]
@@ -424,18 +462,14 @@ def test_a_close_while_the_fold_tasks_step_put_is_answered_late_ends_and_applies
     _, call_id = give_up_on_me_1()
     runtime = vc.get_runtime()
     held, release = threading.Event(), threading.Event()
-    around = store._around
 
-    async def answer_late(operation: str, key: str, run: Any, **kw: Any) -> Any:
-        answer = await around(operation, key, run, **kw)
-        if _step_put(operation, key) and not held.is_set():
-            held.set()  # (the step landed: its answer waits)
-            deadline = time.monotonic() + HANG
-            while not release.is_set() and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-        return answer
+    async def answer_late(_: str) -> None:
+        held.set()  # (the step landed: its answer waits)
+        deadline = time.monotonic() + HANG
+        while not release.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
-    store._around = answer_late  # type: ignore[method-assign]
+    after_the_first_step_put(store, answer_late)
     ask_once(call_id)
     assert held.wait(HANG)
     stopping = closing_in_the_background(runtime)

@@ -77,6 +77,7 @@ from test_review_h178_orphaned_post import (
     give_up_on_me_1,
 )
 from test_review_h179_given_up_fold import (
+    after_the_first_step_put,
     ask_once,
     asked_and_held,
     closing_in_the_background,
@@ -288,21 +289,15 @@ def test_an_expired_post_landing_during_the_ask_fold_does_not_keep_its_lease(
     with monkeypatch.context() as behind:
         behind.setattr(posting, "time", _SteppedBack(SENDER_TTL))
         (expired,) = [box.prepare((PostedCall("add", pickle.dumps((("old/1",), {})), uuid.uuid4().hex),))]
-    landed: list[str] = []
-    inner_around = store._around
 
-    async def land_at_the_step_put(operation: str, key: str, run: Any, **kw: Any) -> Any:
-        result = await inner_around(operation, key, run, **kw)
-        if operation == "put" and key.startswith(steps_prefix("a")) and not landed:
-            landed.append(key)
-            await box.send(expired)
-            if live_beside:
-                await box.send(
-                    box.prepare((PostedCall("add", pickle.dumps((("other/1",), {})), uuid.uuid4().hex),))
-                )
-        return result
+    async def land_at_the_step_put(_: str) -> None:
+        await box.send(expired)
+        if live_beside:
+            await box.send(
+                box.prepare((PostedCall("add", pickle.dumps((("other/1",), {})), uuid.uuid4().hex),))
+            )
 
-    store._around = land_at_the_step_put
+    landed = after_the_first_step_put(store, land_at_the_step_put)
     with RequestTrace(store).installed() as trace:
         ask_once(call_id)
         wait_until_quiet(store)

@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from combining_workers import commit_behind_its_back
 from runtime_workers import Counter
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, counters, tracing
+from vactor_cloud import counters, tracing
 from vactor_cloud.errors import RetryableStorageError, StorageError
 from vactor_cloud.events import send_event
 from vactor_cloud.storage import MemoryStore, PutMode
@@ -74,15 +75,6 @@ def test_commits_and_reads_are_counted(actor_store: StoreSpec) -> None:
     counter.incr.run(1)
     assert counter.value.run() == 2
     assert moved(before) == {"commits": 2, "reads": 1}
-
-
-def commit_behind_its_back(actor_id: str) -> None:
-    """Another writer commits the next step of ``actor_id`` (this process's cache is still fresh)."""
-    core = vc.get_runtime().core(actor_id)
-    mine = core.record
-    assert mine is not None
-    theirs = dataclasses.replace(mine, step=mine.step + 1, parent=mine.step, writer="someone-else")
-    _sync.sync(core.log.put_step(theirs))
 
 
 def test_a_lost_race_counts_a_conflict_logged_at_debug_and_the_posted_batch_when_folded(
