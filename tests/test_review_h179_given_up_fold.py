@@ -514,17 +514,19 @@ def test_an_interrupt_in_the_fold_tasks_commit_leaves_the_actor_free_and_a_later
 
 
 @pytest.mark.usefixtures("runtime_off")
-def test_a_thousand_asks_behind_a_live_foreign_lease_read_it_rarely_and_take_nothing(
+def test_asks_in_a_tight_loop_behind_a_live_foreign_lease_read_it_rarely_and_take_nothing(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another process holds the lease (alive: it does not lapse here): asks in a tight loop
+    """Another process holds the lease (alive: it does not lapse here): 200 asks in a tight loop
     queue no fold after the first found it held, read the lease about once per lease/4, and
-    never write it."""
+    never write it. (Two requests an ask, none of them the lease's. Queuing a fold per ask
+    regardless reads the lease about once per two asks, and writes it: 112 reads in 200
+    asks on moto, far past the bound.)"""
     store = init_switchable(store_spec, lease_seconds=60.0)
     give_up_at_the_first_lost_race(monkeypatch)
     _, call_id = give_up_on_me_1()
     leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
-    # (theirs outlasts the asks: 1000 of them took over 60 s on a loaded host, and a lapsed
+    # (theirs outlasts the asks: 1,000 of them once took over 60 s on a loaded host, and a lapsed
     # lease is the asks' to take)
     theirs = _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 3600.0, 2))
     assert theirs is not None
@@ -540,7 +542,7 @@ def test_a_thousand_asks_behind_a_live_foreign_lease_read_it_rarely_and_take_not
     began = deadline = time.monotonic()
     deadline += HANG
     asks = 0
-    while asks < 1000 and time.monotonic() < deadline:
+    while asks < 200 and time.monotonic() < deadline:
         ask_once(call_id)
         asks += 1
     core = vc.get_runtime().core("a")
@@ -550,6 +552,6 @@ def test_a_thousand_asks_behind_a_live_foreign_lease_read_it_rarely_and_take_not
     assert not core._orphans_queued
     assert "put" not in lease_requests and "delete" not in lease_requests
     # once, then once per lease/4 (15 s) the asks took: on an idle host <= 3 (reading it per
-    # ask: about 1000)
+    # ask: 100-200)
     assert len(lease_requests) <= 2 + (time.monotonic() - began) / 15.0, lease_requests
     assert _sync.sync(leases.read()) == theirs
