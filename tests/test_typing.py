@@ -81,6 +81,13 @@ def _compare(actual: Errors, expected: Errors) -> list[str]:
     return problems
 
 
+def _unmet(errors: Errors, case: Path, marker: str) -> list[str]:
+    """What ``errors`` (of a run over several files) say of ``case`` against its ``marker`` lines."""
+    return _compare(
+        {key: messages for key, messages in errors.items() if key[0] == str(case)}, _marked(case, marker)
+    )
+
+
 def _negatives(marker: str) -> list[Path]:
     return [p for p in sorted(CASES.glob("negative_*.py")) if f"# {marker}: " in p.read_text()]
 
@@ -128,8 +135,7 @@ def test_mypy_reports_wrong_arguments_and_misspelt_methods(
     case: Path, mypy_errors: tuple[Errors, str]
 ) -> None:
     errors, output = mypy_errors
-    actual = {key: messages for key, messages in errors.items() if key[0] == str(case)}
-    assert not _compare(actual, _marked(case, "E")), output
+    assert not _unmet(errors, case, "E"), output
 
 
 def test_mypy_checks_the_unannotated_seed_example(mypy_errors: tuple[Errors, str]) -> None:
@@ -301,8 +307,7 @@ def test_pyright_reports_wrong_arguments_and_misspelt_methods(
     case: Path, pyright_strict: tuple[Errors, str]
 ) -> None:
     errors, output = pyright_strict
-    actual = {key: messages for key, messages in errors.items() if key[0] == str(case)}
-    assert not _compare(actual, _marked(case, "PE")), output
+    assert not _unmet(errors, case, "PE"), output
 
 
 def test_pyright_checks_the_examples(tmp_path: Path) -> None:
