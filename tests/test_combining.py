@@ -848,19 +848,27 @@ def heal_and_fold(store: Switchable, log: Any) -> Any:
     return log.add.run("me/2")
 
 
-def gave_up_then_left_the_cursor(
+def gave_up_then_folded(
     store: Switchable, call: Callable[[Any], Any] | None = None, **bounds: Any
-) -> tuple[Any, CallPendingError, StepRecord]:
-    """:func:`give_up_on_a_post` (with ``call`` and ``bounds``, if given); then the store heals,
-    ``me/2`` folds both, and another writer commits a step whose cursor no longer names our
-    sender (as after ``SENDER_TTL`` without a post), dated now. (The log, the
-    CallPendingError, that step.)"""
+) -> tuple[Any, CallPendingError]:
+    """:func:`give_up_on_a_post` (with ``call`` and ``bounds``, if given); then the store heals
+    and ``me/2`` folds both, its post deleted. (The log, the CallPendingError.)"""
     if call is None:
         log, raised = give_up_on_a_post(store, **bounds)
     else:
         log, raised = give_up_on_a_post(store, call, **bounds)
     assert heal_and_fold(store, log) == 3  # folds both
     assert wait_for_no_posts("a") == []
+    return log, raised
+
+
+def gave_up_then_left_the_cursor(
+    store: Switchable, call: Callable[[Any], Any] | None = None, **bounds: Any
+) -> tuple[Any, CallPendingError, StepRecord]:
+    """:func:`gave_up_then_folded`; then another writer commits a step whose cursor no longer
+    names our sender (as after ``SENDER_TTL`` without a post), dated now. (The log, the
+    CallPendingError, that step.)"""
+    log, raised = gave_up_then_folded(store, call, **bounds)
     core = vc.get_runtime().core("a")
     mine = core.record
     assert mine is not None and POST_CURSOR in mine.extra

@@ -41,6 +41,22 @@ plugins = vactor_cloud.mypy_plugin
 mypy_path = {root}
 # dask and distributed ship partial types; their untyped functions are not our examples' fault.
 untyped_calls_exclude = dask,distributed
+
+# The seed example, checked in the same run as the strict files (the standard library and the
+# package analysed once, not twice): not --strict, with check_untyped_defs.
+[mypy-quickstart]
+disallow_untyped_defs = False
+disallow_incomplete_defs = False
+disallow_untyped_calls = False
+disallow_untyped_decorators = False
+disallow_any_generics = False
+disallow_subclassing_any = False
+warn_return_any = False
+implicit_reexport = True
+strict_equality = False
+extra_checks = False
+warn_unused_ignores = False
+check_untyped_defs = True
 """
 
 
@@ -65,6 +81,13 @@ def _compare(actual: Errors, expected: Errors) -> list[str]:
     return problems
 
 
+def _unmet(errors: Errors, case: Path, marker: str) -> list[str]:
+    """What ``errors`` (of a run over several files) say of ``case`` against its ``marker`` lines."""
+    return _compare(
+        {key: messages for key, messages in errors.items() if key[0] == str(case)}, _marked(case, marker)
+    )
+
+
 def _negatives(marker: str) -> list[Path]:
     return [p for p in sorted(CASES.glob("negative_*.py")) if f"# {marker}: " in p.read_text()]
 
@@ -72,11 +95,14 @@ def _negatives(marker: str) -> list[Path]:
 # -- mypy with the plugin -------------------------------------------------------------------------
 
 
-def _run_mypy(tmp: Path, config: str, files: list[Path]) -> tuple[Errors, str]:
+def _run_mypy(tmp: Path, config: str, files: list[Path], cache: Path | None = None) -> tuple[Errors, str]:
+    """mypy with ``config`` (written to ``tmp``) on ``files``; its cache in ``cache`` (default
+    ``tmp/cache``: a run with the same config reuses what an earlier one analysed there)."""
     ini = tmp / "mypy.ini"
     ini.write_text(config.format(root=ROOT))
+    cache_dir = cache if cache is not None else tmp / "cache"
     out, err, _status = mypy_api.run(
-        ["--config-file", str(ini), "--cache-dir", str(tmp / "cache"), "--no-pretty", *map(str, files)]
+        ["--config-file", str(ini), "--cache-dir", str(cache_dir), "--no-pretty", *map(str, files)]
     )
     errors: Errors = defaultdict(list)
     for match in re.finditer(r"^(.+?):(\d+): error: (.*)$", out, flags=re.MULTILINE):
@@ -93,7 +119,7 @@ def mypy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def mypy_errors(mypy_dir: Path) -> tuple[Errors, str]:
     files = [*sorted(CASES.glob("positive_*.py")), *_negatives("E")]
-    files += [p for p in sorted(EXAMPLES.glob("*.py")) if p != SEED_EXAMPLE]
+    files += sorted(EXAMPLES.glob("*.py"))  # the seed example under its own section
     return _run_mypy(mypy_dir, MYPY_CONFIG, files)
 
 
@@ -109,14 +135,12 @@ def test_mypy_reports_wrong_arguments_and_misspelt_methods(
     case: Path, mypy_errors: tuple[Errors, str]
 ) -> None:
     errors, output = mypy_errors
-    actual = {key: messages for key, messages in errors.items() if key[0] == str(case)}
-    assert not _compare(actual, _marked(case, "E")), output
+    assert not _unmet(errors, case, "E"), output
 
 
-def test_mypy_checks_the_unannotated_seed_example(tmp_path: Path) -> None:
-    config = "[mypy]\nplugins = vactor_cloud.mypy_plugin\nmypy_path = {root}\ncheck_untyped_defs = True\n"
-    errors, output = _run_mypy(tmp_path, config, [SEED_EXAMPLE])
-    assert not errors, output
+def test_mypy_checks_the_unannotated_seed_example(mypy_errors: tuple[Errors, str]) -> None:
+    errors, output = mypy_errors
+    assert not {key: messages for key, messages in errors.items() if key[0] == str(SEED_EXAMPLE)}, output
 
 
 CACHED_ACTORS = """\
@@ -196,14 +220,15 @@ reveal_type(h.fetch.run)
 """
 
 
-def test_mypy_types_overloaded_methods(tmp_path: Path) -> None:
+def test_mypy_types_overloaded_methods(tmp_path: Path, mypy_dir: Path) -> None:
     """An overloaded method's ``run``/``run_async`` are overloaded like it: per item, its
     parameters without self and its return type (awaited for an ``async def`` item)."""
-    errors, output = _run_mypy(tmp_path, MYPY_CONFIG, [CASES / "positive_plugin_overloads.py"])
+    cache = mypy_dir / "cache"  # (the module's other runs with MYPY_CONFIG analysed the rest)
+    errors, output = _run_mypy(tmp_path, MYPY_CONFIG, [CASES / "positive_plugin_overloads.py"], cache)
     assert not errors, output
     snippet = tmp_path / "overloads_revealed.py"
     snippet.write_text(OVERLOADS_REVEALED)
-    errors, output = _run_mypy(tmp_path, MYPY_CONFIG, [snippet])
+    errors, output = _run_mypy(tmp_path, MYPY_CONFIG, [snippet], cache)
     assert not errors, output
     run = "Overload(def (x: int) -> int, def (x: str, *, loud: bool =) -> list[str])"
     future = "vactor_cloud.future.ActorFuture"
@@ -263,16 +288,26 @@ def _run_pyright(tmp: Path, mode: str, files: list[Path]) -> tuple[Errors, str]:
     return dict(errors), done.stdout[-4000:] + done.stderr[-2000:]
 
 
-def test_pyright_types_constructors_and_selected_methods(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def pyright_strict(tmp_path_factory: pytest.TempPathFactory) -> tuple[Errors, str]:
+    """One strict run over the positive and the negative cases (each file's errors are its own:
+    no case imports another)."""
     positives = [p for p in sorted(CASES.glob("positive_*.py")) if p.name not in PLUGIN_ONLY]
-    errors, output = _run_pyright(tmp_path, "strict", positives)
-    assert not errors, output
+    return _run_pyright(tmp_path_factory.mktemp("pyright"), "strict", [*positives, *_negatives("PE")])
+
+
+def test_pyright_types_constructors_and_selected_methods(pyright_strict: tuple[Errors, str]) -> None:
+    errors, output = pyright_strict
+    positives = [str(p) for p in CASES.glob("positive_*.py")]
+    assert not {key: messages for key, messages in errors.items() if key[0] in positives}, output
 
 
 @pytest.mark.parametrize("case", _negatives("PE"), ids=lambda p: p.name)
-def test_pyright_reports_wrong_arguments_and_misspelt_methods(case: Path, tmp_path: Path) -> None:
-    errors, output = _run_pyright(tmp_path, "strict", [case])
-    assert not _compare(errors, _marked(case, "PE")), output
+def test_pyright_reports_wrong_arguments_and_misspelt_methods(
+    case: Path, pyright_strict: tuple[Errors, str]
+) -> None:
+    errors, output = pyright_strict
+    assert not _unmet(errors, case, "PE"), output
 
 
 def test_pyright_checks_the_examples(tmp_path: Path) -> None:

@@ -101,7 +101,21 @@ class OutcomeElsewhere:
         def _outcome_in(self, record: StepRecord, call_id: str) -> Outcome | None: ...
         def _below_watermark(self, step: int) -> bool: ...
 
-    def _walk_since(self, call_id: str, walked: StepRecord, scan: int) -> SinceWalked:
+    def _walk_step(self, step: int, read: dict[int, StepRecord]) -> StepRecord | None:
+        """Step ``step`` for a walk of one ``call_outcome``, from ``read`` or the store (then kept
+        in ``read``); None if it is not there (compacted, or not written). A step, once written,
+        does not change: a try after a failed read reads only the steps the tries before it had
+        not read, and a long walk comes through under transient failures of one read in a few."""
+        record = read.get(step)
+        if record is None:
+            record = self.env.run(self.log.read_step(step))
+            if record is not None:
+                read[step] = record
+        return record
+
+    def _walk_since(
+        self, call_id: str, walked: StepRecord, scan: int, read: dict[int, StepRecord]
+    ) -> SinceWalked:
         """Probe for the newest step and walk down the steps committed since ``walked`` (the
         first walk's newest), at most ``scan`` of them: a post applied and deleted between
         the first walk and the inbox's LIST is found there.
@@ -117,7 +131,7 @@ class OutcomeElsewhere:
         later = newest.step + 1  # the steps from here up are of actors made since the first walk
         held: Outcome | None = None  # an outcome found in a tombstone, not yet known whose
         for step in range(newest.step, max(walked.step, newest.step - scan), -1):
-            record = newest if step == newest.step else self.env.run(self.log.read_step(step))
+            record = newest if step == newest.step else self._walk_step(step, read)
             if record is None:
                 walk.joined = False
                 break  # compacted: older steps are gone too

@@ -690,9 +690,10 @@ class Poster(OutcomeElsewhere):
         deadline = self.env.settings.deadline
         give_up_at = time.monotonic() + deadline
         attempt = damaged = 0
+        read: dict[int, StepRecord] = {}  # the steps the tries walked (each read once: _walk_step)
         while True:
             try:
-                return self._look_up_outcome(call_id, scan)
+                return self._look_up_outcome(call_id, scan, read)
             except FormatVersionError:
                 raise  # a newer release wrote the step: no retry reads it
             except (RetryableStorageError, IntegrityError) as exc:
@@ -725,8 +726,9 @@ class Poster(OutcomeElsewhere):
                     ) from exc
                 _sync.sleep(pause)  # (up to 1.5 s: in slices on the main thread)
 
-    def _look_up_outcome(self, call_id: str, scan: int) -> Outcome:
-        """One try of :meth:`call_outcome`; storage errors are the caller's to retry."""
+    def _look_up_outcome(self, call_id: str, scan: int, read: dict[int, StepRecord]) -> Outcome:
+        """One try of :meth:`call_outcome`; storage errors are the caller's to retry. ``read``:
+        the steps the tries before this one read (:meth:`_walk_step`)."""
         newest = self.env.run(self.revalidate())
         posted = _GAVE_UP.get((self.env.store.url, self.actor_id, call_id))
         if posted is None and newest.serializer != "pickle":
@@ -773,7 +775,7 @@ class Poster(OutcomeElsewhere):
         #: the lowest step walked whose outcomes hold no outcome of the call (``_pending_elsewhere``)
         lowest = newest
         for step in range(newest.step, stop, -1):
-            record = newest if step == newest.step else self.env.run(self.log.read_step(step))
+            record = newest if step == newest.step else self._walk_step(step, read)
             if record is None:
                 complete = False
                 break  # compacted: older steps are gone too
@@ -807,7 +809,7 @@ class Poster(OutcomeElsewhere):
                 else f"call {call_id} was applied, but the step holding its outcome has been compacted"
             )
             return Outcome(False, CommitOutcomeUnknownError(self.actor_id, -1, why))
-        return self._pending_elsewhere(call_id, newest, scan, lowest)
+        return self._pending_elsewhere(call_id, newest, scan, lowest, read)
 
     def _not_ours(self, record: StepRecord, posted: Posted) -> bool:
         """(A call this process posted, an outcome of whose id the walk down found in
@@ -832,7 +834,9 @@ class Poster(OutcomeElsewhere):
         found = decode_outcomes(record.posted, key).get(call_id)
         return found if found is not None else decode_outcomes(record.carried, key).get(call_id)
 
-    def _pending_elsewhere(self, call_id: str, walked: StepRecord, scan: int, lowest: StepRecord) -> Outcome:
+    def _pending_elsewhere(
+        self, call_id: str, walked: StepRecord, scan: int, lowest: StepRecord, read: dict[int, StepRecord]
+    ) -> Outcome:
         """(A call this process did not post, not among the steps walked down from ``walked``,
         the lowest of them ``lowest``) Whether its post waits in the actor's inbox: a new
         process asking of a call an earlier one (a serverless invocation) gave up on knows no
@@ -843,7 +847,7 @@ class Poster(OutcomeElsewhere):
         ``walked`` (``OutcomeElsewhere._walk_since``: their outcome, if one of ``walked``'s actor
         holds it), and the answer (``OutcomeElsewhere._answer_elsewhere``)."""
         inbox = self._posts_naming(call_id, walked)
-        walk = self._walk_since(call_id, walked, scan)
+        walk = self._walk_since(call_id, walked, scan, read)
         if walk.found is not None:
             return walk.found
         return self._answer_elsewhere(call_id, scan, lowest, inbox, walk)
