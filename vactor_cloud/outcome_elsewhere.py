@@ -20,7 +20,7 @@ is declared at the top of the class.
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from vactor_cloud.dedup import Outcome
@@ -105,12 +105,15 @@ class OutcomeElsewhere:
         """Step ``step`` for a walk of one ``call_outcome``, from ``read`` or the store (then kept
         in ``read``); None if it is not there (compacted, or not written). A step, once written,
         does not change: a try after a failed read reads only the steps the tries before it had
-        not read, and a long walk comes through under transient failures of one read in a few."""
+        not read, and a long walk comes through under transient failures of one read in a few.
+
+        Kept, and given, without its state and idempotency table, which no walk reads: a walk
+        of ``scan`` steps of a large actor holds none of the states it passed."""
         record = read.get(step)
         if record is None:
             record = self.env.run(self.log.read_step(step))
             if record is not None:
-                read[step] = record
+                record = read[step] = replace(record, state=b"", dedup=b"")
         return record
 
     def _walk_since(
