@@ -185,7 +185,7 @@ TYPING_PID=""
 MAIN_PYTEST_ARGS=()
 if [[ -z "${PYTEST_ARGS[*]:-}" ]]; then
   # Users' type checkers on tests/typing and the examples (mypy with the plugin, pyright): about
-  # 25 s of CPU in three long tests. Among the tests they could start last and hold the run's
+  # 20 s of CPU (2026-12-07) in its longest tests. Among the tests they could start last and hold the run's
   # end; started now, beside them, they end early. Their result is reported after the tests.
   "$PY" -m pytest -q -p no:cacheprovider tests/test_typing.py >"$WORK/typing.log" 2>&1 &
   TYPING_PID=$!
