@@ -335,7 +335,11 @@ def _die_as_a_folder(actor_id: str) -> None:
 def _forget_the_failed_runs_of_this_process() -> None:
     from vactor_cloud import workflow_steps
 
-    workflow_steps._recorded = type(workflow_steps._recorded)()
+    # (emptied, not replaced: the after-fork renewal of its lock is bound to this object, and a
+    # child forked later by another test would wait for ever on a replacement's lock)
+    recorded = workflow_steps._recorded
+    with recorded._lock:
+        recorded._calls.clear()
 
 
 KILLS = {

@@ -554,7 +554,7 @@ def test_call_outcome_raises_a_newer_format_at_once(
     OrderLog.get_or_create("a").add.run("me/0")
     tries: list[int] = []
 
-    def newer(self: ActorCore, call_id: str, scan: int) -> Outcome:
+    def newer(self: ActorCore, call_id: str, scan: int, read: object) -> Outcome:
         tries.append(1)
         raise FormatVersionError("actors/a/steps/1", "upgrade vactor_cloud")
 
