@@ -580,9 +580,10 @@ class ActorInbox:
         fold onto a step another process made (the cache is no longer trusted: the fold lists
         first). The commits of this process in between do not apply it (the class refuses
         it), and the events that leave the cache meanwhile (applied, found gone) are ones
-        looked at, which set no floor. So a warm commit of an actor with a backlog of events it does not apply does
-        not go through the backlog: it sorts, and looks up in the table, the others only. The
-        events set aside still count in the order (``aside_floors``)."""
+        looked at, which set no floor. So a warm commit of an actor with a backlog of events
+        it does not apply does not go through the backlog: it sorts, and looks up in the
+        table, the others only (none: it reads no table). The events set aside still count
+        in the order (``aside_floors``)."""
         looked = self._looked if self._looked_still(refused_by, base) else None
         if looked is None:
             aside: set[str] = set()
