@@ -6,14 +6,18 @@ IO thread (which every actor of the process shares) does not grow with the backl
 the events whose order, dedup key or refusal a commit looks at, and the idempotency tables it
 reads for them: none, with a backlog of 40 as of 400. The events it sets aside still count in
 the inbox order (``fold_order``'s ``floors``), a new event behind the backlog is applied at its
-turn, and the events set aside are looked at again once the class (defined again) handles them
-or one of them is found replaced.
+turn (also one found by a listing that ran while a commit set the backlog aside), and the
+events set aside are looked at again once the class (defined again) handles them or one of them
+is found replaced.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import math
 import random
+import threading
 import time
 from collections.abc import Iterable, Iterator
 
@@ -21,8 +25,8 @@ import pytest
 from store_helpers import init
 
 import vactor_cloud as vc
+from vactor_cloud import _sync, inbox_events
 from vactor_cloud import inbox as inbox_module
-from vactor_cloud import inbox_events
 from vactor_cloud.dedup import StepDedup
 from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.inbox_events import InboxEvent, aside_floors, fold_order
@@ -168,6 +172,50 @@ def test_an_event_found_replaced_by_one_the_class_refuses_is_set_aside_by_the_ne
     assert actor.got.run() == ["a", "b"]
     known = vc.get_runtime().core("replaced").inbox._known
     assert [(e.event_id, e.name) for e in known.values()] == [("c", "nobody")]
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_an_event_a_listing_finds_while_a_commit_set_the_backlog_aside_is_applied_after_it(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A periodic listing, run beside commits, is slow; a commit made meanwhile sets the
+    backlog aside from what the cache held before that listing. The event the listing then
+    finds (sent by another process) is applied by the commits after it, not left aside with
+    the backlog until the next listing."""
+    runtime = init(actor_store, inbox_interval=3600.0)
+    actor = _backlog("race", 5)
+    key, data = inbox_events.encode_event("race", "x", "handled", b"7", "json", runtime.settings.signing_key)
+    _sync.sync(
+        inbox_events.put_event(
+            runtime.store, key, data, name="handled", signing_key=runtime.settings.signing_key
+        )
+    )
+    inbox = runtime.core("race").inbox
+    started, gate = threading.Event(), threading.Event()
+    listing = inbox.store.list
+
+    async def slow_list(prefix: str) -> object:
+        if "/inbox/" in prefix:
+            started.set()
+            for _ in range(1000):
+                if gate.is_set():
+                    break
+                await asyncio.sleep(0.01)
+        return await listing(prefix)
+
+    monkeypatch.setattr(inbox.store, "list", slow_list)
+    inbox._listed_at = -math.inf  # (as if inbox_interval had passed)
+    assert actor.add.run(1) == 1  # (the listing begins beside this commit)
+    assert started.wait(30)
+    assert actor.add.run(1) == 1  # (during the listing)
+    gate.set()
+    for _ in range(1000):
+        if inbox._background is None:
+            break
+        time.sleep(0.01)
+    assert inbox._background is None
+    assert actor.add.run(1) == 1
+    assert actor.got.run() == [7]
 
 
 def _keeper(handles: bool) -> type:

@@ -285,12 +285,16 @@ class ActorInbox:
         # after it, it took that event for gone and dropped it, and the sender's later events
         # went first.
         async with self._listing:
-            await self._refresh_now()
+            try:
+                await self._refresh_now()
+            finally:
+                # What it changed in the cache (even a part, when it failed) is set aside anew
+                # by the next fold: one made while it ran set aside what the cache held then.
+                self._looked = None
 
     async def _refresh_now(self) -> None:
         started = time.monotonic()
         self._signalled = False
-        self._looked = None
         prefix = inbox_prefix(self.actor_id)
         listed = await self.store.list(prefix)
         ended = time.monotonic()
@@ -575,7 +579,7 @@ class ActorInbox:
         An event set aside stays in the inbox, maybe for good: known (a listing does not read
         it again), but not with its payload (kept so, the cache held every refused event's
         bytes for as long as the actor stayed cached, uncounted). And it stays aside, not
-        looked at again, while nothing can change that: until the next listing (which may find
+        looked at again, while nothing can change that: until a listing ends (it may have found
         new events, or these applied by another process), another class (``refused_by``), or a
         fold onto a step another process made (the cache is no longer trusted: the fold lists
         first). The commits of this process in between do not apply it (the class refuses
