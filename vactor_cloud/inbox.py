@@ -39,7 +39,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
@@ -48,13 +48,14 @@ from vactor_cloud.batch import BatchResult, PendingCall
 from vactor_cloud.dedup import Outcome, StepDedup, is_outcome
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import StorageError
-from vactor_cloud.ids import event_dedup_key, validate_event_id
+from vactor_cloud.ids import EVENT_KEY_PREFIX, event_dedup_key, validate_event_id
 from vactor_cloud.inbox_events import (
     FETCH_CONCURRENCY,
     MAX_EVENT_PAYLOAD_BYTES,
     PAYLOAD_SERIALIZERS,
     EventInDoubtError,
     InboxEvent,
+    aside_floors,
     encode_event,
     event_handlers,
     event_keys,
@@ -132,6 +133,8 @@ class ActorInbox:
         "_listed_step",
         "_listing",
         "_listing_error",
+        "_looked",
+        "_looked_for",
         "_refold",
         "_seen_clock",
         "_sender",
@@ -204,6 +207,13 @@ class ActorInbox:
         #: the periodic listing, run beside commits rather than before them
         self._background: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] | None = None
+        #: the known events a fold looks at, each with its floor in the order (``aside_floors``),
+        #: kept from one fold to the next while ``_looked_for`` holds (see ``_to_look_at``);
+        #: None: made again by the next fold
+        self._looked: dict[str, float] | None = None
+        #: what the events set aside were refused by: the event names the class handles, and
+        #: its serializer
+        self._looked_for: tuple[frozenset[str], str] = (frozenset(), "")
 
     def _forget_background(self, _: object) -> None:
         # A finished task still holds its coroutine frame and result: drop it.
@@ -275,7 +285,12 @@ class ActorInbox:
         # after it, it took that event for gone and dropped it, and the sender's later events
         # went first.
         async with self._listing:
-            await self._refresh_now()
+            try:
+                await self._refresh_now()
+            finally:
+                # What it changed in the cache (even a part, when it failed) is set aside anew
+                # by the next fold: one made while it ran set aside what the cache held then.
+                self._looked = None
 
     async def _refresh_now(self) -> None:
         started = time.monotonic()
@@ -391,6 +406,7 @@ class ActorInbox:
             )
             self._known[event.key] = again
             if not same or again.dedup_key != event.dedup_key:
+                self._looked = None  # (another event: its place, and whether it is refused)
                 self._refold = True
                 continue
             ready.append(again)
@@ -453,10 +469,11 @@ class ActorInbox:
             self._signalled = True
             self._refold = True
             return calls
-        if not self._known:
+        handlers = event_handlers(definition)
+        refused_by = (frozenset(handlers), definition.serializer)
+        if not self._known or (self._looked == {} and self._looked_still(refused_by, base)):
             return calls
         table = await StepDedup(self.log, base, definition.serializer).load()
-        handlers = event_handlers(definition)
         chosen: list[InboxEvent] = []
         #: a commit's worth chosen: MAX_EVENTS_PER_COMMIT, or _PAYLOAD_BYTES of payloads
         full = False
@@ -466,7 +483,7 @@ class ActorInbox:
         #: events whose handler was excluded before (SystemExit): chosen after the others, so
         #: that a commit's worth of them never holds back the events behind them
         excluded: list[InboxEvent] = []
-        for event in fold_order(self._known.values()):
+        for event in self._to_look_at(table, definition, refused_by, base):
             if table.holds(event.dedup_key):
                 if event.key not in self._fresh:
                     # Read by a listing that began before this fold (before it, or the periodic
@@ -487,13 +504,6 @@ class ActorInbox:
                 waiting.add(event.sender)
                 continue
             if full:
-                continue
-            if refusal(event, definition) is not None:
-                # It stays in the inbox, maybe for good: known (a listing does not read it
-                # again), but not with its payload (kept so, the cache held every refused
-                # event's bytes for as long as the actor stayed cached, uncounted).
-                if not event.stripped:
-                    self._known[event.key] = event.without_payload()
                 continue
             if event.key in self._excluded:
                 excluded.append(event)
@@ -550,6 +560,67 @@ class ActorInbox:
             self._refold = True
         return folded + calls
 
+    def _looked_still(self, refused_by: tuple[frozenset[str], str], base: StepRecord) -> bool:
+        """Whether the events the last fold set aside stay aside in a fold onto ``base`` (see
+        ``_to_look_at``)."""
+        return self._looked is not None and self._looked_for == refused_by and self._cache_trusted(base)
+
+    def _to_look_at(
+        self,
+        table: StepDedup,
+        definition: ActorDefinition,
+        refused_by: tuple[frozenset[str], str],
+        base: StepRecord,
+    ) -> list[InboxEvent]:
+        """The known events the fold onto ``base`` looks at, in fold order; the others are set
+        aside: each refused by the class (``refusal``), confirmed, and not applied at ``base``
+        (its table does not hold it).
+
+        An event set aside stays in the inbox, maybe for good: known (a listing does not read
+        it again), but not with its payload (kept so, the cache held every refused event's
+        bytes for as long as the actor stayed cached, uncounted). And it stays aside, not
+        looked at again, while nothing can change that: until a listing ends (it may have found
+        new events, or these applied by another process), another class (``refused_by``), or a
+        fold onto a step another process made (the cache is no longer trusted: the fold lists
+        first). The commits of this process in between do not apply it (the class refuses
+        it), and the events that leave the cache meanwhile (applied, found gone) are ones
+        looked at, which set no floor. So a warm commit of an actor with a backlog of events
+        it does not apply does not go through the backlog: it sorts, and looks up in the
+        table, the others only (none: it reads no table). The events set aside still count
+        in the order (``aside_floors``)."""
+        looked = self._looked if self._looked_still(refused_by, base) else None
+        if looked is None:
+            aside: set[str] = set()
+            for event in self._known.values():
+                if (
+                    table.holds(event.dedup_key)
+                    or event.key in self._unconfirmed
+                    or refusal(event, definition) is None
+                ):
+                    continue
+                aside.add(event.key)
+                if not event.stripped:
+                    self._known[event.key] = event.without_payload()
+            looked = aside_floors(self._known.values(), aside)
+            # (kept only if made on a trusted base: otherwise this fold's only, and the next
+            # one, onto a step another process made, lists first)
+            self._looked = looked if self._cache_trusted(base) else None
+            self._looked_for = refused_by
+        return fold_order((e for k in looked if (e := self._known.get(k)) is not None), looked)
+
+    def _known_by_dedup(self, dedup_keys: Iterable[str | None]) -> dict[str, InboxEvent]:
+        """The known events recorded under ``dedup_keys`` (``event_dedup_key``), each found at
+        the key its event id names (neither its name nor its id holds a control character)."""
+        found: dict[str, InboxEvent] = {}
+        for dedup_key in dedup_keys:
+            if dedup_key is None or not dedup_key.startswith(EVENT_KEY_PREFIX):
+                continue
+            event_id = dedup_key[len(EVENT_KEY_PREFIX) :].partition("\x00")[2]
+            event = self._known.get(inbox_key(self.actor_id, event_id))
+            if event is not None and event.dedup_key == dedup_key:
+                found[dedup_key] = event
+        return found
+
     async def settle(self, batch: list[PendingCall], calls: list[PendingCall], result: BatchResult) -> None:
         """After ``calls`` were applied (committed if ``result.state``): delete the events whose
         application was committed; ``process_events`` markers get how many this commit applied.
@@ -560,7 +631,7 @@ class ActorInbox:
         if result.state is not None and self._listed_step == self._fold_base:
             # Our own commit on top of the listed step: the cache stays trusted.
             self._listed_step = self._fold_base + 1
-        applied = [e for e in self._known.values() if e.dedup_key in applied_keys]
+        applied = list(self._known_by_dedup(applied_keys).values())
         counters.count("folded_events", len(applied))
         self._delete(applied)
         self._note_excluded(calls, result)
@@ -579,13 +650,14 @@ class ActorInbox:
         SystemExit, a StorageError): they stay in the inbox, and the next folds choose them
         after the others. Newly excluded ones make ``process_events`` fold again (what they
         held back may be applied now)."""
-        keys = {e.dedup_key: e.key for e in self._known.values()}
-        for call, outcome in zip(calls, result.outcomes, strict=True):
-            key = keys.get(call.idempotency_key) if call.idempotency_key is not None else None
-            if key is None or outcome.ok or is_outcome(outcome.value):
-                continue
-            if key not in self._excluded:
-                self._excluded.add(key)
+        failed = [
+            call.idempotency_key
+            for call, outcome in zip(calls, result.outcomes, strict=True)
+            if call.idempotency_key is not None and not outcome.ok and not is_outcome(outcome.value)
+        ]
+        for event in self._known_by_dedup(failed).values():
+            if event.key not in self._excluded:
+                self._excluded.add(event.key)
                 self._refold = True
 
     def _delete(self, events: list[InboxEvent]) -> None:

@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,7 @@ __all__ = [
     "PAYLOAD_SERIALIZERS",
     "EventInDoubtError",
     "InboxEvent",
+    "aside_floors",
     "decode_event",
     "encode_event",
     "event_handlers",
@@ -151,7 +152,7 @@ class InboxEvent:
         return bytecode.loads(self.payload)
 
 
-def fold_order(events: Iterable[InboxEvent]) -> list[InboxEvent]:
+def fold_order(events: Iterable[InboxEvent], floors: Mapping[str, float] | None = None) -> list[InboxEvent]:
     """``events`` in the order a fold applies them: inbox order (:attr:`InboxEvent.order`), but
     with a sender time ahead of when this process first listed the event (``seen``) taken as
     that moment. A sender whose clock ran an hour ahead otherwise had its events applied after
@@ -159,7 +160,9 @@ def fold_order(events: Iterable[InboxEvent]) -> list[InboxEvent]:
 
     Each sender's events keep their order: the time an event counts with is at least the one
     its sender's previous event counts with (an earlier event may be listed after a later one,
-    by a listing of several pages: it must still go first, or wait with it).
+    by a listing of several pages: it must still go first, or wait with it). ``floors`` (by
+    key, from :func:`aside_floors`) stand for the events of the same senders left out of
+    ``events``: the order is then that of them all, those left out taken away.
     """
     by_sender: dict[str, list[InboxEvent]] = {}
     for event in events:
@@ -169,9 +172,30 @@ def fold_order(events: Iterable[InboxEvent]) -> list[InboxEvent]:
         counts = -math.inf
         for event in sorted(own, key=lambda e: e.order):
             counts = max(counts, min(event.time, event.seen))
+            if floors is not None:
+                counts = max(counts, floors.get(event.key, -math.inf))
             ranked.append((counts, event.sender, event.seq, event.event_id, event))
     ranked.sort(key=lambda row: row[:4])
     return [row[4] for row in ranked]
+
+
+def aside_floors(events: Iterable[InboxEvent], aside: Container[str]) -> dict[str, float]:
+    """For each event of ``events`` whose key is not in ``aside``: the least time it counts
+    with in :func:`fold_order` for the events of its sender set aside before it (``-inf``:
+    none). :func:`fold_order` of the others with these floors is the order of all of
+    ``events``, those set aside left out."""
+    by_sender: dict[str, list[InboxEvent]] = {}
+    for event in events:
+        by_sender.setdefault(event.sender, []).append(event)
+    floors: dict[str, float] = {}
+    for own in by_sender.values():
+        floor = -math.inf
+        for event in sorted(own, key=lambda e: e.order):
+            if event.key in aside:
+                floor = max(floor, min(event.time, event.seen))
+            else:
+                floors[event.key] = floor
+    return floors
 
 
 class _SenderClock:
