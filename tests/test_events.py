@@ -265,7 +265,10 @@ def test_a_backlog_past_one_commit_drained_by_2_processes_applies_each_event_onc
 ) -> None:
     """A backlog larger than one commit takes (256): each drainer holds payloads for the first
     256 only and reads the rest again when due, while the other drainer's commits apply and
-    delete them; each event is still applied once, in send order."""
+    delete them; each event is still applied once, in send order. No storage error is injected,
+    so a failed re-read is not exercised here: that it fails no writer call and keeps the order
+    is guarded by ``test_review_memory``'s ``..._failed_read_of_held_back_events_...`` and
+    ``test_review_h147_inbox_sweep``'s ``..._could_not_be_read_again_wait_for_it``."""
     if not store_lane.multiprocess:
         pytest.skip(f"lane {store_lane.name!r} stores are not shared between processes")
     total = 700 if store_lane.name in ("local",) else 300
