@@ -2466,6 +2466,19 @@ def test_processes_that_all_believe_they_hold_the_lease_apply_each_call_once_in_
 def test_compaction_beside_posters_loses_and_duplicates_nothing(
     shared: StoreSpec, process_context: multiprocessing.context.ForkServerContext, tmp_path: Path
 ) -> None:
+    """Three posting processes beside a loop that compacts to the newest 2 steps: no call is
+    lost or applied twice, and a caller's only error is CommitOutcomeUnknownError.
+
+    A soak of posting and folding under compaction. It does not reach a late commit (a step
+    put that ends more than fresh_window after its writer validated its cache): on a host
+    that answers puts within fresh_window, ``resolve_late_commit`` is never called here, so a
+    defect there passes this test. The held-put tests pin that path: in tests/test_compaction.py
+    test_writer_stalled_across_a_compaction_does_not_report_a_deleted_step,
+    test_retried_put_landing_below_the_watermark_is_resolved_from_the_compaction_record,
+    test_late_put_whose_number_is_no_longer_recorded_reports_an_unknown_outcome and
+    test_put_answered_after_its_step_was_compacted_is_not_applied_twice; for delete_actor,
+    tests/test_review_mutation_sweep.py::test_a_delete_built_on_a_step_compacted_meanwhile_is_not_taken_for_a_delete.
+    """
     settings = dict(POSTING, fresh_window=0.2)
     shared.init(settings=vc.Settings(storage="", **settings))
     handle = OrderLog.get_or_create("compacted")
