@@ -237,8 +237,8 @@ ABOVE_THE_STORE_MODULES = frozenset(
         # ``call_outcome``'s logic (the walk of the steps, the background fold of a given-up
         # post, an id made again) and the signed store's checks of what it reads: the same
         # store calls as the posting and folding paths test_combining keeps on moto. Measured
-        # on 2026-12-07 (CPU of each test, its worker's and its moto server's): 57 s of the
-        # moto lane's 337 s and 330 worker-seconds, the first of them 31 s and 172 alone.
+        # on 2026-12-07 (CPU of each test, its worker's and its moto server's): 59 s of the
+        # moto lane's 292 s and 326 worker-seconds, the first of them 31 s and 172 alone.
         "test_review_h179_given_up_fold",
         "test_review_h195_outcome_recreated",
         "test_review_signed_store_forgeries",
