@@ -362,10 +362,8 @@ def _broken(executor: Any) -> bool:
 def executor_spec(spec: ExecutorSpec | None, context: CallContext | None) -> ExecutorSpec:
     """``spec``, or the runtime's ``Settings.subtask_executor`` (else ``"thread"``) if None."""
     if spec is None:
-        runtime = context.runtime if context is not None else None
-        if runtime is None:
-            runtime = get_runtime()
-        spec = getattr(runtime.settings, "subtask_executor", None) or "thread"
+        runtime = context.runtime if context is not None else get_runtime()
+        spec = runtime.settings.subtask_executor or "thread"
     return spec
 
 
@@ -432,7 +430,7 @@ _adopted: _RuntimeRecipe | None = None
 
 
 def recipe_of(context: CallContext | None) -> _RuntimeRecipe | None:
-    if context is None or context.runtime is None:
+    if context is None:
         return None
     settings = context.runtime.settings
     storage = (
