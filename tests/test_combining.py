@@ -192,9 +192,10 @@ def hold_step_reads_until_folded(store: Switchable) -> tuple[threading.Event, th
 
     async def hold(operation: str, key: str, run: Any, **kw: Any) -> Any:
         if operation == "put" and "/mail/" in key:
-            result = await inner_around(operation, key, run, **kw)
-            posted.set()
-            return result
+            try:
+                return await inner_around(operation, key, run, **kw)
+            finally:
+                posted.set()  # (also when the put's answer is lost: it may have landed)
         if operation == "get" and "/steps/" in key and posted.is_set() and not folded.is_set():
             await asyncio.get_running_loop().run_in_executor(None, folded.wait, 30)
         return await inner_around(operation, key, run, **kw)
@@ -1605,9 +1606,10 @@ def test_a_poster_walking_back_to_its_step_through_damaged_reads_keeps_its_progr
             assert one is not None
             await log_.put_step(dataclasses.replace(one, step=2, parent=1, writer="someone-else"))
         if operation == "put" and "/mail/" in key:
-            result = await inner_around(operation, key, run, **kw)
-            posted.set()
-            return result
+            try:
+                return await inner_around(operation, key, run, **kw)
+            finally:
+                posted.set()  # (also when the put's answer is lost: it may have landed)
         if operation == "get" and "/steps/" in key and posted.is_set():
             if not folded.is_set():
                 await asyncio.get_running_loop().run_in_executor(None, folded.wait, 30)
@@ -1651,10 +1653,11 @@ def test_a_poster_waiting_on_a_stalled_store_gets_call_pending_in_time_and_its_c
 
     async def stall_reads_once_posted(operation: str, key: str, run: Any, **kw: Any) -> Any:
         if operation == "put" and "/mail/" in key and not posted.is_set():
-            result = await inner_around(operation, key, run, **kw)
-            posted.set()
-            stalled.set()
-            return result
+            try:
+                return await inner_around(operation, key, run, **kw)
+            finally:
+                posted.set()  # (also when the put's answer is lost: it may have landed)
+                stalled.set()
         if operation in ("get", "list", "head") and stalled.is_set():
             hung.append(f"{operation} {key.rsplit('/', 2)[-2]}")
             while stalled.is_set():
@@ -2069,9 +2072,10 @@ def test_a_poster_whose_post_the_skipped_step_applied_gets_the_outcome_recorded_
 
     async def hold_step_reads_until_folded(operation: str, key: str, run: Any, **kw: Any) -> Any:
         if operation == "put" and "/mail/" in key:
-            result = await inner_around(operation, key, run, **kw)
-            posted.set()
-            return result
+            try:
+                return await inner_around(operation, key, run, **kw)
+            finally:
+                posted.set()  # (also when the put's answer is lost: it may have landed)
         if operation == "get" and "/steps/" in key and posted.is_set():
             if not folded.is_set():
                 await asyncio.get_running_loop().run_in_executor(None, folded.wait, 30)
