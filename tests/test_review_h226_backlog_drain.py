@@ -1,0 +1,170 @@
+"""Hostile review h226: draining a backlog of events the actor applies.
+
+A commit that applies part of a backlog looks at the events it applies (and the ones its
+turn skips), not at the whole backlog: counted, the work of a commit is the same with a
+backlog of 100 as of 400. A drain whose reads of the backlog take longer than
+``Settings.deadline`` reads it over several commits, each within the deadline, and applies it
+in order, each event once; a listing that fails part way applies none of what it read before
+the rest is read (an unread event may go first). Two drainers at once apply each event once,
+in order. (docs/concepts.md, "Bounded memory".)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from store_helpers import init, other_process
+from test_review_events import Tape, drain_on, inbox_ids
+from test_review_h222_backlog_work import Backlogged, _Looks
+
+import vactor_cloud as vc
+from vactor_cloud import _sync, inbox_events
+from vactor_cloud import inbox as inbox_module
+from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.events import process_events
+from vactor_cloud.runtime import Runtime
+from vactor_cloud.testing.lanes import StoreSpec
+
+
+def _put_events(runtime: Runtime, actor_id: str, ids: list[str]) -> None:
+    """Events ``handled`` with payloads 0, 1, ... under ``ids``, sent in that order by another
+    process (this one is not told: its next commit does not list the inbox for them)."""
+    signing_key = runtime.settings.signing_key
+    for n, event_id in enumerate(ids):
+        key, data = inbox_events.encode_event(actor_id, event_id, "handled", b"%d" % n, "json", signing_key)
+        _sync.sync(inbox_events.put_event(runtime.store, key, data, name="handled", signing_key=signing_key))
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_a_commit_that_drains_a_backlog_looks_at_what_it_applies_not_at_the_backlog(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five warm commits, each applying 8 events of a backlog of 100 or of 400 (listed by the
+    commit before them): the events they look at (order, dedup key, refusal, ordering) and the
+    tables they read are as many for both. Then the backlog drains in order."""
+    runtime = init(actor_store, inbox_interval=3600.0)  # (no periodic listing during the calls)
+    monkeypatch.setattr(inbox_module, "MAX_EVENTS_PER_COMMIT", 8)
+    looks = _Looks(monkeypatch)
+    per_backlog = {}
+    for size in (100, 400):
+        actor_id = f"drained-{size}"
+        actor = Backlogged.get_or_create(actor_id)
+        _put_events(runtime, actor_id, [f"e{n:04}" for n in range(size)])
+        inbox = runtime.core(actor_id).inbox
+        inbox.signal()  # (the next commit lists the inbox first)
+        assert actor.add.run(1) == 1  # lists, and applies the first 8
+        looks.count = 0
+        for _ in range(5):
+            assert actor.add.run(1) == 1
+        per_backlog[size] = looks.count
+        assert actor.process_events() == size - 48
+        assert actor.got.run() == list(range(size))
+    assert per_backlog[100] == per_backlog[400], per_backlog
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_a_drain_whose_reads_outlast_the_deadline_applies_the_backlog_in_order_each_once(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read of an event takes 0.2 s (32 at a time): reading all 300 takes 2 s, past a
+    deadline of 1.2 s. The drain reads them over several commits, each within the deadline,
+    then applies them: all 300, in order, each once."""
+    runtime = init(actor_store, inbox_interval=3600.0, deadline=1.2)
+    monkeypatch.setattr(inbox_module, "_READ_SLICE", inbox_events.FETCH_CONCURRENCY)
+    actor = Backlogged.get_or_create("slow")
+    count = 300
+    for n in range(count):
+        vc.send_event("slow", "handled", n, event_id=f"e{n:04}")
+    store = runtime.store
+    get = store.get
+
+    async def slow_get(key: str) -> object:
+        if "/inbox/" in key:
+            await asyncio.sleep(0.2)
+        return await get(key)
+
+    monkeypatch.setattr(store, "get", slow_get)
+    assert actor.process_events() == count
+    monkeypatch.undo()
+    assert actor.got.run() == list(range(count))
+    assert actor.process_events() == 0
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_a_listing_that_fails_part_way_applies_none_of_what_it_read(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """64 events sent in one order under ids that list in the opposite one; the listing's reads
+    fail after the first 16 (the last 16 sent). None of those is applied before the rest is
+    read: the next commit reads them and applies all 64 in the order sent."""
+    runtime = init(actor_store, inbox_interval=3600.0)
+    monkeypatch.setattr(inbox_module, "_READ_SLICE", 16)
+    actor = Backlogged.get_or_create("partway")
+    assert actor.process_events() == 0  # (a listing: the cache is trusted from here on)
+    _put_events(runtime, "partway", [f"k{63 - n:02}" for n in range(64)])
+    store = runtime.store
+    get = store.get
+    reads = 0
+
+    async def failing_get(key: str) -> object:
+        nonlocal reads
+        if "/inbox/" in key:
+            reads += 1
+            if reads > 16:
+                raise RetryableStorageError("injected: the store went away", key)
+        return await get(key)
+
+    monkeypatch.setattr(store, "get", failing_get)
+    with pytest.raises(RetryableStorageError, match="injected"):
+        actor.process_events()
+    monkeypatch.undo()
+    assert actor.got.run() == list(range(64))
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_two_drainers_at_once_apply_each_event_once_in_order(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process's ``process_events`` (commits of 16 events, from its cache while nobody else
+    commits) and another process's drains, at once, on 300 events: each applied once, in send
+    order, and the inbox ends empty."""
+    init(actor_store, inbox_interval=3600.0)
+    monkeypatch.setattr(inbox_module, "MAX_EVENTS_PER_COMMIT", 16)
+    count = 300
+    Tape.get_or_create("tape")
+    for n in range(count):
+        vc.send_event("tape", "n", {"n": n}, event_id=f"n{n:04d}")
+    other = other_process(actor_store, inbox_interval=3600.0)
+    errors: list[BaseException] = []
+    started = threading.Barrier(2)
+
+    def drain(step: object) -> None:
+        try:
+            started.wait(30)
+            ends = time.monotonic() + 120
+            for _ in range(100):  # bounded: a few rounds suffice
+                step()  # type: ignore[operator]
+                if not inbox_ids("tape") or time.monotonic() > ends:
+                    return
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=drain, args=(lambda: process_events("tape"),)),
+        threading.Thread(target=drain, args=(lambda: drain_on(other, "tape"),)),
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(240)
+    finally:
+        other.close()
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert process_events("tape") == 0
+    assert vc.get_actor("tape").view.run() == list(range(count))
+    assert inbox_ids("tape") == []
