@@ -23,6 +23,7 @@ from test_review_h222_backlog_work import Backlogged, _Looks
 import vactor_cloud as vc
 from vactor_cloud import _sync, inbox_events
 from vactor_cloud import inbox as inbox_module
+from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.events import process_events
 from vactor_cloud.runtime import Runtime
@@ -63,6 +64,32 @@ def test_a_commit_that_drains_a_backlog_looks_at_what_it_applies_not_at_the_back
         assert actor.process_events() == size - 48
         assert actor.got.run() == list(range(size))
     assert per_backlog[100] == per_backlog[400], per_backlog
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_a_drain_lists_the_inbox_as_often_for_a_backlog_of_400_as_of_100(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``process_events`` over a backlog, 8 events a commit (13 and 50 commits): its first commit
+    lists the inbox; the others go on with what that listing read (nobody else commits), so
+    the LIST requests, and what the drain reads, do not grow with the commits."""
+    runtime = init(actor_store, inbox_interval=3600.0)
+    monkeypatch.setattr(inbox_module, "MAX_EVENTS_PER_COMMIT", 8)
+    lists, gets = {}, {}
+    for size in (100, 400):
+        actor_id = f"listed-{size}"
+        actor = Backlogged.get_or_create(actor_id)
+        _put_events(runtime, actor_id, [f"e{n:04}" for n in range(size)])
+        with RequestTrace(runtime.store).installed() as trace:
+            assert actor.process_events() == size
+        inbox_requests = [r.kind for r in trace.requests if "/inbox/" in r.key]
+        lists[size] = inbox_requests.count("list")
+        gets[size] = inbox_requests.count("get")
+        assert actor.got.run() == list(range(size))
+    assert lists[100] == lists[400] <= 2, lists  # (2: a listing that is no one moment is confirmed)
+    # (each event read once by the listing, and again when its turn comes: those past the
+    # first commit's, whose payloads the listing did not hold)
+    assert gets == {size: 2 * size - 8 for size in (100, 400)}, gets
 
 
 @pytest.mark.vactor_lanes("memory", "local")

@@ -55,7 +55,7 @@ from vactor_cloud.errors import (
     RuntimeShutdownError,
 )
 from vactor_cloud.ids import event_dedup_key, validate_event_id, validate_event_name
-from vactor_cloud.inbox import PROCESS_EVENTS, ActorInbox
+from vactor_cloud.inbox import PROCESS_EVENTS, PROCESS_MORE_EVENTS, ActorInbox
 from vactor_cloud.inbox_events import encode_event, event_handlers, put_event, serialize_payload
 from vactor_cloud.log import ActorLog
 from vactor_cloud.log_records import StepRecord
@@ -208,9 +208,9 @@ async def _process(actor_id: str) -> int:
     core = runtime.core(actor_id)
     await core.ensure_loaded()
     total = 0
-    for _ in range(_MAX_ROUNDS):
+    for n in range(_MAX_ROUNDS):
         future: Future[int] = Future()
-        core.submit(PendingCall(PROCESS_EVENTS, (), {}, False, future, uuid.uuid4().hex))
+        core.submit(PendingCall(_marker(n), (), {}, False, future, uuid.uuid4().hex))
         applied = await asyncio.wrap_future(future)
         total += applied
         # Done unless the fold left work it saw: a commit's worth chosen (it may have applied
@@ -220,6 +220,14 @@ async def _process(actor_id: str) -> int:
             break
     await runtime.bounded(_inbox(runtime, actor_id).wait_deleted(), hint=_deleting(total))
     return total
+
+
+def _marker(round: int) -> str:
+    """The marker call of ``process_events``'s commit ``round``: the first lists the inbox; the
+    others go on with what it found (and list again only where a fold asks for it: another
+    process committed meanwhile, a listing left events unread), so that a commit of a drain
+    does not list, nor sort, the whole backlog again."""
+    return PROCESS_EVENTS if round == 0 else PROCESS_MORE_EVENTS
 
 
 def _deleting(total: int) -> str:
@@ -251,9 +259,9 @@ def _process_here(runtime: Runtime, actor_id: str, timeout: float | None) -> int
     runtime.run(core.ensure_loaded())
     ends = math.inf if timeout is None else time.monotonic() + timeout
     total = 0
-    for _ in range(_MAX_ROUNDS):
+    for n in range(_MAX_ROUNDS):
         future: Future[int] = Future()
-        core.submit(PendingCall(PROCESS_EVENTS, (), {}, False, future, uuid.uuid4().hex))
+        core.submit(PendingCall(_marker(n), (), {}, False, future, uuid.uuid4().hex))
         core.help(future, None if ends == math.inf else max(0.0, ends - time.monotonic()))
         if not future.done():
             return total
