@@ -25,7 +25,7 @@ from vactor_cloud import _sync, inbox_events
 from vactor_cloud import inbox as inbox_module
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.errors import RetryableStorageError
-from vactor_cloud.events import process_events
+from vactor_cloud.events import process_events, process_events_async
 from vactor_cloud.runtime import Runtime
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -93,12 +93,15 @@ def test_a_drain_lists_the_inbox_as_often_for_a_backlog_of_400_as_of_100(
 
 
 @pytest.mark.vactor_lanes("memory", "local")
+@pytest.mark.parametrize("twin", ["sync", "async"])
 def test_a_drain_whose_reads_outlast_the_deadline_applies_the_backlog_in_order_each_once(
-    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch, twin: str
 ) -> None:
     """Each read of an event takes 0.2 s (32 at a time): reading all 300 takes 2 s, past a
-    deadline of 1.2 s. The drain reads them over several commits, each within the deadline,
-    then applies them: all 300, in order, each once."""
+    deadline of 1.2 s; and so does each delete request (a round of 16 at most): deleting the
+    300 after they are applied takes about 4 s. The drain reads them over several commits,
+    each within the deadline, applies them (all 300, in order, each once), and waits for
+    their deletes a round at a time."""
     runtime = init(actor_store, inbox_interval=3600.0, deadline=1.2)
     monkeypatch.setattr(inbox_module, "_READ_SLICE", inbox_events.FETCH_CONCURRENCY)
     actor = Backlogged.get_or_create("slow")
@@ -113,8 +116,21 @@ def test_a_drain_whose_reads_outlast_the_deadline_applies_the_backlog_in_order_e
             await asyncio.sleep(0.2)
         return await get(key)
 
+    delete_unchanged = store.delete_unchanged
+
+    async def slow_delete(versions: dict[str, str]) -> None:
+        await asyncio.sleep(0.2)
+        await delete_unchanged(versions)
+
     monkeypatch.setattr(store, "get", slow_get)
-    assert actor.process_events() == count
+    monkeypatch.setattr(store, "delete_unchanged", slow_delete)
+    monkeypatch.setattr(store, "delete_parallel", 16)
+    monkeypatch.setattr(store, "delete_batch", 1)
+    if twin == "sync":
+        assert actor.process_events() == count
+    else:
+        assert asyncio.run(process_events_async("slow")) == count
+    assert inbox_ids("slow") == []
     monkeypatch.undo()
     assert actor.got.run() == list(range(count))
     assert actor.process_events() == 0

@@ -796,3 +796,14 @@ class ActorInbox:
         """Until the background deletes started so far are done (for tests and the CLI)."""
         while self._deleting:
             await asyncio.sleep(0.01)
+
+    async def wait_some_deleted(self, keys: frozenset[str] | None = None) -> frozenset[str]:
+        """Until some of ``keys`` (None: the events whose deletes are under way now) are no
+        longer being deleted (deleted, or left for a later fold); those still being deleted.
+        A caller waits for a backlog's deletes a round at a time, each bounded by the deadline,
+        not all of them within it (a round deletes ``delete_parallel`` events, or a batch)."""
+        if keys is None:
+            keys = frozenset(self._deleting)
+        while (left := keys & self._deleting) and len(left) == len(keys):
+            await asyncio.sleep(0.01)
+        return left
