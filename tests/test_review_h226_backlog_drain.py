@@ -12,12 +12,10 @@ in order. (docs/concepts.md, "Bounded memory".)
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 
 import pytest
 from store_helpers import init, other_process
-from test_review_events import Tape, drain_on, inbox_ids
+from test_review_events import Tape, drain_on, drain_together, inbox_ids
 from test_review_h222_backlog_work import Backlogged, _Looks
 
 import vactor_cloud as vc
@@ -181,33 +179,10 @@ def test_two_drainers_at_once_apply_each_event_once_in_order(
     for n in range(count):
         vc.send_event("tape", "n", {"n": n}, event_id=f"n{n:04d}")
     other = other_process(actor_store, inbox_interval=3600.0)
-    errors: list[BaseException] = []
-    started = threading.Barrier(2)
-
-    def drain(step: object) -> None:
-        try:
-            started.wait(30)
-            ends = time.monotonic() + 120
-            for _ in range(100):  # bounded: a few rounds suffice
-                step()  # type: ignore[operator]
-                if not inbox_ids("tape") or time.monotonic() > ends:
-                    return
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [
-        threading.Thread(target=drain, args=(lambda: process_events("tape"),)),
-        threading.Thread(target=drain, args=(lambda: drain_on(other, "tape"),)),
-    ]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(240)
+        drain_together("tape", [lambda: process_events("tape"), lambda: drain_on(other, "tape")])
     finally:
         other.close()
-    assert not any(t.is_alive() for t in threads)
-    assert errors == []
     assert process_events("tape") == 0
     assert vc.get_actor("tape").view.run() == list(range(count))
     assert inbox_ids("tape") == []
