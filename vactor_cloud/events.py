@@ -247,6 +247,14 @@ def process_events(actor_id: str) -> int:
     are only cleaned up), and removed from the inbox after its commit.
     Events without a handler stay. ``ActorNotFoundError`` if the actor does
     not exist.
+
+    Each commit is bounded by ``Settings.deadline``, not the whole drain: a
+    backlog whose reads take longer is read over several commits (none applied
+    before all are read), then applied in commits of up to 256. It returns once
+    the deletes of the events it applied are done, waited for a round at a time:
+    ``StorageTimeoutError`` when one commit, or one round of deletes, takes longer
+    than the deadline; the events committed before stay applied (the next call
+    goes on from there), and the deletes go on in the background.
     """
     _refuse_own_writer(actor_id, "process_events")
     return _process_here(get_runtime(), actor_id, None)
