@@ -95,15 +95,16 @@ def test_a_drain_lists_the_inbox_as_often_for_a_backlog_of_400_as_of_100(
 def test_a_drain_whose_reads_outlast_the_deadline_applies_the_backlog_in_order_each_once(
     actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch, twin: str
 ) -> None:
-    """Each read of an event takes 0.2 s (32 at a time): reading all 300 takes 2 s, past a
-    deadline of 1.2 s; and so does each delete request (a round of 16 at most): deleting the
-    300 after they are applied takes about 4 s. The drain reads them over several commits,
-    each within the deadline, applies them (all 300, in order, each once), and waits for
-    their deletes a round at a time."""
-    runtime = init(actor_store, inbox_interval=3600.0, deadline=1.2)
+    """Each read of an event takes 0.35 s (32 at a time): reading all 200 takes 2.45 s, past a
+    deadline of 2 s; and each delete request (a round of 16 at most) 0.5 s: deleting the 200
+    takes 6.5 s. The drain reads them over several commits, each within the deadline,
+    applies them (all 200, in order, each once; 64 a commit, whose re-reads take 0.7 s), and
+    waits for their deletes a round at a time."""
+    runtime = init(actor_store, inbox_interval=3600.0, deadline=2.0)
     monkeypatch.setattr(inbox_module, "_READ_SLICE", inbox_events.FETCH_CONCURRENCY)
+    monkeypatch.setattr(inbox_module, "MAX_EVENTS_PER_COMMIT", 64)
     actor = Backlogged.get_or_create("slow")
-    count = 300
+    count = 200
     for n in range(count):
         vc.send_event("slow", "handled", n, event_id=f"e{n:04}")
     store = runtime.store
@@ -111,13 +112,13 @@ def test_a_drain_whose_reads_outlast_the_deadline_applies_the_backlog_in_order_e
 
     async def slow_get(key: str) -> object:
         if "/inbox/" in key:
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.35)
         return await get(key)
 
     delete_unchanged = store.delete_unchanged
 
     async def slow_delete(versions: dict[str, str]) -> None:
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.5)
         await delete_unchanged(versions)
 
     monkeypatch.setattr(store, "get", slow_get)

@@ -281,10 +281,11 @@ def _process_here(runtime: Runtime, actor_id: str, timeout: float | None) -> int
         if not _inbox(runtime, actor_id).more_to_do(applied):  # (see _process)
             break
     # The deletes of the events applied, a round at a time, each within the deadline (all of a
-    # backlog's within it took longer than its reads, on a store that deletes one key a request)
+    # backlog's within it took longer than its reads, on a store that deletes one key a request);
+    # with a ``timeout``, until then at most (they go on in the background)
     inbox = _inbox(runtime, actor_id)
     left = runtime.run(inbox.wait_some_deleted(), hint=_deleting(total))
-    while left:
+    while left and time.monotonic() < ends:
         left = runtime.run(inbox.wait_some_deleted(left), hint=_deleting(total))
     return total
 
