@@ -12,6 +12,8 @@ in order. (docs/concepts.md, "Bounded memory".)
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 
 import pytest
 from store_helpers import init, other_process
@@ -25,6 +27,7 @@ from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.events import process_events, process_events_async
 from vactor_cloud.runtime import Runtime
+from vactor_cloud.storage import ObjectStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 
@@ -35,6 +38,18 @@ def _put_events(runtime: Runtime, actor_id: str, ids: list[str]) -> None:
     for n, event_id in enumerate(ids):
         key, data = inbox_events.encode_event(actor_id, event_id, "handled", b"%d" % n, "json", signing_key)
         _sync.sync(inbox_events.put_event(runtime.store, key, data, name="handled", signing_key=signing_key))
+
+
+def _slow_inbox_reads(monkeypatch: pytest.MonkeyPatch, store: ObjectStore, seconds: float) -> None:
+    """Each GET of an inbox object through ``store`` takes ``seconds`` longer."""
+    get = store.get
+
+    async def slow_get(key: str) -> object:
+        if "/inbox/" in key:
+            await asyncio.sleep(seconds)
+        return await get(key)
+
+    monkeypatch.setattr(store, "get", slow_get)
 
 
 @pytest.mark.vactor_lanes("memory", "local")
@@ -108,20 +123,13 @@ def test_a_drain_whose_reads_outlast_the_deadline_applies_the_backlog_in_order_e
     for n in range(count):
         vc.send_event("slow", "handled", n, event_id=f"e{n:04}")
     store = runtime.store
-    get = store.get
-
-    async def slow_get(key: str) -> object:
-        if "/inbox/" in key:
-            await asyncio.sleep(0.35)
-        return await get(key)
-
     delete_unchanged = store.delete_unchanged
 
     async def slow_delete(versions: dict[str, str]) -> None:
         await asyncio.sleep(0.5)
         await delete_unchanged(versions)
 
-    monkeypatch.setattr(store, "get", slow_get)
+    _slow_inbox_reads(monkeypatch, store, 0.35)
     monkeypatch.setattr(store, "delete_unchanged", slow_delete)
     monkeypatch.setattr(store, "delete_parallel", 16)
     monkeypatch.setattr(store, "delete_batch", 1)
@@ -133,6 +141,32 @@ def test_a_drain_whose_reads_outlast_the_deadline_applies_the_backlog_in_order_e
     monkeypatch.undo()
     assert actor.got.run() == list(range(count))
     assert actor.process_events() == 0
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_the_listing_beside_commits_reads_on_until_every_listed_event_is_read(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic listing, begun beside a commit, reads for its share of the deadline, and
+    lists again until it has read every event (as the listings of commits would, but with no
+    commit made meanwhile); then its follow-up commit applies them, in order."""
+    runtime = init(actor_store, inbox_interval=3600.0, deadline=2.0)
+    monkeypatch.setattr(inbox_module, "_READ_SLICE", inbox_events.FETCH_CONCURRENCY)
+    actor = Backlogged.get_or_create("beside")
+    assert actor.add.run(1) == 1
+    _put_events(runtime, "beside", [f"e{n:04}" for n in range(200)])
+    inbox = runtime.core("beside").inbox
+    _slow_inbox_reads(monkeypatch, runtime.store, 0.35)  # (all 200: 2.45 s; half a second a listing)
+    inbox._listed_at = -math.inf  # (as if inbox_interval had passed)
+    assert actor.add.run(1) == 1  # (the listing begins beside this commit)
+    for _ in range(600):  # bounded: 200 events read 32 at a time, 0.35 s a read
+        if inbox._background is None:
+            break
+        time.sleep(0.05)
+    assert inbox._background is None
+    assert not inbox._unread
+    monkeypatch.undo()
+    assert actor.got.run() == list(range(200))
 
 
 @pytest.mark.vactor_lanes("memory", "local")

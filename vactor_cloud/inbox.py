@@ -364,7 +364,7 @@ class ActorInbox:
         # listing fails or is cancelled part way).
         self._unread = bool(new)
         reading_ends = started + self.settings.deadline * _READ_SHARE
-        held = [e for e in self._known.values() if not e.stripped]
+        held = [e for e in self._known.values() if not e.stripped] if new else []
         # A slice at a time, each trimmed at once: a backlog's payloads are never all held.
         for at in range(0, len(new), _READ_SLICE):
             if at and time.monotonic() > reading_ends:
