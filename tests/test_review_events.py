@@ -4,10 +4,12 @@ hostile review (review-h19): each test failed on the code it was written against
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 import tracemalloc
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -207,32 +209,38 @@ def test_two_processes_draining_a_backlog_past_what_one_commit_holds_apply_each_
     for n in range(count):
         send_event("tape", "n", {"n": n, "pad": "x" * 200}, event_id=f"n{n:04d}")
     runtimes = [other_process(spec), other_process(spec)]
+    try:
+        drain_together("tape", [functools.partial(drain_on, r, "tape") for r in runtimes])
+    finally:
+        for runtime in runtimes:
+            runtime.close()
+    assert process_events("tape") == 0
+    assert vc.get_actor("tape").view.run() == list(range(count))
+    assert inbox_ids("tape") == []
+
+
+def drain_together(actor_id: str, drains: list[Callable[[], object]]) -> None:
+    """Each of ``drains`` on a thread of its own, all at once, each over and over until the
+    inbox of ``actor_id`` is empty; raises what one of them raised."""
     errors: list[BaseException] = []
 
-    def drain(runtime: Runtime) -> None:
+    def drain(once: Callable[[], object]) -> None:
         try:
             deadline = time.monotonic() + 120
             for _ in range(100):  # bounded: a few rounds of up to 256 events each suffice
-                drain_on(runtime, "tape")
-                if not inbox_ids("tape") or time.monotonic() > deadline:
+                once()
+                if not inbox_ids(actor_id) or time.monotonic() > deadline:
                     return
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=drain, args=(r,)) for r in runtimes]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(240)  # (a drain started before the 120 s deadline ends within 120 s)
-    finally:
-        for runtime in runtimes:
-            runtime.close()
+    threads = [threading.Thread(target=drain, args=(once,)) for once in drains]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(240)  # (a drain started before the 120 s deadline ends within 120 s)
     assert not any(t.is_alive() for t in threads)
     assert errors == []
-    assert process_events("tape") == 0
-    assert vc.get_actor("tape").view.run() == list(range(count))
-    assert inbox_ids("tape") == []
 
 
 # -- vactor events ls on a backlog -------------------------------------------------------------------

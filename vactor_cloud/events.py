@@ -55,7 +55,7 @@ from vactor_cloud.errors import (
     RuntimeShutdownError,
 )
 from vactor_cloud.ids import event_dedup_key, validate_event_id, validate_event_name
-from vactor_cloud.inbox import PROCESS_EVENTS, ActorInbox
+from vactor_cloud.inbox import PROCESS_EVENTS, PROCESS_MORE_EVENTS, ActorInbox
 from vactor_cloud.inbox_events import encode_event, event_handlers, put_event, serialize_payload
 from vactor_cloud.log import ActorLog
 from vactor_cloud.log_records import StepRecord
@@ -208,9 +208,9 @@ async def _process(actor_id: str) -> int:
     core = runtime.core(actor_id)
     await core.ensure_loaded()
     total = 0
-    for _ in range(_MAX_ROUNDS):
+    for n in range(_MAX_ROUNDS):
         future: Future[int] = Future()
-        core.submit(PendingCall(PROCESS_EVENTS, (), {}, False, future, uuid.uuid4().hex))
+        core.submit(PendingCall(_marker(n), (), {}, False, future, uuid.uuid4().hex))
         applied = await asyncio.wrap_future(future)
         total += applied
         # Done unless the fold left work it saw: a commit's worth chosen (it may have applied
@@ -218,8 +218,19 @@ async def _process(actor_id: str) -> int:
         # order changed when it was read again (it waits for the next fold).
         if not _inbox(runtime, actor_id).more_to_do(applied):
             break
-    await runtime.bounded(_inbox(runtime, actor_id).wait_deleted(), hint=_deleting(total))
+    inbox = _inbox(runtime, actor_id)
+    left = await runtime.bounded(inbox.wait_some_deleted(), hint=_deleting(total))
+    while left:  # (see _process_here)
+        left = await runtime.bounded(inbox.wait_some_deleted(left), hint=_deleting(total))
     return total
+
+
+def _marker(round: int) -> str:
+    """The marker call of ``process_events``'s commit ``round``: the first lists the inbox; the
+    others go on with what it found (and list again only where a fold asks for it: another
+    process committed meanwhile, a listing left events unread), so that a commit of a drain
+    does not list, nor sort, the whole backlog again."""
+    return PROCESS_EVENTS if round == 0 else PROCESS_MORE_EVENTS
 
 
 def _deleting(total: int) -> str:
@@ -236,6 +247,14 @@ def process_events(actor_id: str) -> int:
     are only cleaned up), and removed from the inbox after its commit.
     Events without a handler stay. ``ActorNotFoundError`` if the actor does
     not exist.
+
+    Each commit is bounded by ``Settings.deadline``, not the whole drain: a
+    backlog whose reads take longer is read over several commits (none applied
+    before all are read), then applied in commits of up to 256. It returns once
+    the deletes of the events it applied are done, waited for a round at a time:
+    ``StorageTimeoutError`` when one commit, or one round of deletes, takes longer
+    than the deadline; the events committed before stay applied (the next call
+    goes on from there), and the deletes go on in the background.
     """
     _refuse_own_writer(actor_id, "process_events")
     return _process_here(get_runtime(), actor_id, None)
@@ -251,9 +270,9 @@ def _process_here(runtime: Runtime, actor_id: str, timeout: float | None) -> int
     runtime.run(core.ensure_loaded())
     ends = math.inf if timeout is None else time.monotonic() + timeout
     total = 0
-    for _ in range(_MAX_ROUNDS):
+    for n in range(_MAX_ROUNDS):
         future: Future[int] = Future()
-        core.submit(PendingCall(PROCESS_EVENTS, (), {}, False, future, uuid.uuid4().hex))
+        core.submit(PendingCall(_marker(n), (), {}, False, future, uuid.uuid4().hex))
         core.help(future, None if ends == math.inf else max(0.0, ends - time.monotonic()))
         if not future.done():
             return total
@@ -261,7 +280,13 @@ def _process_here(runtime: Runtime, actor_id: str, timeout: float | None) -> int
         total += applied
         if not _inbox(runtime, actor_id).more_to_do(applied):  # (see _process)
             break
-    runtime.run(_inbox(runtime, actor_id).wait_deleted(), hint=_deleting(total))
+    # The deletes of the events applied, a round at a time, each within the deadline (all of a
+    # backlog's within it took longer than its reads, on a store that deletes one key a request);
+    # with a ``timeout``, until then at most (they go on in the background)
+    inbox = _inbox(runtime, actor_id)
+    left = runtime.run(inbox.wait_some_deleted(), hint=_deleting(total))
+    while left and time.monotonic() < ends:
+        left = runtime.run(inbox.wait_some_deleted(left), hint=_deleting(total))
     return total
 
 

@@ -39,7 +39,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -78,6 +78,7 @@ __all__ = [
     "MAX_EVENT_PAYLOAD_BYTES",
     "PAYLOAD_SERIALIZERS",
     "PROCESS_EVENTS",
+    "PROCESS_MORE_EVENTS",
     "ActorInbox",
     "EventInDoubtError",
     "InboxEvent",
@@ -96,13 +97,21 @@ logger = logging.getLogger("vactor_cloud")
 
 #: method name of the queued marker call behind ``process_events()``; never a real method
 PROCESS_EVENTS = "__vactor_process_events__"
+#: the marker of ``process_events()``'s later commits: they go on with the events its first one
+#: listed (they list again only when a fold says so: ``_signalled``)
+PROCESS_MORE_EVENTS = "__vactor_process_more_events__"
+_PROCESSING = frozenset({PROCESS_EVENTS, PROCESS_MORE_EVENTS})
 #: internal marker: a background listing found events; commit the ones already fetched
 FOLD_KNOWN = "__vactor_fold_known__"
-_MARKERS = frozenset({PROCESS_EVENTS, FOLD_KNOWN})
+_MARKERS = frozenset({PROCESS_EVENTS, PROCESS_MORE_EVENTS, FOLD_KNOWN})
 #: most events folded into one commit (the rest go into the next ones)
 MAX_EVENTS_PER_COMMIT = 256
 #: a listing reads new events this many at a time, trimming payloads after each slice
 _READ_SLICE = 4 * FETCH_CONCURRENCY
+#: the share of ``Settings.deadline`` a listing spends reading new events (at least one slice):
+#: a commit's listing (a fold may make two, after waiting for another's turn) then ends well
+#: within the commit's deadline, and the listings after it read on (see ``_unread``)
+_READ_SHARE = 0.25
 #: payload bytes held between commits, and folded into one commit (at least one event)
 _PAYLOAD_BYTES = MAX_EVENT_PAYLOAD_BYTES
 #: reads of an inbox object that arrive damaged, in a row, before the fold stops waiting for it
@@ -135,12 +144,15 @@ class ActorInbox:
         "_listing_error",
         "_looked",
         "_looked_for",
+        "_order",
+        "_order_at",
         "_refold",
         "_seen_clock",
         "_sender",
         "_signalled",
         "_tasks",
         "_unconfirmed",
+        "_unread",
         "actor_id",
         "known_step",
         "log",
@@ -214,17 +226,30 @@ class ActorInbox:
         #: what the events set aside were refused by: the event names the class handles, and
         #: its serializer
         self._looked_for: tuple[frozenset[str], str] = (frozenset(), "")
+        #: the keys of ``_looked`` in fold order, made with it; the keys before ``_order_at``
+        #: have left the cache (applied, found gone), and stay out of it until a listing, which
+        #: makes the order again. So a fold goes through the order from ``_order_at`` to the
+        #: last event it chooses, not through the backlog
+        self._order: list[str] = []
+        self._order_at = 0
+        #: the last listing left listed events unread (its share of the deadline spent, or it
+        #: failed part way): the place of each is inside it, and any may go before those read,
+        #: so no event is applied until a listing has read them all
+        self._unread = False
 
     def _forget_background(self, _: object) -> None:
         # A finished task still holds its coroutine frame and result: drop it.
         self._background = None
 
-    async def _quiet_refresh(self) -> None:
+    async def _quiet_refresh(self) -> bool:
+        """``_list_confirmed``; False if it failed."""
         # A failure leaves ``_listed_at`` unset, so a later commit lists again.
         try:
             await self._list_confirmed()
         except StorageError as exc:
             logger.debug("listing the inbox of %r failed: %s", self.actor_id, exc)
+            return False
+        return True
 
     async def prime(self) -> None:
         """Creation lists the inbox once (events sent with ``create=True`` wait there), beside
@@ -265,7 +290,10 @@ class ActorInbox:
             return
 
         async def refresh_then_fold() -> None:
-            await self._quiet_refresh()
+            # Listings one after another until one has read every event listed (each reads
+            # for its share of the deadline, so a fold waits for no more than one of them).
+            while await self._quiet_refresh() and self._unread:
+                pass
             if self._known:
                 self.request_commit(PendingCall(FOLD_KNOWN, (), {}, False, Future(), uuid.uuid4().hex))
 
@@ -276,7 +304,7 @@ class ActorInbox:
         """``_refresh``, and once more at once if that listing took several pages and found
         new events: the second one confirms them (see ``_unconfirmed``)."""
         await self._refresh()
-        if self._unconfirmed:
+        if self._unconfirmed and not self._unread:
             await self._refresh()
 
     async def _refresh(self) -> None:
@@ -332,13 +360,23 @@ class ActorInbox:
         new = [
             k for k in keys if k not in self._known and k not in self._deleting and self._read_due(k, started)
         ]
+        # Until every new event is read, none is applied (see ``_unread``; also when this
+        # listing fails or is cancelled part way).
+        self._unread = bool(new)
+        reading_ends = started + self.settings.deadline * _READ_SHARE
+        held = [e for e in self._known.values() if not e.stripped] if new else []
         # A slice at a time, each trimmed at once: a backlog's payloads are never all held.
         for at in range(0, len(new), _READ_SLICE):
+            if at and time.monotonic() > reading_ends:
+                break  # (the next listing reads on; ``_unread`` holds the events read back)
             damaged: list[str] = []
-            for event in await read_events(
+            read: list[InboxEvent] = []
+            for found in await read_events(
                 self.store, new[at : at + _READ_SLICE], self.settings.signing_key, damaged
             ):
-                self._known[event.key] = dataclasses.replace(event, seen=seen)
+                event = dataclasses.replace(found, seen=seen)
+                self._known[event.key] = event
+                read.append(event)
                 if started >= self._fold_began:
                     self._fresh.add(event.key)
                 self._damaged.pop(event.key, None)
@@ -346,7 +384,9 @@ class ActorInbox:
                     self._unconfirmed.setdefault(event.key, ended)
             for key in damaged:
                 self._damaged[key] = (self._damaged.get(key, (0, 0.0))[0] + 1, started)
-            self._trim()
+            held = self._trim(held + read)
+        else:
+            self._unread = False
         self._fresh.intersection_update(self._known)
         self._listed_at = started
         # Known *after* the listing: a step that applied a listed event is at or below
@@ -365,17 +405,27 @@ class ActorInbox:
         is read again (by the next listing, which the next commit makes)."""
         return any(failed < _DAMAGED_READS for failed, _ in self._damaged.values())
 
-    def _trim(self) -> None:
-        """Hold payloads for the first pending events in inbox order only, as many as one commit
-        applies (``MAX_EVENTS_PER_COMMIT``, and ``_PAYLOAD_BYTES`` of payloads, at least one);
-        the rest keep their place, and are read again when their turn comes (``_reread``).
-        Memory per actor is then its backlog's keys and order, not its payloads."""
-        whole = [e for e in fold_order(self._known.values()) if not e.stripped]
+    def _trim(self, whole: list[InboxEvent]) -> list[InboxEvent]:
+        """Of ``whole`` (events held with their payloads), hold payloads for the first in inbox
+        order only, as many as one commit applies (``MAX_EVENTS_PER_COMMIT``, and
+        ``_PAYLOAD_BYTES`` of payloads, at least one); the rest keep their place, and are read
+        again when their turn comes (``_reread``). Memory per actor is then its backlog's keys
+        and order, not its payloads. The events kept whole.
+
+        Ordered among themselves, not with the backlog held without payloads (which would sort
+        the backlog once per slice a listing reads): the order of these alone may differ where
+        a sender's event held without its payload raises the place of its later ones, and then
+        another event's payload is kept, to be read again when due; which events go first does
+        not depend on it."""
+        kept: list[InboxEvent] = []
         held = 0
-        for count, event in enumerate(whole):
+        for event in fold_order(e for e in whole if self._known.get(e.key) is e):
             held += event.payload_size
-            if count >= MAX_EVENTS_PER_COMMIT or (count > 0 and held > _PAYLOAD_BYTES):
+            if len(kept) >= MAX_EVENTS_PER_COMMIT or (kept and held > _PAYLOAD_BYTES):
                 self._known[event.key] = event.without_payload()
+            else:
+                kept.append(event)
+        return kept
 
     async def _reread(self, chosen: list[InboxEvent]) -> list[InboxEvent]:
         """``chosen`` (in inbox order) with the payloads of those held without them read again.
@@ -465,7 +515,9 @@ class ActorInbox:
                 self._known.clear()
                 self._signalled = True
         self._fold_base = base.step
-        if self._waiting_on_damaged():
+        if self._waiting_on_damaged() or self._unread:
+            # (the next commit lists again, and process_events folds again: that listing reads
+            # the object again, or reads on)
             self._signalled = True
             self._refold = True
             return calls
@@ -484,6 +536,10 @@ class ActorInbox:
         #: that a commit's worth of them never holds back the events behind them
         excluded: list[InboxEvent] = []
         for event in self._to_look_at(table, definition, refused_by, base):
+            if full:
+                # (the events after the last one chosen are looked at when their turn comes:
+                # a commit's work is what it applies, not the backlog behind it)
+                break
             if table.holds(event.dedup_key):
                 if event.key not in self._fresh:
                     # Read by a listing that began before this fold (before it, or the periodic
@@ -502,8 +558,6 @@ class ActorInbox:
                 continue
             if event.key in self._unconfirmed or event.sender in waiting:
                 waiting.add(event.sender)
-                continue
-            if full:
                 continue
             if event.key in self._excluded:
                 excluded.append(event)
@@ -551,7 +605,8 @@ class ActorInbox:
                 )
             )
         if full:
-            self._signalled = True  # more to do: the next commit looks again
+            # More to do: the next commit goes on with the events known (``wants_fold``), without
+            # listing again unless another process committed meanwhile (``_cache_trusted``)
             self._filled = True
         if waiting:
             # The next commit lists again (and process_events folds again): that listing
@@ -571,7 +626,7 @@ class ActorInbox:
         definition: ActorDefinition,
         refused_by: tuple[frozenset[str], str],
         base: StepRecord,
-    ) -> list[InboxEvent]:
+    ) -> Iterator[InboxEvent]:
         """The known events the fold onto ``base`` looks at, in fold order; the others are set
         aside: each refused by the class (``refusal``), confirmed, and not applied at ``base``
         (its table does not hold it).
@@ -587,8 +642,15 @@ class ActorInbox:
         looked at, which set no floor. So a warm commit of an actor with a backlog of events
         it does not apply does not go through the backlog: it sorts, and looks up in the
         table, the others only (none: it reads no table). The events set aside still count
-        in the order (``aside_floors``)."""
+        in the order (``aside_floors``).
+
+        The events looked at are sorted once too, with the set aside (``_order``), and a fold
+        goes through them from the first still known (those before it were applied or found
+        gone): while it drains a backlog, a commit looks at the events it applies and the ones
+        it passes over (an event waiting for its sender's, one applied by another process),
+        not at the rest."""
         looked = self._looked if self._looked_still(refused_by, base) else None
+        order = self._order
         if looked is None:
             aside: set[str] = set()
             for event in self._known.values():
@@ -602,11 +664,21 @@ class ActorInbox:
                 if not event.stripped:
                     self._known[event.key] = event.without_payload()
             looked = aside_floors(self._known.values(), aside)
+            order = [e.key for e in fold_order((self._known[k] for k in looked), looked)]
             # (kept only if made on a trusted base: otherwise this fold's only, and the next
             # one, onto a step another process made, lists first)
-            self._looked = looked if self._cache_trusted(base) else None
+            trusted = self._cache_trusted(base)
+            self._looked = looked if trusted else None
+            self._order = order if trusted else []
+            self._order_at = 0
             self._looked_for = refused_by
-        return fold_order((e for k in looked if (e := self._known.get(k)) is not None), looked)
+        known = self._known
+        at = self._order_at if order is self._order else 0
+        while at < len(order) and order[at] not in known:
+            at += 1
+        if order is self._order:
+            self._order_at = at
+        return (found for i in range(at, len(order)) if (found := known.get(order[i])) is not None)
 
     def _known_by_dedup(self, dedup_keys: Iterable[str | None]) -> dict[str, InboxEvent]:
         """The known events recorded under ``dedup_keys`` (``event_dedup_key``), each found at
@@ -638,7 +710,7 @@ class ActorInbox:
         for call in batch:
             if call.method == FOLD_KNOWN:
                 Outcome(True, len(applied)).settle(call.future)
-            if call.method != PROCESS_EVENTS:
+            if call.method not in _PROCESSING:
                 continue
             if self._listing_error is not None:
                 Outcome(False, self._listing_error).settle(call.future)
@@ -724,3 +796,14 @@ class ActorInbox:
         """Until the background deletes started so far are done (for tests and the CLI)."""
         while self._deleting:
             await asyncio.sleep(0.01)
+
+    async def wait_some_deleted(self, keys: frozenset[str] | None = None) -> frozenset[str]:
+        """Until some of ``keys`` (None: the events whose deletes are under way now) are no
+        longer being deleted (deleted, or left for a later fold); those still being deleted.
+        A caller waits for a backlog's deletes a round at a time, each bounded by the deadline,
+        not all of them within it (a round deletes ``delete_parallel`` events, or a batch)."""
+        if keys is None:
+            keys = frozenset(self._deleting)
+        while (left := keys & self._deleting) and len(left) == len(keys):
+            await asyncio.sleep(0.01)
+        return left
