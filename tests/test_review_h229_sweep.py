@@ -1,0 +1,165 @@
+"""Mutation sweep h229 (draft)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from store_helpers import init
+from test_combining import gave_up_then_folded, init_switchable
+from test_delete_surfaces import inbox_size
+from test_review_clock_skew import _inbox_deletes_lost
+from test_review_h147_inbox_sweep import EXITS, Chime
+from test_review_h222_backlog_work import Backlogged, _keeper, _Looks
+
+import vactor_cloud as vc
+from vactor_cloud import inbox as inbox_module
+from vactor_cloud.errors import StorageError
+from vactor_cloud.ids import event_dedup_key
+from vactor_cloud.inbox import ActorInbox
+from vactor_cloud.inbox_events import InboxEvent
+from vactor_cloud.keys import inbox_key
+from vactor_cloud.log import ActorLog
+from vactor_cloud.log_records import StepRecord
+from vactor_cloud.outcome_elsewhere import OutcomeElsewhere
+from vactor_cloud.storage import MemoryStore
+from vactor_cloud.testing.lanes import StoreSpec
+
+
+def _refusing(actor_id: str, backlog: int) -> Backlogged:
+    """An actor with ``backlog`` events its class refuses, set aside by its commits."""
+    actor = Backlogged.get_or_create(actor_id)
+    for i in range(backlog):
+        vc.send_event(actor_id, "nobody", i, event_id=f"n{i}")
+    assert actor.process_events() == 0
+    actor.add.run(1)
+    return actor
+
+
+@pytest.mark.vactor_lanes("memory")  # (one moment: an event a listing reads is confirmed by it)
+def test_an_event_a_failed_listing_read_is_looked_at_by_the_same_fold(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init(actor_store, inbox_interval=3600.0)
+    actor = _refusing("partial", 3)
+    monkeypatch.setattr(inbox_module, "_READ_SLICE", 1)
+    read_events = inbox_module.read_events
+    failed: list[str] = []
+    fails = True
+
+    async def second_slice_fails(store, keys, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if fails and any(k.endswith("/b") for k in keys):
+            failed.append(keys[0])
+            raise StorageError("injected: the second slice's read", keys[0])
+        return await read_events(store, keys, *args, **kwargs)
+
+    monkeypatch.setattr(inbox_module, "read_events", second_slice_fails)
+    vc.send_event("partial", "handled", "a", event_id="a")
+    vc.send_event("partial", "handled", "b", event_id="b")
+    assert actor.add.run(1) == 1  # (its fold lists: the read of b fails, a was read)
+    assert failed
+    assert actor.got.run() == ["a"]
+    fails = False
+    assert actor.add.run(1) == 1  # (lists again)
+    assert actor.got.run() == ["a", "b"]
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_an_event_whose_handler_exited_is_tried_again_by_the_next_warm_commit(actor_store: StoreSpec) -> None:
+    init(actor_store, inbox_interval=3600.0)
+    EXITS.clear()
+    chime = Chime.get_or_create("exits")
+    vc.send_event("exits", "exit-once", "again", event_id="x")
+    assert chime.add.run("first") == 1  # (its fold lists: the handler exits)
+    assert EXITS == ["again"]
+    assert chime.add.run("second") == 3  # (no listing: the event is tried again, before it)
+    assert EXITS == ["again", "again"]
+    assert chime.log.run() == ["first", "again", "second"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.vactor_lanes("memory", "local")
+def test_the_steps_a_walk_keeps_and_gives_hold_no_state_and_no_table(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = init_switchable(store_spec, combine_window=60.0)
+    log, raised = gave_up_then_folded(store, commit_timeout=0.3)  # me/1 given up on, then applied
+    for i in range(4):  # (each step's idempotency table records its call's key)
+        log.add.options(idempotency_key=f"k{i}").run(f"me/{3 + i}")
+    walk_step = OutcomeElsewhere._walk_step
+    kept: list[dict[int, StepRecord]] = []
+    given: list[StepRecord] = []
+
+    def watched(self: OutcomeElsewhere, step: int, read: dict[int, StepRecord]) -> StepRecord | None:
+        record = walk_step(self, step, read)
+        kept.append(read)
+        if record is not None:
+            given.append(record)
+        return record
+
+    monkeypatch.setattr(OutcomeElsewhere, "_walk_step", watched)
+    assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == 2
+    records = given + [r for read in kept for r in read.values()]
+    assert len(given) >= 4
+    assert {(r.state, r.dedup) for r in records} == {(b"", b"")}
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_a_warm_commit_that_tries_an_exiting_handler_again_looks_at_none_of_the_backlog(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init(actor_store, inbox_interval=3600.0)
+    EXITS.clear()
+    chimes = {}
+    for size in (10, 100):
+        actor_id = f"backlog-{size}"
+        chimes[size] = chime = Chime.get_or_create(actor_id)
+        for i in range(size):
+            vc.send_event(actor_id, "nobody", i, event_id=f"n{i:04}")
+        vc.send_event(actor_id, "exit", size, event_id="x")
+        assert chime.process_events() == 0
+        chime.add.run("after the listing")
+    looks = _Looks(monkeypatch)
+    per_backlog = {}
+    for size, chime in chimes.items():
+        looks.count = 0
+        EXITS.clear()
+        for _ in range(5):
+            chime.add.run("warm")
+        assert list(EXITS) == [size] * 5  # (tried again by each commit)
+        per_backlog[size] = looks.count
+    assert per_backlog[10] == per_backlog[100]
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_an_applied_event_left_in_the_inbox_is_deleted_by_a_class_that_refuses_it(
+    actor_store: StoreSpec,
+) -> None:
+    runtime = init(actor_store, inbox_interval=3600.0)
+    handles = _keeper(True).get_or_create("leftover")
+    vc.send_event("leftover", "later", 1, event_id="l")
+    with pytest.MonkeyPatch.context() as lost:
+        _inbox_deletes_lost(runtime.store, lost)  # (its writer died before deleting it)
+        assert handles.process_events() == 1
+        assert inbox_size("leftover") == 1
+    refuses = _keeper(False).get_or_create("leftover")
+    assert refuses.process_events() == 0
+    for _ in range(1000):  # (the delete runs beside the commit)
+        if inbox_size("leftover") == 0:
+            break
+        time.sleep(0.01)
+    assert inbox_size("leftover") == 0
+    assert handles.count.run() == 1
+
+
+def test_an_event_is_found_by_its_dedup_key_only_under_its_own_name() -> None:
+    log = ActorLog(MemoryStore("review-h229"), "a")
+    inbox = ActorInbox(log, vc.Settings(), lambda call: None, lambda: -1)
+    key = inbox_key("a", "e")
+    event = InboxEvent(
+        key=key, event_id="e", name="handled", payload=b"1", serializer="json", time=0.0, sender="s", seq=0
+    )
+    inbox._known[key] = event
+    assert inbox._known_by_dedup([event_dedup_key("handled", "e")]) == {event.dedup_key: event}
+    # another event under the id (its object deleted unapplied and the id sent again), a call's key
+    assert inbox._known_by_dedup([event_dedup_key("other", "e"), "abcdefghandled\x00e", None]) == {}
