@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import time
+import uuid
+from collections import Counter
 
 import pytest
+from actors import OrderLog
 from store_helpers import init
 from test_combining import gave_up_then_folded, init_switchable
 from test_delete_surfaces import inbox_size
 from test_review_clock_skew import _inbox_deletes_lost
 from test_review_h147_inbox_sweep import EXITS, Chime
+from test_review_h194_outcome_after_delete import _at_the_inbox_listing
 from test_review_h222_backlog_work import Backlogged, _keeper, _Looks
 
 import vactor_cloud as vc
 from vactor_cloud import inbox as inbox_module
-from vactor_cloud.errors import StorageError
+from vactor_cloud.errors import RetryableStorageError, StorageError
 from vactor_cloud.ids import event_dedup_key
 from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.inbox_events import InboxEvent
-from vactor_cloud.keys import inbox_key
+from vactor_cloud.keys import inbox_key, step_of
 from vactor_cloud.log import ActorLog
 from vactor_cloud.log_records import StepRecord
 from vactor_cloud.outcome_elsewhere import OutcomeElsewhere
@@ -163,3 +167,52 @@ def test_an_event_is_found_by_its_dedup_key_only_under_its_own_name() -> None:
     assert inbox._known_by_dedup([event_dedup_key("handled", "e")]) == {event.dedup_key: event}
     # another event under the id (its object deleted unapplied and the id sent again), a call's key
     assert inbox._known_by_dedup([event_dedup_key("other", "e"), "abcdefghandled\x00e", None]) == {}
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.vactor_lanes("memory", "local")
+def test_the_walk_since_the_first_reads_each_step_once_across_the_tries(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = init_switchable(store_spec)
+    actor = OrderLog.get_or_create("a")
+    for i in range(3):
+        actor.add.run(f"old/{i}")
+    core = vc.get_runtime().core("a")
+    walked = core.env.run(core.revalidate()).step
+    since = range(walked + 1, walked + 4)  # (below the newest, walked + 4)
+
+    def four_steps_more() -> None:
+        for i in range(4):
+            actor.add.run(f"new/{i}")
+
+    ran = _at_the_inbox_listing(monkeypatch, four_steps_more)
+    probe_from = ActorLog.probe_from
+    probing: list[object] = []
+
+    async def probing_marked(log: ActorLog, record: StepRecord) -> tuple[StepRecord, int]:
+        probing.append(log)  # (the probe for the newest step reads steps too: not the walks')
+        try:
+            return await probe_from(log, record)
+        finally:
+            probing.pop()
+
+    monkeypatch.setattr(ActorLog, "probe_from", probing_marked)
+    read: Counter[int] = Counter()
+    failed: list[int] = []
+
+    def the_second_step_since_fails_once(operation: str, key: str) -> Exception | None:
+        step = step_of(key) if operation == "get" and not probing else None
+        if step not in since:
+            return None
+        if step == walked + 2 and not failed:
+            failed.append(step)
+            return RetryableStorageError("injected: a throttled read", key)
+        read[step] += 1
+        return None
+
+    store.fail = the_second_step_since_fails_once
+    with pytest.raises(vc.CallNotFoundError):
+        vc.get_actor("a").call_outcome(uuid.uuid4().hex)
+    assert ran.is_set() and failed  # (the walk since read the steps made after the first walk)
+    assert read == dict.fromkeys(since, 1)
