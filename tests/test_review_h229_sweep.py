@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections import Counter
@@ -14,14 +15,14 @@ from test_delete_surfaces import inbox_size
 from test_review_clock_skew import _inbox_deletes_lost
 from test_review_h147_inbox_sweep import EXITS, Chime
 from test_review_h194_outcome_after_delete import _at_the_inbox_listing
-from test_review_h222_backlog_work import Backlogged, _keeper, _Looks
+from test_review_h222_backlog_work import Backlogged, _events, _keeper, _Looks
 
 import vactor_cloud as vc
 from vactor_cloud import inbox as inbox_module
 from vactor_cloud.errors import RetryableStorageError, StorageError
 from vactor_cloud.ids import event_dedup_key
 from vactor_cloud.inbox import ActorInbox
-from vactor_cloud.inbox_events import InboxEvent
+from vactor_cloud.inbox_events import InboxEvent, aside_floors, fold_order
 from vactor_cloud.keys import inbox_key, step_of
 from vactor_cloud.log import ActorLog
 from vactor_cloud.log_records import StepRecord
@@ -216,3 +217,16 @@ def test_the_walk_since_the_first_reads_each_step_once_across_the_tries(
         vc.get_actor("a").call_outcome(uuid.uuid4().hex)
     assert ran.is_set() and failed  # (the walk since read the steps made after the first walk)
     assert read == dict.fromkeys(since, 1)
+
+
+def test_the_floors_of_a_backlog_set_aside_stay_right_as_the_events_looked_at_leave() -> None:
+    rng = random.Random(229)
+    for _ in range(300):
+        every = list(_events(rng))
+        aside = {e.key for e in every if rng.random() < 0.5}
+        floors = aside_floors(every, aside)
+        left = [e for e in every if e.key in aside or rng.random() < 0.5]  # (others applied)
+        looked = [e for e in left if e.key not in aside]
+        expected = [e.key for e in fold_order(left) if e.key not in aside]
+        assert [e.key for e in fold_order(looked, floors)] == expected
+        assert fold_order(looked, {}) == fold_order(looked)  # (no floor: none)
