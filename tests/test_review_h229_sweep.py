@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 import time
 import uuid
 from collections import Counter
+from typing import Any
 
 import pytest
-from actors import OrderLog
+from actors import OrderLog, Tally
+from cli_harness import Vactor
 from store_helpers import init
 from test_combining import gave_up_then_folded, init_switchable
 from test_delete_surfaces import inbox_size
@@ -18,12 +22,14 @@ from test_review_h194_outcome_after_delete import _at_the_inbox_listing
 from test_review_h222_backlog_work import Backlogged, _events, _keeper, _Looks
 
 import vactor_cloud as vc
+from vactor_cloud import _sync, codec, compaction
 from vactor_cloud import inbox as inbox_module
+from vactor_cloud.cli import EXIT_OK
 from vactor_cloud.errors import RetryableStorageError, StorageError
 from vactor_cloud.ids import event_dedup_key
 from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.inbox_events import InboxEvent, aside_floors, fold_order
-from vactor_cloud.keys import inbox_key, step_of
+from vactor_cloud.keys import inbox_key, step_of, tasks_prefix
 from vactor_cloud.log import ActorLog
 from vactor_cloud.log_records import StepRecord
 from vactor_cloud.outcome_elsewhere import OutcomeElsewhere
@@ -230,3 +236,43 @@ def test_the_floors_of_a_backlog_set_aside_stay_right_as_the_events_looked_at_le
         expected = [e.key for e in fold_order(left) if e.key not in aside]
         assert [e.key for e in fold_order(looked, floors)] == expected
         assert fold_order(looked, {}) == fold_order(looked)  # (no floor: none)
+
+
+@vc.virtual_actor(serializer="json")
+class Doubler:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def fan_out(self) -> list[int]:
+        return list(vc.subtask(lambda x: x * 2).map([1, 2, 3]))
+
+
+@pytest.mark.vactor_lanes("memory", "local")
+def test_a_json_actors_sub_task_results_are_checkpointed_in_json(actor_store: StoreSpec) -> None:
+    runtime = init(actor_store)
+    assert Doubler.get_or_create("doubler").fan_out.run() == [2, 4, 6]
+    keys = _sync.sync(runtime.store.list(tasks_prefix("doubler")))
+    assert len(keys) == 3
+    for key in keys:
+        envelope = codec.decode(key, _sync.sync(runtime.store.get(key)).data)
+        assert envelope.meta["serializer"] == "json"
+        assert json.loads(envelope.parts["result"]) in (2, 4, 6)
+
+
+def test_vactor_compact_says_to_look_in_the_history_for_a_call_it_made_unresumable(
+    vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vc.init(store)
+    Tally.get_or_create("t").incr.run()
+    vc.shutdown()
+    compact = compaction.compact
+
+    async def one_record_gone(*args: Any, **kwargs: Any) -> compaction.CompactionReport:
+        return dataclasses.replace(await compact(*args, **kwargs), unresumable=("c1",))
+
+    monkeypatch.setattr(compaction, "compact", one_record_gone)
+    result = vactor("compact", "t", "--keep-last", "1", "--min-age", "0", "--force")
+    assert result.code == EXIT_OK, result
+    (warning,) = [line for line in result.err.splitlines() if "c1" in line]
+    assert "workflow.resume can no longer run that call" in warning, warning
+    assert "look for the call in `vactor history`" in warning, warning
