@@ -187,7 +187,7 @@ def test_the_walk_since_the_first_reads_each_step_once_across_the_tries(
         actor.add.run(f"old/{i}")
     core = vc.get_runtime().core("a")
     walked = core.env.run(core.revalidate()).step
-    since = range(walked + 1, walked + 4)  # (below the newest, walked + 4)
+    since = range(walked + 1, walked + 4)  # (below the newest, walked + 4: the probes read it)
 
     def four_steps_more() -> None:
         for i in range(4):
@@ -210,7 +210,7 @@ def test_the_walk_since_the_first_reads_each_step_once_across_the_tries(
 
     def the_second_step_since_fails_once(operation: str, key: str) -> Exception | None:
         step = step_of(key) if operation == "get" and not probing else None
-        if step not in since:
+        if step is None or not walked < step <= since[-1] + 1:
             return None
         if step == walked + 2 and not failed:
             failed.append(step)
@@ -222,7 +222,7 @@ def test_the_walk_since_the_first_reads_each_step_once_across_the_tries(
     with pytest.raises(vc.CallNotFoundError):
         vc.get_actor("a").call_outcome(uuid.uuid4().hex)
     assert ran.is_set() and failed  # (the walk since read the steps made after the first walk)
-    assert read == dict.fromkeys(since, 1)
+    assert read == dict.fromkeys(since, 1)  # (the newest: none, given by the probe)
 
 
 def test_the_floors_of_a_backlog_set_aside_stay_right_as_the_events_looked_at_leave() -> None:
