@@ -19,7 +19,7 @@ from test_delete_surfaces import inbox_size
 from test_review_clock_skew import _inbox_deletes_lost
 from test_review_h147_inbox_sweep import EXITS, Chime
 from test_review_h194_outcome_after_delete import _at_the_inbox_listing
-from test_review_h222_backlog_work import Backlogged, _events, _keeper, _Looks
+from test_review_h222_backlog_work import _backlog, _events, _keeper, _Looks
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, compaction
@@ -37,28 +37,22 @@ from vactor_cloud.storage import MemoryStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 
-def _refusing(actor_id: str, backlog: int) -> Backlogged:
-    """An actor with ``backlog`` events its class refuses, set aside by its commits."""
-    actor = Backlogged.get_or_create(actor_id)
-    for i in range(backlog):
-        vc.send_event(actor_id, "nobody", i, event_id=f"n{i}")
-    assert actor.process_events() == 0
-    actor.add.run(1)
-    return actor
-
-
 @pytest.mark.vactor_lanes("memory")  # (one moment: an event a listing reads is confirmed by it)
 def test_an_event_a_failed_listing_read_is_looked_at_by_the_same_fold(
     actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A listing that fails part way (the read of its second slice of new events) has put the
+    first slice in the cache: the fold it ran for looks at that event (the backlog set aside is
+    made again after any listing, ended or failed) and applies it. (I02: the set-aside backlog
+    reset only after a listing that ended: the event waited for the next listing.)"""
     init(actor_store, inbox_interval=3600.0)
-    actor = _refusing("partial", 3)
+    actor = _backlog("partial", 3)
     monkeypatch.setattr(inbox_module, "_READ_SLICE", 1)
     read_events = inbox_module.read_events
     failed: list[str] = []
     fails = True
 
-    async def second_slice_fails(store, keys, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def second_slice_fails(store: Any, keys: list[str], *args: Any, **kwargs: Any) -> Any:
         if fails and any(k.endswith("/b") for k in keys):
             failed.append(keys[0])
             raise StorageError("injected: the second slice's read", keys[0])
@@ -77,6 +71,10 @@ def test_an_event_a_failed_listing_read_is_looked_at_by_the_same_fold(
 
 @pytest.mark.vactor_lanes("memory", "local")
 def test_an_event_whose_handler_exited_is_tried_again_by_the_next_warm_commit(actor_store: StoreSpec) -> None:
+    """An event whose handler raised SystemExit stays in the inbox and is tried again by the
+    next commit, one that lists nothing (docs/events.md). (I08: a fold that found the events set
+    aside still set aside returned at once, also with events looked at left: the event waited
+    for the next listing, an hour here.)"""
     init(actor_store, inbox_interval=3600.0)
     EXITS.clear()
     chime = Chime.get_or_create("exits")
@@ -93,24 +91,27 @@ def test_an_event_whose_handler_exited_is_tried_again_by_the_next_warm_commit(ac
 def test_the_steps_a_walk_keeps_and_gives_hold_no_state_and_no_table(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``call_outcome``'s walk keeps, and gives its loop, each step it read without its state
+    and its idempotency table (``OutcomeElsewhere._walk_step``). (O05: the table kept; O06: the
+    step given whole, only the kept copy stripped: the lowest step walked was held whole.)"""
     store = init_switchable(store_spec, combine_window=60.0)
     log, raised = gave_up_then_folded(store, commit_timeout=0.3)  # me/1 given up on, then applied
     for i in range(4):  # (each step's idempotency table records its call's key)
         log.add.options(idempotency_key=f"k{i}").run(f"me/{3 + i}")
     walk_step = OutcomeElsewhere._walk_step
-    kept: list[dict[int, StepRecord]] = []
+    kept: dict[int, dict[int, StepRecord]] = {}  # (the walks' dicts of steps read, by id)
     given: list[StepRecord] = []
 
     def watched(self: OutcomeElsewhere, step: int, read: dict[int, StepRecord]) -> StepRecord | None:
         record = walk_step(self, step, read)
-        kept.append(read)
+        kept[id(read)] = read
         if record is not None:
             given.append(record)
         return record
 
     monkeypatch.setattr(OutcomeElsewhere, "_walk_step", watched)
     assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == 2
-    records = given + [r for read in kept for r in read.values()]
+    records = given + [r for read in kept.values() for r in read.values()]
     assert len(given) >= 4
     assert {(r.state, r.dedup) for r in records} == {(b"", b"")}
 
@@ -119,6 +120,10 @@ def test_the_steps_a_walk_keeps_and_gives_hold_no_state_and_no_table(
 def test_a_warm_commit_that_tries_an_exiting_handler_again_looks_at_none_of_the_backlog(
     actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A backlog of events the class refuses, and one event whose handler exits at every try
+    (tried again by every commit): a warm commit looks at that event, not at the backlog,
+    whose size it does not depend on (counted as in review h222). (I14: the events to look at
+    made again by every fold, the backlog gone through each commit.)"""
     init(actor_store, inbox_interval=3600.0)
     EXITS.clear()
     chimes = {}
@@ -146,6 +151,10 @@ def test_a_warm_commit_that_tries_an_exiting_handler_again_looks_at_none_of_the_
 def test_an_applied_event_left_in_the_inbox_is_deleted_by_a_class_that_refuses_it(
     actor_store: StoreSpec,
 ) -> None:
+    """An event applied whose writer died before deleting it, then the class defined again
+    without its handler: the next listing finds it applied (its table holds it) and deletes it;
+    it is not set aside as refused. (I15: set aside whether or not the table holds it: the
+    applied event stayed in the inbox for good.)"""
     runtime = init(actor_store, inbox_interval=3600.0)
     handles = _keeper(True).get_or_create("leftover")
     vc.send_event("leftover", "later", 1, event_id="l")
@@ -164,6 +173,9 @@ def test_an_applied_event_left_in_the_inbox_is_deleted_by_a_class_that_refuses_i
 
 
 def test_an_event_is_found_by_its_dedup_key_only_under_its_own_name() -> None:
+    """``settle`` and ``_note_excluded`` find the events a commit applied (or failed) by their
+    idempotency keys: an event whose id is at that key under another name is not the one.
+    (I29: any event at the key its id names taken: deleted, or excluded, as another.)"""
     log = ActorLog(MemoryStore("review-h229"), "a")
     inbox = ActorInbox(log, vc.Settings(), lambda call: None, lambda: -1)
     key = inbox_key("a", "e")
@@ -181,6 +193,12 @@ def test_an_event_is_found_by_its_dedup_key_only_under_its_own_name() -> None:
 def test_the_walk_since_the_first_reads_each_step_once_across_the_tries(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``call_outcome`` of a call this process did not post: steps are committed between its
+    walk and its LIST of the inbox, and a read of one of them by the walk since the first fails
+    (a throttled read). The next try reads each of those steps once in all, and no walk reads
+    the newest step, which the probe for it gave. (O07: the walk since the first reading the
+    store itself; O12, O13: it given a dict of its own, not the tries'; O08, O10: a walk
+    reading the newest step again; O14: a step given from the cache as another.)"""
     store = init_switchable(store_spec)
     actor = OrderLog.get_or_create("a")
     for i in range(3):
@@ -205,6 +223,15 @@ def test_the_walk_since_the_first_reads_each_step_once_across_the_tries(
             probing.pop()
 
     monkeypatch.setattr(ActorLog, "probe_from", probing_marked)
+    walk_step = OutcomeElsewhere._walk_step
+    given: list[tuple[int, int]] = []  # (each step a walk asked for, the step it was given)
+
+    def watched(core: OutcomeElsewhere, step: int, steps: dict[int, StepRecord]) -> StepRecord | None:
+        record = walk_step(core, step, steps)
+        given.append((step, step if record is None else record.step))
+        return record
+
+    monkeypatch.setattr(OutcomeElsewhere, "_walk_step", watched)
     read: Counter[int] = Counter()
     failed: list[int] = []
 
@@ -223,9 +250,16 @@ def test_the_walk_since_the_first_reads_each_step_once_across_the_tries(
         vc.get_actor("a").call_outcome(uuid.uuid4().hex)
     assert ran.is_set() and failed  # (the walk since read the steps made after the first walk)
     assert read == dict.fromkeys(since, 1)  # (the newest: none, given by the probe)
+    assert {asked for asked, _ in given} >= {walked, *since}  # (the second try: from the cache)
+    assert [asked for asked, step in given if asked != step] == []
 
 
 def test_the_floors_of_a_backlog_set_aside_stay_right_as_the_events_looked_at_leave() -> None:
+    """The events looked at, kept from one fold to the next, leave the cache as they are
+    applied, the floors made once staying: ``fold_order`` of those left, with those floors, is
+    the order of all the events left, those set aside taken away. And an event without a floor
+    has none. (E11: a sender's floor dropped after each event looked at, which carries it on
+    only while that event is there; E03: an event without a floor counted at +inf.)"""
     rng = random.Random(229)
     for _ in range(300):
         every = list(_events(rng))
@@ -249,6 +283,9 @@ class Doubler:
 
 @pytest.mark.vactor_lanes("memory", "local")
 def test_a_json_actors_sub_task_results_are_checkpointed_in_json(actor_store: StoreSpec) -> None:
+    """A json actor's sub-task results are checkpointed with its serializer, never pickled
+    (``subtask_checkpoints.actor_serializer``). (S01: ``"pickle"`` for every actor: a json
+    actor's checkpoints pickled, and read back by unpickling.)"""
     runtime = init(actor_store)
     assert Doubler.get_or_create("doubler").fan_out.run() == [2, 4, 6]
     keys = _sync.sync(runtime.store.list(tasks_prefix("doubler")))
@@ -262,6 +299,9 @@ def test_a_json_actors_sub_task_results_are_checkpointed_in_json(actor_store: St
 def test_vactor_compact_says_to_look_in_the_history_for_a_call_it_made_unresumable(
     vactor: Vactor, store: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """``vactor compact`` names each call whose failure record it deleted, and says to look for
+    it in ``vactor history`` before running it again (a resume that listed the record may have
+    run it). (C02: the warning without the history hint, as before.)"""
     vc.init(store)
     Tally.get_or_create("t").incr.run()
     vc.shutdown()
