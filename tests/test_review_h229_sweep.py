@@ -316,3 +316,22 @@ def test_vactor_compact_says_to_look_in_the_history_for_a_call_it_made_unresumab
     (warning,) = [line for line in result.err.splitlines() if "c1" in line]
     assert "workflow.resume can no longer run that call" in warning, warning
     assert "look for the call in `vactor history`" in warning, warning
+
+
+@pytest.mark.usefixtures("runtime_off")
+@pytest.mark.vactor_lanes("memory", "local")
+def test_a_walk_finds_an_outcome_in_the_copy_a_step_carries_of_a_compacted_one(store_spec: StoreSpec) -> None:
+    """The step that applied a call given up on is compacted; the fold above it, kept (not the
+    newest), carries a copy of its outcomes: the walk, which keeps each step read without its
+    state and table, keeps that copy and answers from it. (O15: the walk's steps kept without
+    their carried outcomes too: "applied, but the step holding its outcome has been
+    compacted".)"""
+    store = init_switchable(store_spec, combine_window=60.0)
+    log, raised = gave_up_then_folded(store, commit_timeout=0.3)  # me/1 given up on, then applied
+    for token in ("me/3", "me/4"):
+        log.add.run(token)
+    log_of_a = vc.get_runtime().log("a")  # (as vactor compact --force: no writer to outlive)
+    report = _sync.sync(compaction.compact(log_of_a, 3, min_age=0.0, fresh_window=0.0))
+    # (gone: the step that applied me/1; kept: the fold's above it, which carries its outcomes)
+    assert report.deleted_steps == 4, report
+    assert vc.get_actor("a").call_outcome(raised.call_ids[0]) == 2
