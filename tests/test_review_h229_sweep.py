@@ -7,8 +7,8 @@ unresumable. ``call_runtime.py``, ``committer.py``'s and ``batch.py``'s changes 
 and annotations (nothing runs), left out.
 
 92 mutations of the changed lines, applied one at a time, each run against the modules that
-test that code (memory and local lanes): 60 killed; of the 32 left, 18 are killed by the tests
-here (each test's docstring names its mutations), 14 are equivalent:
+test that code (memory and local lanes): 60 killed; of the 32 left, 17 are killed by the tests
+here (each test's docstring names its mutations), 15 are equivalent:
 
 (a) ``None`` and ``{}`` alike where it is read: ``_looked_still`` is false for ``None``, and
     ``_looked_for`` starts as no class's (a serializer is never ``""``).
@@ -29,12 +29,17 @@ here (each test's docstring names its mutations), 14 are equivalent:
     none of those commits nothing (``result.state`` None).
 (h) A running call's class is loaded: the core's ``definition`` is never None there.
 (i) A step not there, kept as None, is read again as one not kept (``read.get`` gives None).
+(j) A listing that fails part way leaves listed events unread (``_unread``): the fold applies
+    none of them, and the next fold lists again, whose end resets the backlog set aside (I02
+    was killed by a test here until the inbox applied nothing a listing left unread: that
+    test's premise, the event read applied by the same fold, no longer holds;
+    ``test_review_h226_backlog_drain`` tests the rule).
 
 Each mutation, and what kills it: the first module's test that failed (``killed``), the test
 here (``new``: words of its name), or why it is equivalent.
 
   I01  _refresh: no reset of the set-aside backlog (_looked) after a listing  killed: h222_backlog_work
-  I02  _refresh: reset only after a listing that ended, not one that failed  new: failed_listing
+  I02  _refresh: reset only after a listing that ended, not one that failed  equivalent (j)
   I03  _refresh: reset before the listing, not after it                      killed: h222_backlog_work
   I04  _reread: no reset when another event is found under a key             killed: h222_backlog_work
   I05  fold: early return on an empty backlog aside, not asking if it holds  killed: h222_backlog_work
@@ -146,13 +151,12 @@ from test_delete_surfaces import inbox_size
 from test_review_clock_skew import _inbox_deletes_lost
 from test_review_h147_inbox_sweep import EXITS, Chime
 from test_review_h194_outcome_after_delete import _at_the_inbox_listing
-from test_review_h222_backlog_work import _backlog, _events, _keeper, _Looks
+from test_review_h222_backlog_work import _events, _keeper, _Looks
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, compaction
-from vactor_cloud import inbox as inbox_module
 from vactor_cloud.cli import EXIT_OK
-from vactor_cloud.errors import RetryableStorageError, StorageError
+from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.ids import event_dedup_key
 from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.inbox_events import InboxEvent, aside_floors, fold_order
@@ -162,38 +166,6 @@ from vactor_cloud.log_records import StepRecord
 from vactor_cloud.outcome_elsewhere import OutcomeElsewhere
 from vactor_cloud.storage import MemoryStore
 from vactor_cloud.testing.lanes import StoreSpec
-
-
-@pytest.mark.vactor_lanes("memory")  # (one moment: an event a listing reads is confirmed by it)
-def test_an_event_a_failed_listing_read_is_looked_at_by_the_same_fold(
-    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A listing that fails part way (the read of its second slice of new events) has put the
-    first slice in the cache: the fold it ran for looks at that event (the backlog set aside is
-    made again after any listing, ended or failed) and applies it. (I02: the set-aside backlog
-    reset only after a listing that ended: the event waited for the next listing.)"""
-    init(actor_store, inbox_interval=3600.0)
-    actor = _backlog("partial", 3)
-    monkeypatch.setattr(inbox_module, "_READ_SLICE", 1)
-    read_events = inbox_module.read_events
-    failed: list[str] = []
-    fails = True
-
-    async def second_slice_fails(store: Any, keys: list[str], *args: Any, **kwargs: Any) -> Any:
-        if fails and any(k.endswith("/b") for k in keys):
-            failed.append(keys[0])
-            raise StorageError("injected: the second slice's read", keys[0])
-        return await read_events(store, keys, *args, **kwargs)
-
-    monkeypatch.setattr(inbox_module, "read_events", second_slice_fails)
-    vc.send_event("partial", "handled", "a", event_id="a")
-    vc.send_event("partial", "handled", "b", event_id="b")
-    assert actor.add.run(1) == 1  # (its fold lists: the read of b fails, a was read)
-    assert failed
-    assert actor.got.run() == ["a"]
-    fails = False
-    assert actor.add.run(1) == 1  # (lists again)
-    assert actor.got.run() == ["a", "b"]
 
 
 @pytest.mark.vactor_lanes("memory", "local")
