@@ -39,6 +39,12 @@ class Ledger:
         self.seen.append(x)
         return x
 
+    def knot(self) -> Any:
+        box: list[Any] = []
+        node = gate.step(box)
+        box.append(node)  # the node is among its own arguments: it waits for itself
+        return node
+
     @workflow.virtual_actor.readonly
     def view(self) -> list[Any]:
         return list(self.seen)
@@ -67,3 +73,13 @@ def test_a_resumed_call_whose_body_changes_its_arguments_is_recorded_with_the_ar
     _gate_closed.clear()
     assert vc.get(workflow.resume("grow"), timeout=60) == [[0]]
     assert ledger.view.run() == [[0]]
+
+
+def test_a_sub_workflow_whose_step_waits_for_itself_fails_its_call(actor_store: StoreSpec) -> None:
+    """A step among its own inputs (put there after it was made) can never be ready: the call
+    fails with ``ValueError``, and the actor takes its next call."""
+    ledger = Ledger.get_or_create("knot")
+    future = ledger.knot.run_async()
+    with pytest.raises(ValueError, match="cycle"):
+        future.result(timeout=60)  # (a bound for a hang, not a measure: it fails at once)
+    assert ledger.view.run() == []

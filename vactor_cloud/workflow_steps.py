@@ -297,6 +297,8 @@ def _run_dag(root: StepNode, instance: Any, context: CallContext | None) -> Any:
     pending = order
     while pending:
         ready = [n for n in pending if all(id(d) in results for d in n.dependencies())]
+        if not ready:  # (a node put among its own inputs after it was made: never ready)
+            raise ValueError(f"{pending[0]!r}: the sub-workflow's steps wait for each other in a cycle")
         functions = [n for n in ready if isinstance(n.target, StepFunction)]
         if functions:
             for node, value in zip(functions, _launch(functions, results), strict=True):
