@@ -12,6 +12,7 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import workflow
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.workflow_steps import StepFunction, StepOptions
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -44,6 +45,34 @@ class Ledger:
         node = gate.step(box)
         box.append(node)  # the node is among its own arguments: it waits for itself
         return node
+
+    def by_keyword(self) -> Any:
+        return self.keep.step(x=gate.step(x=[5]))
+
+    def same_round(self) -> Any:
+        # Both ready at once: the function step takes (a copy of) ``self.seen`` as it is first.
+        return self.pair.step(self.keep.step(7), gate.step(self.seen))
+
+    def pair(self, a: Any, b: Any) -> list[Any]:
+        return [a, b]
+
+    def tally(self, x: int, acc: list[int] = []) -> list[int]:  # noqa: B006 (the point)
+        acc.append(x)
+        self.seen.append(list(acc))
+        return acc
+
+    def relay(self, x: Any) -> Any:
+        return gate.step(x)  # a method step that returns a sub-workflow
+
+    def through_relay(self, x: Any) -> Any:
+        return self.keep.step(self.relay.step(x))
+
+    def tally_step(self, x: int) -> Any:
+        return self.tally.step(x)
+
+    @workflow.virtual_actor.readonly
+    def peek(self) -> Any:
+        return gate.step(list(self.seen))
 
     @workflow.virtual_actor.readonly
     def view(self) -> list[Any]:
@@ -83,3 +112,80 @@ def test_a_sub_workflow_whose_step_waits_for_itself_fails_its_call(actor_store: 
     with pytest.raises(ValueError, match="cycle"):
         future.result(timeout=60)  # (a bound for a hang, not a measure: it fails at once)
     assert ledger.view.run() == []
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def test_step_options_change_what_they_name_and_keep_the_rest() -> None:
+    """``f.options(...)`` (Ray's) sets the options it is given and keeps every other one, the
+    resource requests merged; ``@workflow.step(...)`` keeps what it is given; a negative
+    ``max_retries`` is refused."""
+    base = workflow.step(name="base", max_retries=1, catch_exceptions=True, checkpoint=False, num_cpus=2)(
+        _double
+    )
+    assert base.step_options == StepOptions("base", None, 1, True, False, {"num_cpus": 2})
+    changed = base.options(name="other", metadata={"a": 1}, max_retries=4, checkpoint=True, num_gpus=1)
+    assert changed.step_options == StepOptions("other", {"a": 1}, 4, True, True, {"num_cpus": 2, "num_gpus": 1})
+    assert base.options(catch_exceptions=False).step_options == StepOptions(
+        "base", None, 1, False, False, {"num_cpus": 2}
+    )
+    assert base.options().step_options == base.step_options
+    for wrong in (-1, 1.5):
+        with pytest.raises(ValueError, match="max_retries"):
+            workflow.step(max_retries=wrong)  # type: ignore[arg-type]
+    assert workflow.step(max_retries=0)(_double).step_options.max_retries == 0
+
+
+def test_options_of_a_method_step_node_are_refused() -> None:
+    """Step options are a function step's: ``self.method.step(...).options(...)`` raises
+    ``TypeError`` (a method step runs on the instance, with none of them)."""
+    node = Ledger.methods["keep"].function.step(1)
+    with pytest.raises(TypeError, match="function steps"):
+        node.options(max_retries=1)
+    target = gate.step(1).options(max_retries=2).target
+    assert isinstance(target, StepFunction) and target.step_options.max_retries == 2
+
+
+def test_a_step_given_as_a_keyword_argument_runs_first(actor_store: StoreSpec) -> None:
+    """Nodes among keyword arguments are dependencies too: run first, their value passed."""
+    ledger = Ledger.get_or_create("keyword")
+    assert ledger.by_keyword.run() == [5]
+    assert ledger.view.run() == [[5]]
+
+
+def test_a_read_whose_sub_workflow_fails_leaves_nothing_to_resume(actor_store: StoreSpec, gate_closed: None) -> None:
+    """A read-only call changes nothing: its failed sub-workflow is not recorded for resume
+    (resumed, it would run as a writer)."""
+    ledger = Ledger.get_or_create("read")
+    with pytest.raises(ConnectionError):
+        ledger.peek.run()
+    assert workflow.get_status("read") == workflow.SUCCESSFUL
+    assert vc.get(workflow.resume("read"), timeout=60) == []
+
+
+def test_function_steps_ready_with_a_method_step_launch_before_it(actor_store: StoreSpec) -> None:
+    """In each round of a sub-workflow the ready function steps launch first (their inputs
+    copied then), then the ready method steps run: a method step does not change what a
+    function step of its round gets."""
+    ledger = Ledger.get_or_create("round")
+    assert ledger.same_round.run() == [7, []]
+    assert ledger.view.run() == [7]
+
+
+def test_a_method_step_gets_a_fresh_mutable_default_each_run(actor_store: StoreSpec) -> None:
+    """A method step is called as the method is: each run gets its own copy of a mutable
+    default it omits."""
+    ledger = Ledger.get_or_create("tally")
+    assert ledger.tally_step.run(1) == [1]
+    assert ledger.tally_step.run(2) == [2]
+    assert ledger.view.run() == [[1], [2]]
+
+
+def test_a_method_step_returning_a_sub_workflow_passes_on_its_result(actor_store: StoreSpec) -> None:
+    """A method step that returns a sub-workflow has that sub-workflow's result as its value,
+    and that is what a step depending on it gets (not the node)."""
+    ledger = Ledger.get_or_create("relay")
+    assert ledger.through_relay.run(3) == 3
+    assert ledger.view.run() == [3]
