@@ -27,6 +27,21 @@ def gate(x: Any) -> Any:
     return x
 
 
+#: every run of ``counted``, by its argument
+_counted_runs: list[Any] = []
+
+
+@workflow.step
+def counted(x: Any) -> Any:
+    _counted_runs.append(x)
+    return x
+
+
+@workflow.step
+def chain(x: Any) -> Any:
+    return gate.step(x)  # a function step that returns a sub-workflow
+
+
 @workflow.virtual_actor
 class Ledger:
     def __init__(self) -> None:
@@ -66,6 +81,13 @@ class Ledger:
 
     def through_relay(self, x: Any) -> Any:
         return self.keep.step(self.relay.step(x))
+
+    def through_chain(self, x: Any) -> Any:
+        return self.keep.step(chain.step(x))
+
+    def shared_input(self) -> Any:
+        node = counted.step("shared")
+        return self.pair.step(node, node)
 
     def tally_step(self, x: int) -> Any:
         return self.tally.step(x)
@@ -188,4 +210,14 @@ def test_a_method_step_returning_a_sub_workflow_passes_on_its_result(actor_store
     and that is what a step depending on it gets (not the node)."""
     ledger = Ledger.get_or_create("relay")
     assert ledger.through_relay.run(3) == 3
-    assert ledger.view.run() == [3]
+    assert ledger.through_chain.run(4) == 4  # (a function step's likewise)
+    assert ledger.view.run() == [3, 4]
+
+
+def test_a_step_given_twice_runs_once(actor_store: StoreSpec) -> None:
+    """A node that is an input of a step twice (or of two steps) is one step: it runs once,
+    at one checkpoint position, and both places get its result."""
+    _counted_runs.clear()
+    ledger = Ledger.get_or_create("twice")
+    assert ledger.shared_input.run() == ["shared", "shared"]
+    assert _counted_runs == ["shared"]
