@@ -42,6 +42,12 @@ def chain(x: Any) -> Any:
     return gate.step(x)  # a function step that returns a sub-workflow
 
 
+@workflow.step(max_retries=2)
+def hopeless(x: Any) -> Any:
+    _counted_runs.append(x)
+    raise ConnectionError(f"attempt {len(_counted_runs)}")
+
+
 @workflow.virtual_actor
 class Ledger:
     def __init__(self) -> None:
@@ -88,6 +94,12 @@ class Ledger:
     def shared_input(self) -> Any:
         node = counted.step("shared")
         return self.pair.step(node, node)
+
+    def interleaved(self) -> Any:
+        return self.keep.step([counted.step("a"), gate.step("b"), counted.step("c")])
+
+    def hopeless_step(self) -> Any:
+        return hopeless.step("try")
 
     def tally_step(self, x: int) -> Any:
         return self.tally.step(x)
@@ -221,3 +233,20 @@ def test_a_step_given_twice_runs_once(actor_store: StoreSpec) -> None:
     ledger = Ledger.get_or_create("twice")
     assert ledger.shared_input.run() == ["shared", "shared"]
     assert _counted_runs == ["shared"]
+
+
+def test_steps_of_two_functions_launched_together_each_get_their_own_result(actor_store: StoreSpec) -> None:
+    """Ready steps of one function launch together, function after function; each node still
+    gets its own step's result, in the places it was given."""
+    ledger = Ledger.get_or_create("interleaved")
+    assert ledger.interleaved.run() == ["a", "b", "c"]
+
+
+def test_a_raising_step_runs_once_plus_max_retries_times(actor_store: StoreSpec) -> None:
+    """``max_retries=2``: a step that always raises runs three times, then its last exception
+    fails the call."""
+    _counted_runs.clear()
+    ledger = Ledger.get_or_create("hopeless")
+    with pytest.raises(ConnectionError, match="attempt 3"):
+        ledger.hopeless_step.run()
+    assert _counted_runs == ["try"] * 3
