@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import workflow
+from vactor_cloud import _sync, codec, workflow
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.workflow_steps import StepFunction, StepOptions
 
@@ -46,6 +46,14 @@ def chain(x: Any) -> Any:
 def hopeless(x: Any) -> Any:
     _counted_runs.append(x)
     raise ConnectionError(f"attempt {len(_counted_runs)}")
+
+
+class Steps:
+    """A namespace: its step's qualified name is not its name."""
+
+    @workflow.step(catch_exceptions=True)
+    def caught(x: Any) -> Any:
+        return x
 
 
 @workflow.virtual_actor
@@ -100,6 +108,12 @@ class Ledger:
 
     def hopeless_step(self) -> Any:
         return hopeless.step("try")
+
+    def in_a_dict(self) -> Any:
+        return self.keep.step({"k": [gate.step("v")]})
+
+    def caught_step(self, x: Any) -> Any:
+        return Steps.caught.step(x)
 
     def tally_step(self, x: int) -> Any:
         return self.tally.step(x)
@@ -186,7 +200,8 @@ def test_a_step_given_as_a_keyword_argument_runs_first(actor_store: StoreSpec) -
     """Nodes among keyword arguments are dependencies too: run first, their value passed."""
     ledger = Ledger.get_or_create("keyword")
     assert ledger.by_keyword.run() == [5]
-    assert ledger.view.run() == [[5]]
+    assert ledger.in_a_dict.run() == {"k": ["v"]}  # (and inside a dict's values)
+    assert ledger.view.run() == [[5], {"k": ["v"]}]
 
 
 def test_a_read_whose_sub_workflow_fails_leaves_nothing_to_resume(actor_store: StoreSpec, gate_closed: None) -> None:
@@ -250,3 +265,18 @@ def test_a_raising_step_runs_once_plus_max_retries_times(actor_store: StoreSpec)
     with pytest.raises(ConnectionError, match="attempt 3"):
         ledger.hopeless_step.run()
     assert _counted_runs == ["try"] * 3
+
+
+def test_a_caught_step_that_succeeds_gives_a_pair_and_is_checkpointed_under_its_qualified_name(
+    actor_store: StoreSpec,
+) -> None:
+    """``catch_exceptions=True``: a step that succeeds gives ``(value, None)``. Its checkpoint's
+    fingerprint names the function as ``module.qualname`` (two functions of one name in two
+    namespaces are two functions)."""
+    ledger = Ledger.get_or_create("caught")
+    assert ledger.caught_step.run(1) == (1, None)
+    store = vc.get_runtime().store
+    keys = _sync.sync(store.list("actors/caught/tasks/"))
+    fingerprints = [str(codec.decode(k, _sync.sync(store.get(k)).data).meta["fingerprint"]) for k in keys]
+    assert len(fingerprints) == 1
+    assert fingerprints[0].startswith(f"{__name__}.Steps.caught:")
