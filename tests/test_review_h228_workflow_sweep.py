@@ -5,6 +5,7 @@ TABLE
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import pytest
@@ -46,6 +47,9 @@ def chain(x: Any) -> Any:
 def hopeless(x: Any) -> Any:
     _counted_runs.append(x)
     raise ConnectionError(f"attempt {len(_counted_runs)}")
+
+
+Point = collections.namedtuple("Point", "x y")
 
 
 class Steps:
@@ -114,6 +118,18 @@ class Ledger:
 
     def caught_step(self, x: Any) -> Any:
         return Steps.caught.step(x)
+
+    def kinds(self, *values: Any) -> list[tuple[str, Any]]:
+        return [(type(v).__name__, v) for v in values]
+
+    def typed(self) -> Any:
+        return self.kinds.step(
+            Point(1, 2),
+            Point(gate.step(1), 2),
+            collections.OrderedDict(a=1),
+            collections.defaultdict(list, a=[gate.step(1)]),
+            counted.step(Point(1, gate.step(2))),
+        )
 
     def tally_step(self, x: int) -> Any:
         return self.tally.step(x)
@@ -280,3 +296,20 @@ def test_a_caught_step_that_succeeds_gives_a_pair_and_is_checkpointed_under_its_
     fingerprints = [str(codec.decode(k, _sync.sync(store.get(k)).data).meta["fingerprint"]) for k in keys]
     assert len(fingerprints) == 1
     assert fingerprints[0].startswith(f"{__name__}.Steps.caught:")
+
+
+def test_a_steps_arguments_keep_their_types(actor_store: StoreSpec) -> None:
+    """A step gets its arguments as given, of their own types (a named tuple, an
+    ``OrderedDict``, a ``defaultdict``), with or without a node inside to replace by its
+    result."""
+    ledger = Ledger.get_or_create("typed")
+    got = ledger.typed.run()
+    assert [kind for kind, _ in got] == ["Point", "Point", "OrderedDict", "defaultdict", "Point"]
+    assert [value for _, value in got] == [
+        Point(1, 2),
+        Point(1, 2),
+        collections.OrderedDict(a=1),
+        {"a": [1]},
+        Point(1, 2),
+    ]
+    assert got[3][1].default_factory is list
