@@ -52,6 +52,14 @@ def hopeless(x: Any) -> Any:
 Point = collections.namedtuple("Point", "x y")
 
 
+class Row(list[Any]):
+    """A list of its own type."""
+
+
+class Pair(tuple[Any, ...]):
+    """A tuple of its own type, not a named one."""
+
+
 class Steps:
     """A namespace: its step's qualified name is not its name."""
 
@@ -129,6 +137,8 @@ class Ledger:
             collections.OrderedDict(a=1),
             collections.defaultdict(list, a=[gate.step(1)]),
             counted.step(Point(1, gate.step(2))),
+            Row([gate.step(3)]),
+            Pair((4, 5)),
         )
 
     def tally_step(self, x: int) -> Any:
@@ -300,16 +310,18 @@ def test_a_caught_step_that_succeeds_gives_a_pair_and_is_checkpointed_under_its_
 
 def test_a_steps_arguments_keep_their_types(actor_store: StoreSpec) -> None:
     """A step gets its arguments as given, of their own types (a named tuple, an
-    ``OrderedDict``, a ``defaultdict``), with or without a node inside to replace by its
-    result."""
+    ``OrderedDict``, a ``defaultdict``, subclasses of list and tuple), with or without a node
+    inside to replace by its result."""
     ledger = Ledger.get_or_create("typed")
     got = ledger.typed.run()
-    assert [kind for kind, _ in got] == ["Point", "Point", "OrderedDict", "defaultdict", "Point"]
+    assert [kind for kind, _ in got] == ["Point", "Point", "OrderedDict", "defaultdict", "Point", "Row", "Pair"]
     assert [value for _, value in got] == [
         Point(1, 2),
         Point(1, 2),
         collections.OrderedDict(a=1),
         {"a": [1]},
         Point(1, 2),
+        [3],
+        (4, 5),
     ]
     assert got[3][1].default_factory is list
