@@ -9,11 +9,13 @@ import collections
 from typing import Any
 
 import pytest
+from test_review_combined import _forget_the_failed_runs_of_this_process
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, workflow
+from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.workflow_steps import StepFunction, StepOptions
+from vactor_cloud.workflow_steps import StepFunction, StepOptions, _RecordedFailures
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -58,6 +60,22 @@ class Row(list[Any]):
 
 class Pair(tuple[Any, ...]):
     """A tuple of its own type, not a named one."""
+
+
+def _thawed_once() -> Once:
+    return Once(thawed=True)
+
+
+class Once:
+    """An argument that pickles once (the call's copy of it) and refuses a second pickle."""
+
+    def __init__(self, thawed: bool = False) -> None:
+        self.thawed = thawed
+
+    def __reduce__(self) -> Any:
+        if self.thawed:
+            raise ValueError("pickled a second time")
+        return (_thawed_once, ())
 
 
 class Steps:
@@ -141,6 +159,9 @@ class Ledger:
             Pair((4, 5)),
         )
 
+    def with_once(self, once: Once) -> Any:
+        return gate.step(1)
+
     def tally_step(self, x: int) -> Any:
         return self.tally.step(x)
 
@@ -201,7 +222,9 @@ def test_step_options_change_what_they_name_and_keep_the_rest() -> None:
     )
     assert base.step_options == StepOptions("base", None, 1, True, False, {"num_cpus": 2})
     changed = base.options(name="other", metadata={"a": 1}, max_retries=4, checkpoint=True, num_gpus=1)
-    assert changed.step_options == StepOptions("other", {"a": 1}, 4, True, True, {"num_cpus": 2, "num_gpus": 1})
+    assert changed.step_options == StepOptions(
+        "other", {"a": 1}, 4, True, True, {"num_cpus": 2, "num_gpus": 1}
+    )
     assert base.options(catch_exceptions=False).step_options == StepOptions(
         "base", None, 1, False, False, {"num_cpus": 2}
     )
@@ -230,7 +253,9 @@ def test_a_step_given_as_a_keyword_argument_runs_first(actor_store: StoreSpec) -
     assert ledger.view.run() == [[5], {"k": ["v"]}]
 
 
-def test_a_read_whose_sub_workflow_fails_leaves_nothing_to_resume(actor_store: StoreSpec, gate_closed: None) -> None:
+def test_a_read_whose_sub_workflow_fails_leaves_nothing_to_resume(
+    actor_store: StoreSpec, gate_closed: None
+) -> None:
     """A read-only call changes nothing: its failed sub-workflow is not recorded for resume
     (resumed, it would run as a writer)."""
     ledger = Ledger.get_or_create("read")
@@ -314,7 +339,15 @@ def test_a_steps_arguments_keep_their_types(actor_store: StoreSpec) -> None:
     inside to replace by its result."""
     ledger = Ledger.get_or_create("typed")
     got = ledger.typed.run()
-    assert [kind for kind, _ in got] == ["Point", "Point", "OrderedDict", "defaultdict", "Point", "Row", "Pair"]
+    assert [kind for kind, _ in got] == [
+        "Point",
+        "Point",
+        "OrderedDict",
+        "defaultdict",
+        "Point",
+        "Row",
+        "Pair",
+    ]
     assert [value for _, value in got] == [
         Point(1, 2),
         Point(1, 2),
@@ -325,3 +358,44 @@ def test_a_steps_arguments_keep_their_types(actor_store: StoreSpec) -> None:
         (4, 5),
     ]
     assert got[3][1].default_factory is list
+
+
+def test_failed_calls_remembered_are_the_newest_and_a_call_noted_again_is_new() -> None:
+    """The calls whose failure this process recorded are kept up to a limit: the oldest noted
+    go first, and a call noted again counts as noted last."""
+    recorded = _RecordedFailures(limit=2)
+    for call in ("a", "b", "a", "c"):
+        recorded.add("actor", call)
+    assert [recorded.has("actor", c) for c in ("a", "b", "c")] == [True, False, True]
+    recorded.discard("actor", "a")
+    assert not recorded.has("actor", "a") and not recorded.has("other", "c")
+
+
+def test_a_resumed_call_deletes_its_record_before_its_step_is_written(
+    actor_store: StoreSpec, gate_closed: None
+) -> None:
+    """A re-run by ``resume`` whose sub-workflow succeeds deletes the call's record before it
+    commits (deleted after, a failed DELETE left a committed call to apply again), in a
+    process that did not record the failure itself too."""
+    ledger = Ledger.get_or_create("order")
+    with pytest.raises(ConnectionError):
+        ledger.through_relay.run(9)
+    _gate_closed.clear()
+    _forget_the_failed_runs_of_this_process()  # (as a process that resumes what another recorded)
+    with RequestTrace(vc.get_runtime().store).installed() as trace:
+        assert vc.get(workflow.resume("order"), timeout=60) == [9]
+    kinds = [(r.kind, "failed" if r.key.endswith("/failed") else r.key.split("/")[2]) for r in trace.requests]
+    deleted = kinds.index(("delete", "failed"))
+    assert ("put", "steps") in kinds[deleted:], kinds  # (HEAD hints aside)
+
+
+def test_a_call_whose_arguments_cannot_be_recorded_fails_with_its_own_error(
+    actor_store: StoreSpec, gate_closed: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed sub-workflow whose call cannot be pickled for its record (whatever the error)
+    is not recorded, with a warning: the caller gets the sub-workflow's exception."""
+    ledger = Ledger.get_or_create("once")
+    with pytest.raises(ConnectionError):
+        ledger.with_once.run(Once())
+    assert "cannot record the failed call" in caplog.text
+    assert workflow.get_status("once") == workflow.SUCCESSFUL
