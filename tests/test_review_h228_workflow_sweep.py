@@ -9,11 +9,13 @@ import collections
 from typing import Any
 
 import pytest
+from test_combining import init_switchable
 from test_review_combined import _forget_the_failed_runs_of_this_process
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, workflow
 from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.errors import StorageError
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.workflow_steps import StepFunction, StepOptions, _RecordedFailures
 
@@ -399,3 +401,19 @@ def test_a_call_whose_arguments_cannot_be_recorded_fails_with_its_own_error(
         ledger.with_once.run(Once())
     assert "cannot record the failed call" in caplog.text
     assert workflow.get_status("once") == workflow.SUCCESSFUL
+
+
+@pytest.mark.usefixtures("runtime_off", "gate_closed")
+def test_a_failure_record_that_cannot_be_written_leaves_the_call_its_own_error(
+    store_spec: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store refusing a failure record's put: the call still fails with its sub-workflow's
+    exception (not the store's), with a warning that it is not recorded."""
+    store = init_switchable(store_spec)
+    ledger = Ledger.get_or_create("unrecorded")
+    store.fail = lambda operation, key: (
+        StorageError(f"{key}: refused (test)") if operation == "put" and key.endswith("/failed") else None
+    )
+    with pytest.raises(ConnectionError):
+        ledger.through_relay.run(1)
+    assert "could not record the failed call for resume" in caplog.text
