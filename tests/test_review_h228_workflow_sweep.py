@@ -15,7 +15,7 @@ from test_review_combined import _forget_the_failed_runs_of_this_process
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, workflow
 from vactor_cloud.cli.bench_harness import RequestTrace
-from vactor_cloud.errors import StorageError
+from vactor_cloud.errors import NotFoundError, StorageError
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.workflow_steps import StepFunction, StepOptions, _RecordedFailures
 
@@ -417,3 +417,40 @@ def test_a_failure_record_that_cannot_be_written_leaves_the_call_its_own_error(
     with pytest.raises(ConnectionError):
         ledger.through_relay.run(1)
     assert "could not record the failed call for resume" in caplog.text
+
+
+@pytest.mark.usefixtures("runtime_off", "gate_closed")
+def test_a_resumed_call_whose_record_cannot_be_deleted_commits_nothing(store_spec: StoreSpec) -> None:
+    """The store refusing the DELETE of the record of a resumed call whose sub-workflow now
+    succeeds fails the re-run: nothing commits and the call stays recorded; the next resume
+    applies it once."""
+    store = init_switchable(store_spec)
+    ledger = Ledger.get_or_create("undeleted")
+    with pytest.raises(ConnectionError):
+        ledger.through_relay.run(2)
+    _gate_closed.clear()
+    store.fail = lambda operation, key: (
+        StorageError(f"{key}: refused (test)") if operation == "delete" and key.endswith("/failed") else None
+    )
+    with pytest.raises(StorageError, match="could not delete the failure record"):
+        vc.get(workflow.resume("undeleted"), timeout=60)
+    assert ledger.view.run() == []
+    assert workflow.get_status("undeleted") == workflow.FAILED
+    store.fail = lambda operation, key: None
+    assert vc.get(workflow.resume("undeleted"), timeout=60) == [2]
+    assert ledger.view.run() == [2]
+
+
+@pytest.mark.usefixtures("runtime_off", "gate_closed")
+def test_a_record_gone_between_the_listing_and_its_read_is_not_resumed(store_spec: StoreSpec) -> None:
+    """A record listed, then gone when read (another resume ran the call, or compaction took
+    it): resume has nothing to run, and says so with ``[]``."""
+    store = init_switchable(store_spec)
+    ledger = Ledger.get_or_create("gone")
+    with pytest.raises(ConnectionError):
+        ledger.through_relay.run(2)
+    store.fail = lambda operation, key: (
+        NotFoundError(f"{key}: gone (test)") if operation == "get" and key.endswith("/failed") else None
+    )
+    assert vc.get(workflow.resume("gone"), timeout=60) == []
+    assert ledger.view.run() == []
