@@ -454,3 +454,15 @@ def test_a_record_gone_between_the_listing_and_its_read_is_not_resumed(store_spe
     )
     assert vc.get(workflow.resume("gone"), timeout=60) == []
     assert ledger.view.run() == []
+
+
+def test_the_status_of_the_ids_first_actor_reads_no_record(actor_store: StoreSpec, gate_closed: None) -> None:
+    """``FAILED`` for the id's first actor (incarnation 0: every record under the id is its)
+    takes the LIST of its records, not a read of each."""
+    ledger = Ledger.get_or_create("status")
+    with pytest.raises(ConnectionError):
+        ledger.through_relay.run(2)
+    with RequestTrace(vc.get_runtime().store).installed() as trace:
+        assert workflow.get_status("status") == workflow.FAILED
+    assert [r.kind for r in trace.requests if r.key.endswith("/failed")] == []
+    assert [r.kind for r in trace.requests if "/tasks/" in r.key] == ["list"]
