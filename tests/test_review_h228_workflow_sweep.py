@@ -6,16 +6,24 @@ TABLE
 from __future__ import annotations
 
 import collections
+import pickle
+import uuid
 from typing import Any
 
 import pytest
-from test_combining import init_switchable
-from test_review_combined import _forget_the_failed_runs_of_this_process
+from test_combining import foreign_box, init_switchable
+from test_review_combined import (
+    Till,
+    _fold_posts_here,
+    _forget_the_failed_runs_of_this_process,
+    _price_failures_left,
+)
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec, workflow
+from vactor_cloud import _sync, codec, workflow, workflow_steps
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.errors import NotFoundError, StorageError
+from vactor_cloud.posting import PostedCall
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.workflow_steps import StepFunction, StepOptions, _RecordedFailures
 
@@ -389,6 +397,9 @@ def test_a_resumed_call_deletes_its_record_before_its_step_is_written(
     kinds = [(r.kind, "failed" if r.key.endswith("/failed") else r.key.split("/")[2]) for r in trace.requests]
     deleted = kinds.index(("delete", "failed"))
     assert ("put", "steps") in kinds[deleted:], kinds  # (HEAD hints aside)
+    # Committed, the call is no longer one whose failure this process holds recorded.
+    call_id = trace.requests[kinds.index(("delete", "failed"))].key.split("/")[3]
+    assert not workflow_steps._recorded.has("order", call_id)
 
 
 def test_a_call_whose_arguments_cannot_be_recorded_fails_with_its_own_error(
@@ -466,3 +477,25 @@ def test_the_status_of_the_ids_first_actor_reads_no_record(actor_store: StoreSpe
         assert workflow.get_status("status") == workflow.FAILED
     assert [r.kind for r in trace.requests if r.key.endswith("/failed")] == []
     assert [r.kind for r in trace.requests if "/tasks/" in r.key] == ["list"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_posted_call_that_succeeds_deletes_a_failure_record_only_when_unkeyed(
+    store_spec: StoreSpec,
+) -> None:
+    """A posted call whose sub-workflow succeeds deletes the failure record another folder may
+    have left (one DELETE); a keyed one has none to delete (a keyed call's failure is its
+    key's outcome, never recorded), and makes no DELETE."""
+    init_switchable(store_spec, combine_window=60.0)
+    _price_failures_left.clear()
+    till = Till.get_or_create("till")
+    till.view.run()
+    unkeyed = PostedCall("deposit", pickle.dumps(((5,), {})), uuid.uuid4().hex)
+    keyed = PostedCall("deposit", pickle.dumps(((7,), {})), uuid.uuid4().hex, idempotency_key="seven")
+    box = foreign_box("till")
+    _sync.sync(box.send(box.prepare((unkeyed, keyed))))
+    with RequestTrace(vc.get_runtime().store).installed() as trace:
+        _fold_posts_here("till", till)
+    assert till.view.run() == 12
+    deleted = [r.key for r in trace.requests if r.kind == "delete" and r.key.endswith("/failed")]
+    assert deleted == [workflow_steps.failure_key("till", unkeyed.call_id)]
