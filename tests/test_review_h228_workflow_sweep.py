@@ -25,7 +25,7 @@ from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.errors import NotFoundError, StorageError
 from vactor_cloud.posting import PostedCall
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.workflow_steps import StepFunction, StepOptions, _RecordedFailures
+from vactor_cloud.workflow_steps import MethodStep, StepFunction, StepOptions, _RecordedFailures
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -499,3 +499,20 @@ def test_a_posted_call_that_succeeds_deletes_a_failure_record_only_when_unkeyed(
     assert till.view.run() == 12
     deleted = [r.key for r in trace.requests if r.kind == "delete" and r.key.endswith("/failed")]
     assert deleted == [workflow_steps.failure_key("till", unkeyed.call_id)]
+
+
+def test_a_methods_own_step_attribute_is_kept() -> None:
+    """``workflow.virtual_actor`` gives each method ``.step`` unless the function has one."""
+
+    class Own:
+        def mine(self) -> None:
+            pass
+
+        mine.step = "the method's own"  # type: ignore[attr-defined]
+
+        def other(self) -> None:
+            pass
+
+    made = workflow.virtual_actor(Own)
+    assert made.methods["mine"].function.step == "the method's own"
+    assert isinstance(made.methods["other"].function.step, MethodStep)
