@@ -502,7 +502,8 @@ def test_a_posted_call_that_succeeds_deletes_a_failure_record_only_when_unkeyed(
 
 
 def test_a_methods_own_step_attribute_is_kept() -> None:
-    """``workflow.virtual_actor`` gives each method ``.step`` unless the function has one."""
+    """``workflow.virtual_actor`` (``(...)`` too) gives each method ``.step`` unless the function
+    has one."""
 
     class Own:
         def mine(self) -> None:
@@ -516,3 +517,10 @@ def test_a_methods_own_step_attribute_is_kept() -> None:
     made = workflow.virtual_actor(Own)
     assert made.methods["mine"].function.step == "the method's own"
     assert isinstance(made.methods["other"].function.step, MethodStep)
+
+    class Spelled:  # (decorated with options: the same)
+        def other(self) -> None:
+            pass
+
+    spelled = workflow.virtual_actor(serializer="json")(Spelled)
+    assert isinstance(spelled.methods["other"].function.step, MethodStep)
