@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import pickle
+import time
 import uuid
 from typing import Any
 
@@ -20,7 +21,7 @@ from test_review_combined import (
 )
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec, workflow, workflow_steps
+from vactor_cloud import _sync, codec, deletion, workflow, workflow_steps
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.errors import NotFoundError, StorageError
 from vactor_cloud.posting import PostedCall
@@ -524,3 +525,19 @@ def test_a_methods_own_step_attribute_is_kept() -> None:
 
     spelled = workflow.virtual_actor(serializer="json")(Spelled)
     assert isinstance(spelled.methods["other"].function.step, MethodStep)
+
+
+def test_the_status_of_an_actor_deleted_behind_this_processs_back_is_an_error(
+    actor_store: StoreSpec, gate_closed: None
+) -> None:
+    """An actor with a failed call, deleted by another process (this one's cache still has it
+    alive; the record is there): ``get_status`` raises ``ActorDeletedError``, not a status."""
+    ledger = Ledger.get_or_create("deleted")
+    with pytest.raises(ConnectionError):
+        ledger.through_relay.run(2)
+    core = vc.get_runtime().load("deleted")
+    assert core.record is not None
+    tombstone = deletion._tombstone(core.log, core.record, [], time.time(), "elsewhere")
+    _sync.sync(core.log.put_step(tombstone))  # (the other process's delete, its clean-up not yet run)
+    with pytest.raises(vc.ActorDeletedError):
+        workflow.get_status("deleted")
