@@ -6,6 +6,7 @@ TABLE
 from __future__ import annotations
 
 import collections
+import enum
 import pickle
 import time
 import uuid
@@ -71,6 +72,23 @@ class Row(list[Any]):
 
 class Pair(tuple[Any, ...]):
     """A tuple of its own type, not a named one."""
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+
+
+@workflow.virtual_actor(serializer="json")
+class JsonLedger:
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+
+    def typed(self, value: Any) -> Any:
+        return self.keep.step(gate.step(f"{type(value).__name__} {sorted(map(type, value), key=str)}"))
+
+    def keep(self, kind: str) -> str:
+        self.kinds.append(kind)
+        return kind
 
 
 def _thawed_once() -> Once:
@@ -541,3 +559,18 @@ def test_the_status_of_an_actor_deleted_behind_this_processs_back_is_an_error(
     _sync.sync(core.log.put_step(tombstone))  # (the other process's delete, its clean-up not yet run)
     with pytest.raises(vc.ActorDeletedError):
         workflow.get_status("deleted")
+
+
+@pytest.mark.parametrize("value", [(1, 2), {1: "a"}, [Level.LOW]], ids=["tuple", "int-key", "int-enum"])
+def test_a_json_actors_resumed_call_gets_arguments_of_their_own_types(
+    actor_store: StoreSpec, gate_closed: None, value: Any
+) -> None:
+    """A json actor's failed call is recorded as JSON only when JSON gives the arguments back
+    as they are (else pickled): resumed, the method gets a tuple, a dict's int key, an
+    ``IntEnum``, not what JSON would make of them (a list, a string key, an int)."""
+    ledger = JsonLedger.get_or_create("json")
+    with pytest.raises(ConnectionError):
+        ledger.typed.run(value)
+    _gate_closed.clear()
+    (kind,) = vc.get(workflow.resume("json"), timeout=60)
+    assert kind == f"{type(value).__name__} {sorted(map(type, value), key=str)}"
