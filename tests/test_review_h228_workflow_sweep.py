@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import enum
 import pickle
+import threading
 import time
 import uuid
 from typing import Any
@@ -115,6 +116,17 @@ class Steps:
         return x
 
 
+#: ``held`` says it started, then waits for ``_held["go"]``
+_held = {"reached": threading.Event(), "go": threading.Event()}
+
+
+@workflow.step
+def held(x: Any) -> Any:
+    _held["reached"].set()
+    assert _held["go"].wait(60), "never let go"
+    return x
+
+
 @workflow.virtual_actor
 class Ledger:
     def __init__(self) -> None:
@@ -190,6 +202,12 @@ class Ledger:
 
     def with_once(self, once: Once) -> Any:
         return gate.step(1)
+
+    def through_gate_then_held(self, x: Any) -> Any:
+        return self.keep.step(held.step(gate.step(x)))
+
+    def resume_of(self, actor_id: str) -> Any:
+        return vc.get(workflow.resume(actor_id))  # (an unbounded wait, on a pool thread)
 
     def tally_step(self, x: int) -> Any:
         return self.tally.step(x)
@@ -574,3 +592,38 @@ def test_a_json_actors_resumed_call_gets_arguments_of_their_own_types(
     _gate_closed.clear()
     (kind,) = vc.get(workflow.resume("json"), timeout=60)
     assert kind == f"{type(value).__name__} {sorted(map(type, value), key=str)}"
+
+
+def test_a_resumes_future_under_way_cannot_be_cancelled(actor_store: StoreSpec, gate_closed: None) -> None:
+    """The future of ``workflow.resume`` is running from the start: ``cancel()`` on it returns
+    ``False`` while a re-run is under way, and the re-run's result comes."""
+    ledger = Ledger.get_or_create("uncancelled")
+    with pytest.raises(ConnectionError):
+        ledger.through_gate_then_held.run(3)
+    _gate_closed.clear()
+    _held["reached"].clear()
+    _held["go"].clear()
+    try:
+        future = workflow.resume("uncancelled")
+        assert _held["reached"].wait(60), "the re-run never started"
+        assert not future.cancel()
+    finally:
+        _held["go"].set()
+    assert vc.get(future, timeout=60) == [3]
+
+
+@pytest.mark.usefixtures("runtime_off", "gate_closed")
+def test_a_method_waiting_for_a_resume_on_the_only_pool_thread_runs_the_rerun_itself(
+    store_spec: StoreSpec,
+) -> None:
+    """A writer method on the pool's one thread (``max_workers=1``) waiting, unbounded, for a
+    resume of another actor: the re-run is applied by that waiting thread (caller runs), not
+    left for a pool thread that is the waiter itself."""
+    store_spec.init(settings=vc.Settings(storage="", max_workers=1))
+    ledger = Ledger.get_or_create("waited-for")
+    with pytest.raises(ConnectionError):
+        ledger.through_relay.run(4)
+    _gate_closed.clear()
+    waiter = Ledger.get_or_create("waiter").resume_of.run_async("waited-for")
+    assert waiter.result(timeout=60) == [4]  # (a bound for a hang: it returns at once)
+    assert ledger.view.run() == [4]
