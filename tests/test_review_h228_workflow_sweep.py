@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import collections
 import enum
+import logging
 import pickle
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,8 @@ from test_review_combined import (
     _forget_the_failed_runs_of_this_process,
     _price_failures_left,
 )
+from test_review_h158_workflow_resume import Publisher, broken  # noqa: F401 - the fixture
+from test_review_h213_resume_races import resume_held_after_listing
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, deletion, workflow, workflow_steps
@@ -627,3 +631,23 @@ def test_a_method_waiting_for_a_resume_on_the_only_pool_thread_runs_the_rerun_it
     waiter = Ledger.get_or_create("waiter").resume_of.run_async("waited-for")
     assert waiter.result(timeout=60) == [4]  # (a bound for a hang: it returns at once)
     assert ledger.view.run() == [4]
+
+
+def test_a_resume_given_only_reruns_done_already_settles_once(
+    actor_store: StoreSpec,
+    broken: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Resume B lists two failed calls and waits; resume A re-runs both. B, let go, is given
+    A's two re-runs, done already: its future settles once, with both results, and nothing is
+    logged of a callback that failed (settling it a second time)."""
+    job = Publisher.get_or_create("done-twice")
+    for x in (1, 2):
+        with pytest.raises(RuntimeError, match="publish is down"):
+            job.run.run(x)
+    broken.unlink()
+    with resume_held_after_listing(monkeypatch, "done-twice") as answers:
+        assert vc.get(workflow.resume("done-twice"), timeout=60) == [2, 3]
+    assert answers == [[2, 3]]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
