@@ -651,3 +651,25 @@ def test_a_resume_given_only_reruns_done_already_settles_once(
         assert vc.get(workflow.resume("done-twice"), timeout=60) == [2, 3]
     assert answers == [[2, 3]]
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_resume_that_listed_a_posted_call_its_process_then_reran_gives_that_reruns_result(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A posted call whose sub-workflow failed in the fold that applied its post: resume B
+    lists it and waits; resume A re-runs it (its record deleted, its step written). B, let go,
+    finds the post applied and the record gone, which for another process's run means "applied
+    elsewhere"; the re-run is this process's own: B gives its result, not ``[]``."""
+    init_switchable(store_spec, combine_window=60.0)
+    till = Till.get_or_create("posted-rerun")
+    till.view.run()
+    box = foreign_box("posted-rerun")
+    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), uuid.uuid4().hex),))))
+    _price_failures_left[:] = [1]
+    _fold_posts_here("posted-rerun", till)  # applied: its outcome is the ConnectionError
+    assert workflow.get_status("posted-rerun") == workflow.FAILED
+    with resume_held_after_listing(monkeypatch, "posted-rerun", at="_applied_elsewhere") as answers:
+        assert vc.get(workflow.resume("posted-rerun"), timeout=60) == [5]
+    assert answers == [[5]]
+    assert till.view.run() == 5
