@@ -19,6 +19,7 @@ import pytest
 from test_combining import foreign_box, init_switchable
 from test_review_combined import (
     Till,
+    _a_posted_deposit_failed_in_a_folder_that_died,
     _fold_posts_here,
     _forget_the_failed_runs_of_this_process,
     _price_failures_left,
@@ -27,7 +28,7 @@ from test_review_h158_workflow_resume import Publisher, broken  # noqa: F401 - t
 from test_review_h213_resume_races import resume_held_after_listing
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec, deletion, workflow, workflow_steps
+from vactor_cloud import _sync, codec, deletion, keys, workflow, workflow_steps
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.errors import NotFoundError, StorageError
 from vactor_cloud.posting import PostedCall
@@ -669,7 +670,27 @@ def test_a_resume_that_listed_a_posted_call_its_process_then_reran_gives_that_re
     _price_failures_left[:] = [1]
     _fold_posts_here("posted-rerun", till)  # applied: its outcome is the ConnectionError
     assert workflow.get_status("posted-rerun") == workflow.FAILED
-    with resume_held_after_listing(monkeypatch, "posted-rerun", at="_applied_elsewhere") as answers:
+    with (
+        resume_held_after_listing(monkeypatch, "posted-rerun", at="_applied_elsewhere") as answers,
+        RequestTrace(vc.get_runtime().store).installed() as trace,
+    ):
         assert vc.get(workflow.resume("posted-rerun"), timeout=60) == [5]
     assert answers == [[5]]
+    assert till.view.run() == 5
+    # The newest step shows the post applied: whether it is still pending takes no HEAD of it.
+    assert [r.key for r in trace.requests if r.kind == "head" and "/mail/" in r.key] == []
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_posted_call_whose_post_is_gone_unapplied_is_resumed(store_spec: StoreSpec) -> None:
+    """A posted call whose fold died before its step landed, and whose post is then gone
+    unapplied (expired, deleted): no fold can apply it any more, so resume runs it."""
+    till, _ = _a_posted_deposit_failed_in_a_folder_that_died(store_spec)
+    runtime = vc.get_runtime()
+    (failed,) = _sync.sync(workflow_steps.list_failures(runtime.store, "till", runtime.settings.signing_key))
+    assert failed.post is not None and failed.post[0] in _sync.sync(
+        runtime.store.list(keys.posts_prefix("till"))
+    )
+    _sync.sync(runtime.store.delete(failed.post[0]))
+    assert vc.get(workflow.resume("till"), timeout=60) == [5]
     assert till.view.run() == 5
