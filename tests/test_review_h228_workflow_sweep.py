@@ -1,6 +1,150 @@
 """Review h228: a mutation sweep of the workflow layer (``workflow_steps.py``, ``workflow.py``).
 
-TABLE
+114 hand-made mutations, one at a time, each run (memory and local lanes, ``-x``) against the
+workflow tests (workflow_steps, review_workflow, h140, h150, h158, h213, h215, h220 x2), and
+a survivor against deleted_leftovers, retention, h211, outcomes_events and small; a survivor
+of those against combined, names, signed_store_forgeries, hangs, delete_surfaces,
+infra_outcomes, cancellation and h198, then against this module. "surv" says whether it
+survived the first two sets; the last column names the module (``test_review_`` dropped) whose
+test failed, "h228" a test written here.
+
+Three defects, shown by a failing test first, fixed, and each fix reverted to see its test fail
+again: a re-run by ``resume`` ran the body on the record's own argument objects (frozen now:
+a call failing again was recorded with what its body made of its arguments); a node put among
+its own inputs looped ``_run_dag`` for good (a ``ValueError`` now); ``_replace`` gave a named
+tuple as a list and an ``OrderedDict``/``defaultdict`` as a dict (S39, S40: types kept now).
+
+Equivalent or left: S20 (``_run_dag`` never returns a node: ``_finish`` runs any node a step
+returns); S50 (NaN fails the round-trip check, NaN != NaN; infinities read back as written);
+S55 (recorded arguments are only spread, ``*args``); F09 (a resume of an actor deleted behind
+the process's back still raises ``ActorDeletedError``, from a later check). F05: one more
+probe, only when a method of an earlier actor under the id runs here. F17, F19, F22: a second
+re-run of a call in one process, which the call's resume key answers (nothing applied twice;
+a lookup more). F34, F35, F36 (``_ran_ok_where_applied`` at the watermark, the carried copy,
+an undecodable part) and F39 (the re-check of a post after its HEAD, a race window): each needs
+a crafted history (steps compacted at an exact watermark, a carried outcome) not built here.
+F42: the resume key without the incarnation; no two incarnations' records were made to share a
+call id. F21 hung (``move_to_end`` of a key never added, in a done callback: a re-run's future
+never settles); tests that wait with a bound fail with ``TimeoutError`` after 60 s.
+
+==== ============================================================== ==== ================================
+id   mutation                                                       surv killed by / why
+==== ============================================================== ==== ================================
+S01  StepOptions accepts max_retries=-1                             yes  h228 (options)
+S02  metadata values not checked for JSON                           no   workflow_steps
+S03  options(max_retries=) ignored                                  yes  h228 (options)
+S04  options(catch_exceptions=) ignored                             no   workflow_steps
+S05  options(checkpoint=) ignored                                   yes  h228 (options)
+S06  options() drops earlier ray options                            yes  h228 (options)
+S07  options(name=) ignored                                         no   workflow_steps
+S08  a step called directly runs                                    no   workflow_steps
+S09  node.options() on a method step not refused                    yes  h228 (method-step options)
+S10  dependencies: keyword arguments not searched                   yes  h228 (keyword)
+S11  a read-only call's failure recorded                            yes  h228 (a read)
+S12  a keyed call's failure recorded                                no   workflow_steps
+S13  a recorded failure not noted in _recorded                      no   workflow
+S14  a retried call that succeeds keeps its record                  no   workflow
+S15  a keyed posted call deletes a record                           yes  h228 (posted, counted)
+S16  a posted call that succeeds keeps another folder's record      yes  combined
+S17  the record of a call that now succeeds not deleted             no   workflow
+S18  _recorded not discarded after success                          yes  h228 (record first)
+S19  a resume key counted as the caller's                           no   h215_resume_across_processes
+S20  evaluate: one round only                                       yes  equivalent: _finish runs nodes
+S21  functions ready with a method step wait a round (method first) yes  h228 (round order)
+S22  a method step without fresh defaults                           yes  h228 (fresh default)
+S23  a method step returning a node: node kept as the value         yes  h228 (relayed)
+S24  a function step returning a node: node kept as the value       yes  h228 (relayed)
+S25  post order right to left                                       no   h140_workflow_steps
+S26  a shared node visited twice (order lists it twice)             yes  h228 (given twice)
+S27  one launch per node, not per function                          no   workflow_steps
+S28  a function step's inputs not copied                            no   workflow
+S29  checkpoint option inverted                                     no   workflow_steps
+S30  launch results in group order                                  yes  h228 (interleaved)
+S31  one retry too many                                             no   workflow_steps
+S32  retries counted two at a time                                  yes  h228 (retry count)
+S33  catch_exceptions: error in the value slot                      no   workflow_steps
+S34  catch_exceptions: success not a pair                           yes  h228 (caught)
+S35  step fingerprint by __name__                                   yes  h228 (qualified name)
+S36  _nodes_in: dicts not searched                                  yes  h228 (keyword)
+S37  _nodes_in: lists/tuples not searched                           yes  h228 (keyword, interleaved)
+S38  _replace: dicts not replaced                                   yes  h228 (keyword)
+S39  _replace: a tuple subclass rebuilt from one list               yes  DEFECT: types lost; h228 (types)
+S40  _replace: a tuple becomes a list                               yes  DEFECT: types lost; h228 (types)
+S41  _recorded drops the newest                                     yes  h228 (table)
+S42  _recorded: a re-added call not moved to the end                yes  h228 (table)
+S43  resuming() notes nothing                                       yes  h228 (record first)
+S44  a json actor's call recorded pickled                           yes  names
+S45  unpicklable args: only TypeError caught                        yes  h228 (pickled twice)
+S46  a record without its post                                      yes  combined
+S47  a record without its incarnation                               no   deleted_leftovers
+S48  a failed record PUT raised (replaces the call's error)         yes  h228 (put refused)
+S49  a failed record DELETE swallowed                               yes  h228 (delete refused)
+S50  JSON record allows NaN                                         yes  equivalent (below)
+S51  JSON record not checked for a round trip                       yes  h228 (json types)
+S52  _same_json: types not compared                                 yes  h228 (json types)
+S53  _same_json: dict keys not compared                             yes  h228 (json types)
+S54  a pickled record unpickled when unpickle=False                 yes  names
+S55  a JSON record's args given as a list                           yes  equivalent: only spread
+S56  list_failures drops the current actor's records                no   workflow_steps
+S57  a record under another call's key listed                       yes  signed_store_forgeries
+S58  records not in failure order                                   no   h140_workflow_steps
+S59  a record's post never parsed                                   yes  combined
+S60  list_failures: a record gone between LIST and GET raises       yes  h228 (gone)
+S61  has_failures reads records of the id's first actor too         yes  h228 (status, counted)
+S62  has_failures: current actor's record not counted               no   deleted_leftovers
+S63  has_failures: a bad record not counted                         no   deleted_leftovers
+S64  a method's own step attribute overwritten                      yes  h228 (own step)
+S65  @workflow.virtual_actor(...) without method steps              yes  h228 (own step)
+S66  @workflow.step(catch_exceptions=True) ignored                  yes  h228 (options, caught)
+F01  get_actor takes both ids                                       no   workflow_steps
+F02  RUNNING for an earlier actor's method                          no   deleted_leftovers
+F03  get_status of a deleted actor with records: no error           yes  h228 (deleted behind)
+F04  FAILED for an earlier actor's records                          no   deleted_leftovers
+F05  a second probe when RUNNING's was made                         yes  left: cost only (below)
+F06  a single string filter iterated                                no   workflow_steps
+F07  list_all filter inverted                                       no   workflow_steps
+F08  resume unpickles for a json actor                              yes  names
+F09  resume of a deleted actor: no error                            yes  equivalent: raised later (below)
+F10  resume lists an earlier actor's records                        no   deleted_leftovers
+F11  resume: applied elsewhere not checked                          yes  combined
+F12  a listing never ended                                          no   h213_resume_races
+F13  resume's end forgets no re-run                                 no   h213_resume_races
+F14  combined settled twice                                         yes  h228 (settles once)
+F15  combined cancellable                                           yes  h228 (cancel)
+F16  combined: no caller-runs help                                  yes  h228 (caller runs)
+F17  _forget_done_reruns: newest listing, not oldest                yes  left: masked (below)
+F18  _forget_done_reruns: keeps the wrong ones                      no   h158_workflow_resume
+F19  a re-run under way not shared                                  yes  left: masked (below)
+F20  a re-run done before the listing given (not run again)         no   h213_resume_races
+F21  an ended re-run not remembered                                 hang HANG (below)
+F22  _rerun_done drops the newest                                   yes  left: masked (below)
+F23  an ended re-run stays 'under way'                              no   h158_workflow_resume
+F24  a re-run that failed to start stays under way                  no   small
+F25  shared re-run: no caller-runs help                             yes  h228 (caller runs)
+F26  a re-run's exception swallowed                                 no   h158_workflow_resume
+F27  _applied_elsewhere for an unposted call                        no   workflow_steps
+F28  _applied_elsewhere: own re-run not exempt                      yes  h228 (own posted re-run)
+F29  record gone: still run                                         yes  combined
+F30  a record of a failed fold run deleted as stale                 no   h150_resume_stray_step
+F31  a stale record kept                                            yes  combined
+F32  _ran_ok: any outcome counts as ok                              no   h150_resume_stray_step
+F33  _ran_ok: a stray step below gc taken                           no   h150_resume_stray_step
+F34  _ran_ok: step at the watermark not taken                       yes  left (below)
+F35  _ran_ok: the carried copy not read                             yes  left (below)
+F36  _ran_ok: an undecodable part skipped                           yes  left (below)
+F37  _post_pending: first applied check dropped                     yes  h228 (own posted re-run)
+F38  _post_pending: a post gone counts as pending                   yes  h228 (post gone)
+F39  _post_pending: no re-check after the HEAD                      yes  left (below)
+F40  a pending post's call run by resume                            no   small
+F41  a re-run without its resume key                                no   h220_resume_and_compaction
+F42  resume key without the incarnation                             yes  left (below)
+F43  resume answers before its delete                               no   h220_resume_and_compaction
+F44  resuming() not called                                          yes  h228 (record first)
+F45  a re-run: no caller-runs help                                  yes  h228 (caller runs)
+F46  a re-run under a new call id                                   no   workflow_steps
+F47  re-runs in reverse order                                       no   h140_workflow_steps
+F48  a pending post's re-run answered None                          yes  combined
+==== ============================================================== ==== ================================
 """
 
 from __future__ import annotations
@@ -572,7 +716,7 @@ def test_the_status_of_an_actor_deleted_behind_this_processs_back_is_an_error(
     actor_store: StoreSpec, gate_closed: None
 ) -> None:
     """An actor with a failed call, deleted by another process (this one's cache still has it
-    alive; the record is there): ``get_status`` raises ``ActorDeletedError``, not a status."""
+    alive; the record is there): ``get_status`` and ``resume`` raise ``ActorDeletedError``."""
     ledger = Ledger.get_or_create("deleted")
     with pytest.raises(ConnectionError):
         ledger.through_relay.run(2)
@@ -582,6 +726,8 @@ def test_the_status_of_an_actor_deleted_behind_this_processs_back_is_an_error(
     _sync.sync(core.log.put_step(tombstone))  # (the other process's delete, its clean-up not yet run)
     with pytest.raises(vc.ActorDeletedError):
         workflow.get_status("deleted")
+    with pytest.raises(vc.ActorDeletedError):
+        workflow.resume("deleted")  # (raised by the call, before any re-run)
 
 
 @pytest.mark.parametrize("value", [(1, 2), {1: "a"}, [Level.LOW]], ids=["tuple", "int-key", "int-enum"])
