@@ -167,7 +167,9 @@ from test_review_combined import (
     _fold_posts_here,
     _forget_the_failed_runs_of_this_process,
     _price_failures_left,
+    a_posted_deposit_whose_fold_committed_its_failure,
 )
+from test_review_h140_workflow_steps import _gate_closed, gate  # (closed: gate raises)
 from test_review_h158_workflow_resume import Publisher, broken  # noqa: F401 - the fixture
 from test_review_h213_resume_races import resume_held_after_listing
 
@@ -180,17 +182,6 @@ from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.workflow_steps import MethodStep, StepFunction, StepOptions, _RecordedFailures
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
-
-#: closed: ``gate`` raises (the sub-workflow fails, the call is recorded for resume)
-_gate_closed: list[bool] = []
-
-
-@workflow.step(max_retries=0)
-def gate(x: Any) -> Any:
-    if _gate_closed:
-        raise ConnectionError("the gate is closed")
-    return x
-
 
 #: every run of ``counted``, by its argument
 _counted_runs: list[Any] = []
@@ -809,12 +800,7 @@ def test_a_resume_that_listed_a_posted_call_its_process_then_reran_gives_that_re
     finds the post applied and the record gone, which for another process's run means "applied
     elsewhere"; the re-run is this process's own: B gives its result, not ``[]``."""
     init_switchable(store_spec, combine_window=60.0)
-    till = Till.get_or_create("posted-rerun")
-    till.view.run()
-    box = foreign_box("posted-rerun")
-    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), uuid.uuid4().hex),))))
-    _price_failures_left[:] = [1]
-    _fold_posts_here("posted-rerun", till)  # applied: its outcome is the ConnectionError
+    till = a_posted_deposit_whose_fold_committed_its_failure("posted-rerun")
     assert workflow.get_status("posted-rerun") == workflow.FAILED
     with (
         resume_held_after_listing(monkeypatch, "posted-rerun", at="_applied_elsewhere") as answers,
