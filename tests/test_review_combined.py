@@ -274,6 +274,19 @@ def _fold_posts_here(actor_id: str, handle: Any) -> None:
     handle.touch.run()
 
 
+def a_posted_deposit_whose_fold_committed_its_failure(actor_id: str) -> Any:
+    """Another process posts deposit(5); this process folds the post, the call's sub-workflow
+    fails and the fold commits (the call's outcome is the ConnectionError, its failure recorded
+    for resume): the actor's handle."""
+    till = Till.get_or_create(actor_id)
+    till.view.run()
+    box = foreign_box(actor_id)
+    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), uuid.uuid4().hex),))))
+    _price_failures_left[:] = [1]
+    _fold_posts_here(actor_id, till)
+    return till
+
+
 def _a_posted_deposit_failed_in_a_folder_that_died(store_spec: StoreSpec) -> tuple[Any, str]:
     """Another process posts deposit(5); a folder (this process, standing for the one that dies)
     runs it, its sub-workflow fails and is recorded for resume, and its step put never lands.
@@ -552,12 +565,7 @@ def test_resume_runs_a_posted_call_whose_fold_committed_its_failure(store_spec: 
     """The other side of the checks above: a posted call whose sub-workflow failed in a fold
     that committed (its poster got the exception) is resumed once, like any failed call."""
     init_switchable(store_spec, combine_window=60.0, commit_timeout=5.0)
-    till = Till.get_or_create("till")
-    till.view.run()
-    box = foreign_box("till")
-    _sync.sync(box.send(box.prepare((PostedCall("deposit", pickle.dumps(((5,), {})), uuid.uuid4().hex),))))
-    _price_failures_left[:] = [1]
-    _fold_posts_here("till", till)  # applied: its outcome is the ConnectionError
+    till = a_posted_deposit_whose_fold_committed_its_failure("till")
     assert till.view.run() == 0
     assert workflow.get_status("till") == workflow.FAILED
     assert vc.get(workflow.resume("till"), timeout=60) == [5]

@@ -33,19 +33,22 @@ pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 
 @contextlib.contextmanager
-def resume_held_after_listing(monkeypatch: pytest.MonkeyPatch, actor_id: str) -> Iterator[list[object]]:
+def resume_held_after_listing(
+    monkeypatch: pytest.MonkeyPatch, actor_id: str, at: str = "_rerun_once"
+) -> Iterator[list[object]]:
     """A resume of ``actor_id`` on another thread that lists its failed calls, then waits
-    (before its re-runs) until the block ends; its answer (result or exception) is in the
-    list yielded, once the block has ended."""
+    (before its re-runs; ``at="_applied_elsewhere"``: before its checks of posted calls) until
+    the block ends; its answer (result or exception) is in the list yielded, once the block
+    has ended."""
     listed, go = threading.Event(), threading.Event()
-    rerun_once = workflow._rerun_once
+    original = getattr(workflow, at)
     answers: list[object] = []
 
     def held(runtime: Any, failed: Any, listing: int) -> Any:
         if threading.current_thread() is late:
             listed.set()
             assert go.wait(HANG)
-        return rerun_once(runtime, failed, listing)
+        return original(runtime, failed, listing)
 
     def resume() -> None:
         try:
@@ -53,7 +56,7 @@ def resume_held_after_listing(monkeypatch: pytest.MonkeyPatch, actor_id: str) ->
         except Exception as exc:
             answers.append(exc)
 
-    monkeypatch.setattr(workflow, "_rerun_once", held)
+    monkeypatch.setattr(workflow, at, held)
     late = threading.Thread(target=resume)
     late.start()
     try:

@@ -23,6 +23,7 @@ from typing import Any
 
 from vactor_cloud.actor import get_actor as _get_actor
 from vactor_cloud.batch import PendingCall, applying
+from vactor_cloud.byvalue import freeze_arguments
 from vactor_cloud.deletion import deleted_error, is_deleted
 from vactor_cloud.errors import CallPendingError
 from vactor_cloud.forked_child import renew_in_a_forked_child
@@ -433,8 +434,11 @@ def _rerun(runtime: Runtime, failed: FailedCall) -> ActorFuture[Any]:
     future: ActorFuture[Any] = ActorFuture()
     call = PendingCall(
         method=failed.method,
-        args=failed.args,
-        kwargs=failed.kwargs,
+        args=(),
+        kwargs={},
+        # By value, as the call was made: each run of the body gets its own copy, and a failure
+        # recorded again holds the arguments as recorded, not what the body made of them.
+        frozen=freeze_arguments(failed.args, failed.kwargs),
         readonly=False,
         future=future,
         call_id=failed.call_id,

@@ -68,6 +68,7 @@ step's result is ``(value, None)`` or ``(None, exception)``).
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import json
 import logging
@@ -297,6 +298,8 @@ def _run_dag(root: StepNode, instance: Any, context: CallContext | None) -> Any:
     pending = order
     while pending:
         ready = [n for n in pending if all(id(d) in results for d in n.dependencies())]
+        if not ready:  # (a node put among its own inputs after it was made: never ready)
+            raise ValueError(f"{pending[0]!r}: the sub-workflow's steps wait for each other in a cycle")
         functions = [n for n in ready if isinstance(n.target, StepFunction)]
         if functions:
             for node, value in zip(functions, _launch(functions, results), strict=True):
@@ -422,13 +425,26 @@ def _replace(value: dict[str, Any], results: dict[int, Any]) -> dict[str, Any]: 
 @overload
 def _replace(value: Any, results: dict[int, Any]) -> Any: ...
 def _replace(value: Any, results: dict[int, Any]) -> Any:
+    """``value`` with each node inside (``_nodes_in``) replaced by its result; lists and dicts
+    rebuilt, tuples too when a node is inside, each of its own type (a named tuple, an
+    ``OrderedDict``, a ``defaultdict`` with its factory)."""
     if isinstance(value, StepNode):
         return results[id(value)]
-    if isinstance(value, list | tuple):
-        replaced = [_replace(item, results) for item in value]
-        return type(value)(replaced) if type(value) in (list, tuple) else replaced
     if isinstance(value, dict):
-        return {key: _replace(item, results) for key, item in value.items()}
+        mapping = copy.copy(value)
+        for key, item in value.items():
+            mapping[key] = _replace(item, results)
+        return mapping
+    if isinstance(value, list):
+        sequence = copy.copy(value)
+        sequence[:] = [_replace(item, results) for item in value]
+        return sequence
+    if isinstance(value, tuple) and next(_nodes_in(value), None) is not None:
+        items = [_replace(item, results) for item in value]
+        make = getattr(type(value), "_make", None)  # a named tuple's
+        if make is not None:
+            return make(items)
+        return tuple(items)  # (another subclass of tuple holding a node: a tuple)
     return value
 
 
