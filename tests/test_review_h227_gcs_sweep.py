@@ -1,0 +1,520 @@
+"""A mutation sweep of the GCS store, ``storage/_gcs.py`` (review h227): the table is below.
+
+Each test here kills a mutation the rest of the suite let through (it fails with the
+mutation applied and passes without); the mutation is named in its docstring. A loopback GCS
+(``loopback_gcs``) answers what fake-gcs-server never would; no timing assertions (what may
+hang is bounded by ``HANG``; the pauses between attempts are recorded, not waited for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("gcsfs")
+
+from aiohttp import web  # noqa: E402
+from loopback_gcs import gcs_answering  # noqa: E402
+from silent_listener import SilentListener  # noqa: E402
+from test_review_storage_faults import _service_account_file  # noqa: E402
+
+import vactor_cloud.storage._gcs as gcs_module  # noqa: E402
+from vactor_cloud.errors import (  # noqa: E402
+    PreconditionFailedError,
+    RetryableStorageError,
+    StorageError,
+    StorageTimeoutError,
+)
+from vactor_cloud.storage import IfMatch  # noqa: E402
+from vactor_cloud.storage._base import Listing  # noqa: E402
+from vactor_cloud.storage._base import OBJECT_KEY_BYTES  # noqa: E402
+from vactor_cloud.storage._gcs import GCSStore  # noqa: E402
+
+#: the longest any operation here may take before it is called a hang
+HANG = 60.0
+#: GCS's answer to an upload whose bytes do not match the md5Hash its metadata gave
+MD5_MISMATCH = 'Provided MD5 hash "Ss/KmcE9mTxW8N3Y+Hzd8A==" doesn\'t match calculated MD5 hash "1B2M2Y8AsgTpgAmY7PhCfg==".'
+
+Answer = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
+Call = Callable[[GCSStore], Awaitable[Any]]
+
+
+class Sent:
+    """The requests a loopback GCS received: method, path and query of each."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+
+    @property
+    def methods(self) -> list[str]:
+        return [method for method, _, _ in self.requests]
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": {"code": status, "message": message}}, status=status)
+
+
+def _through(answer: Answer, call: Call, **options: Any) -> tuple[Any, Sent, list[float]]:
+    """What ``call(store)`` returned or raised (a :class:`StorageError`) against a loopback GCS
+    answering the n-th request (from 0) with ``answer(request, n)``; the requests it got, and
+    the pauses the store asked for between attempts (recorded, not waited for)."""
+    sent = Sent()
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded(delay: float, result: Any = None) -> Any:
+        if delay != 0:  # (aiohttp's own yields are sleeps of 0)
+            pauses.append(delay)
+        return await real_sleep(0, result)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        sent.requests.append((request.method, request.path, dict(request.query)))
+        await request.read()
+        return await answer(request, len(sent.requests) - 1)
+
+    async def scenario() -> Any:
+        async with gcs_answering(handle) as endpoint:
+            store = GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p", **options)
+            store.request_timeout = HANG
+            try:
+                return await call(store)
+            except StorageError as exc:
+                return exc
+            finally:
+                await store.close()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gcs_module.asyncio, "sleep", recorded)
+        outcome = asyncio.run(scenario())
+    return outcome, sent, pauses
+
+
+def _in_turn(*responses: Callable[[], web.StreamResponse]) -> Answer:
+    """Answers made by ``responses`` in turn, the last one again once they run out."""
+
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        return responses[min(n, len(responses) - 1)]()
+
+    return answer
+
+
+def _object(data: bytes = b"the object", generation: str = "5") -> web.Response:
+    return web.Response(body=data, headers={"x-goog-generation": generation})
+
+
+# -- attempts --------------------------------------------------------------------------------------
+def test_a_create_refused_as_damaged_then_answered_500_is_not_sent_a_third_time() -> None:
+    """Mutations: ``unwritten`` not reset at each attempt (the create, whose second attempt
+    answered 500 and may have landed, was sent a third time, still counted as one that wrote
+    nothing); the count of attempts not lowered when a write stops early (its error said
+    "after 3 attempt(s)" of two)."""
+    outcome, sent, _ = _through(
+        _in_turn(lambda: _error(400, MD5_MISMATCH), lambda: _error(500, "Backend Error")),
+        lambda store: store.put("k", b"x", mode="create"),
+    )
+    assert type(outcome) is RetryableStorageError, outcome
+    assert sent.methods == ["POST", "POST"], sent.requests
+    assert "after 2 attempt(s)" in str(outcome) and "may or may not have been applied" in str(outcome), (
+        outcome
+    )
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "asked"),
+    [("1.5", 1.5), ("3600", 2.0), ("nan", None), ("Wed, 21 Oct 2015 07:28:00 GMT", None), ("-5", None)],
+)
+def test_a_read_answered_503_pauses_as_asked_within_bounds(retry_after: str, asked: float | None) -> None:
+    """``Retry-After`` in seconds is honoured up to 2 s; a date, nonsense or NaN asks for no
+    pause (the jittered backoff alone: 0.1 to 0.4 s before the second attempt). Mutations: the
+    2 s cap dropped (an hour's pause inside a request), NaN let through (a pause of NaN), an
+    unreadable value taken for the cap."""
+    outcome, sent, pauses = _through(
+        _in_turn(
+            lambda: web.json_response(
+                {"error": {"code": 503, "message": "Backend Error"}},
+                status=503,
+                headers={"Retry-After": retry_after},
+            ),
+            _object,
+        ),
+        lambda store: store.get("k"),
+    )
+    assert outcome.data == b"the object" and len(sent.requests) == 2, (outcome, sent.requests)
+    assert len(pauses) == 1 and not math.isnan(pauses[0]), pauses
+    if asked is not None:
+        assert pauses[0] == asked, pauses
+    else:
+        assert 0.1 <= pauses[0] <= 0.4, pauses
+
+
+def test_requests_timeout_bounds_each_attempt() -> None:
+    """gcsfs's ``requests_timeout`` option bounds each attempt: three attempts on an endpoint
+    that never answers end as a :class:`RetryableStorageError` well before the request's own
+    timeout. Mutation: the option not passed to aiohttp (each attempt waited out the whole
+    request timeout: a :class:`StorageTimeoutError` after one attempt)."""
+    listener = SilentListener()
+
+    async def scenario() -> BaseException:
+        store = GCSStore(
+            "bucket/p", endpoint_url=listener.endpoint, token="anon", project="p", requests_timeout=0.2
+        )
+        store.request_timeout = 15.0
+        try:
+            with pytest.raises(StorageError) as info:
+                await store.get("k")
+            return info.value
+        finally:
+            await store.close()
+
+    try:
+        error = asyncio.run(scenario())
+    finally:
+        listener.close()
+    assert type(error) is RetryableStorageError and not isinstance(error, StorageTimeoutError), repr(error)
+    assert "after 3 attempt(s)" in str(error), error
+    assert listener.accepted == 3, listener.accepted
+
+
+def test_a_request_timed_out_while_its_attempts_got_no_answer_quotes_no_answer() -> None:
+    """Every attempt ran out of gcsfs's ``requests_timeout`` unanswered, until the request's
+    own timeout: its error must not say what "the last answer was". Mutation: each failure
+    noted as an answer, answered or not (the timeout said "the last answer was TimeoutError",
+    of an endpoint that never answered)."""
+    listener = SilentListener()
+
+    async def scenario() -> BaseException:
+        store = GCSStore(
+            "bucket/p", endpoint_url=listener.endpoint, token="anon", project="p", requests_timeout=0.2
+        )
+        store.request_timeout = 0.5  # (the first attempt's 0.2 s always end before)
+        try:
+            with pytest.raises(StorageTimeoutError) as info:
+                await store.get("k")
+            return info.value
+        finally:
+            await store.close()
+
+    try:
+        error = asyncio.run(scenario())
+    finally:
+        listener.close()
+    assert listener.accepted >= 1, listener.accepted
+    assert "the last answer was" not in str(error) and "failed meanwhile" in str(error), error
+
+
+# -- access tokens ---------------------------------------------------------------------------------
+@contextmanager
+def _refreshes(gate: threading.Event | None = None) -> Iterator[list[str]]:
+    """Service-account refreshes made fake (no token endpoint): each records the name of the
+    thread it ran on and, with ``gate``, waits for it first; the token it gives is valid for
+    an hour."""
+    from google.oauth2 import service_account
+
+    threads: list[str] = []
+
+    def refresh(self: Any, request: Any) -> None:
+        threads.append(threading.current_thread().name)
+        if gate is not None:
+            assert gate.wait(HANG), "the refresh was never let through"
+        self.token = "a-token"
+        self.expiry = datetime.utcnow() + timedelta(hours=1)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(service_account.Credentials, "refresh", refresh)
+        yield threads
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    return _error(404, "No such object")
+
+
+def _service_account_store(endpoint: str, tmp_path: Path) -> GCSStore:
+    credentials = _service_account_file(tmp_path, "http://127.0.0.1:9/token")
+    store = GCSStore("bucket/p", endpoint_url=endpoint, token=credentials, project="p")
+    store.request_timeout = HANG
+    return store
+
+
+def test_every_token_refresh_runs_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token that expired since the last refresh is refreshed again on a thread of its own.
+    Mutation: a finished refresh taken for the one in flight (the second refresh then ran
+    inside gcsfs's ``_get_headers``, synchronously on the event loop)."""
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+
+    async def scenario() -> None:
+        async with gcs_answering(_not_found) as endpoint:
+            store = _service_account_store(endpoint, tmp_path)
+            try:
+                assert await store.head("k") is None
+                fs = store._fs
+                assert fs is not None
+                fs.credentials.credentials.expiry = datetime.utcnow() - timedelta(minutes=1)
+                assert await store.head("k") is None
+            finally:
+                await store.close()
+
+    with _refreshes() as threads:
+        asyncio.run(scenario())
+    assert threads == ["vactor-gcs-token", "vactor-gcs-token"], threads
+
+
+def test_a_request_cancelled_while_a_token_is_refreshed_leaves_the_refresh_to_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two requests wait for one refresh; the first is cancelled (its caller's deadline): the
+    second still gets the token and its answer. Mutation: the refresh awaited unshielded (the
+    cancellation cancelled the refresh both waited for: the second request raised
+    ``CancelledError``)."""
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    gate = threading.Event()
+
+    async def scenario() -> None:
+        async with gcs_answering(_not_found) as endpoint:
+            store = _service_account_store(endpoint, tmp_path)
+            try:
+                first = asyncio.ensure_future(store.head("k"))
+                second = asyncio.ensure_future(store.head("k"))
+                while store._token_refresh is None:  # (both wait for it once it is there)
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
+                first.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await first
+                gate.set()
+                assert await second is None
+            finally:
+                gate.set()
+                await store.close()
+
+    with _refreshes(gate) as threads:
+        asyncio.run(asyncio.wait_for(scenario(), HANG))
+    assert threads == ["vactor-gcs-token"], threads
+
+
+# -- the client's setup ----------------------------------------------------------------------------
+def test_a_client_setup_that_failed_is_tried_again_by_the_next_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A credentials lookup failing once (a network error reaching the metadata server) fails
+    that request only. Mutation: the failed setup kept (every later request raised its error)."""
+    real = gcs_module.GCSFileSystem
+    builds: list[int] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        builds.append(1)
+        if len(builds) == 1:
+            raise OSError("metadata server unreachable (test)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gcs_module, "GCSFileSystem", flaky)
+
+    async def call(store: GCSStore) -> Any:
+        with pytest.raises(StorageError, match="could not set up the GCS client"):
+            await store.head("k")
+        return await store.head("k")
+
+    outcome, sent, _ = _through(lambda request, n: _not_found(request), call)
+    assert outcome is None and len(builds) == 2 and len(sent.requests) == 1, (outcome, builds, sent.requests)
+
+
+def test_close_closes_the_session() -> None:
+    """Mutation: ``close`` left the aiohttp session open (its connections held until the
+    garbage collector found it, with an "Unclosed client session" warning)."""
+
+    async def scenario() -> bool:
+        async with gcs_answering(_not_found) as endpoint:
+            store = GCSStore("bucket/p", endpoint_url=endpoint, token="anon", project="p")
+            assert await store.head("k") is None
+            fs = store._fs
+            assert fs is not None and fs._session is not None
+            await store.close()
+            return bool(fs._session.closed)
+
+    assert asyncio.run(scenario())
+
+
+# -- puts ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("version", ["0", "00", "\uff11\uff12", "-1", ""])
+def test_an_if_match_on_no_generation_gcs_hands_out_is_refused_unsent(version: str) -> None:
+    """``ifGenerationMatch=0`` is a create; full-width digits are digits to ``str.isdigit``
+    (and to ``int``) but no generation. Mutations: ``"0"`` sent (an if-match turned into a
+    create: it wrote a missing object), non-ASCII digits sent."""
+    outcome, sent, _ = _through(_not_found, lambda store: store.put("k", b"x", mode=IfMatch(version)))
+    assert type(outcome) is PreconditionFailedError and sent.requests == [], (outcome, sent.requests)
+
+
+def test_an_unknown_put_mode_is_refused_unsent() -> None:
+    """Mutation: an unknown mode taken for an overwrite (a misspelt ``"create"`` overwrote)."""
+    with pytest.raises(ValueError, match="unknown put mode"):
+        _through(_not_found, lambda store: store.put("k", b"x", mode="crate"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (lambda: _error(404, "The specified bucket does not exist."), "bucket 'bucket' does not exist"),
+        (
+            lambda: web.json_response({"kind": "storage#object", "name": "p/k"}),
+            "without the object's generation",
+        ),
+        (lambda: web.json_response([{"generation": "5"}]), "not an object"),
+    ],
+    ids=["404", "no-generation", "json-array"],
+)
+def test_an_upload_answered_without_a_generation_is_a_storage_error_saying_why(
+    answer: Callable[[], web.Response], expected: str
+) -> None:
+    """Mutations: an upload's 404 read as an answer (its error spoke of a missing generation,
+    not of the missing bucket); an answer without a generation returned as version "None"; a
+    JSON array indexed as an object (``AttributeError`` past the boundary)."""
+    outcome, sent, _ = _through(_in_turn(answer), lambda store: store.put("k", b"x"))
+    assert type(outcome) is StorageError and expected in str(outcome), outcome
+    assert sent.methods == ["POST"], sent.requests
+
+
+# -- listings --------------------------------------------------------------------------------------
+def _bucket(names: list[str], *, generations: bool = True, reverse_pages: bool = False) -> Answer:
+    """A loopback objects.list over ``names``, as GCS answers it: ``prefix``, ``startOffset``
+    (inclusive), ``maxResults`` and ``pageToken`` honoured; each object's generation named
+    (``generations``), or only every other one's. ``reverse_pages``: each page's items in
+    descending order (an emulator that pages otherwise)."""
+
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        query = request.query
+        chosen = sorted(
+            name
+            for name in names
+            if name.startswith(query.get("prefix", "")) and name >= query.get("startOffset", "")
+        )
+        start = int(query.get("pageToken", "0"))
+        size = int(query.get("maxResults", "1000"))
+        page = chosen[start : start + size]
+        items = [
+            {"name": name, **({"generation": str(100 + i)} if generations or i % 2 else {})}
+            for i, name in enumerate(page, start)
+        ]
+        body: dict[str, Any] = {"items": items[::-1] if reverse_pages else items}
+        if start + size < len(chosen):
+            body["nextPageToken"] = str(start + size)
+        return web.json_response(body)
+
+    return answer
+
+
+KEYS = [f"k/{n}" for n in range(8)]
+
+
+@pytest.mark.parametrize(("start_after", "limit"), [("k/3", 1), ("k/3", 3), ("k/6", 1), (None, 2)])
+def test_a_limited_listing_takes_one_request_and_asks_from_the_key_on(
+    start_after: str | None, limit: int
+) -> None:
+    """A listing of at most ``limit`` keys asks for one page of ``limit`` + 1 (the key listed
+    after may be in it: ``startOffset`` is inclusive), from ``start_after`` on. Mutations: a
+    page of ``limit`` (a second request whenever the key after was in the first page); one
+    page more asked for once ``limit`` keys were found; ``startOffset`` not sent (the bucket
+    paged through from its first key)."""
+    outcome, sent, _ = _through(
+        _bucket([f"p/{key}" for key in KEYS]),
+        lambda store: store.list("k/", start_after=start_after, limit=limit),
+    )
+    first = 0 if start_after is None else KEYS.index(start_after) + 1
+    assert outcome == KEYS[first : first + limit], outcome
+    assert isinstance(outcome, Listing) and outcome.requests == len(sent.requests) == 1, sent.requests
+    query = sent.requests[0][2]
+    assert query["maxResults"] == str(limit + 1), query
+    assert query.get("startOffset") == (None if start_after is None else f"p/{start_after}"), query
+
+
+def test_a_listing_names_versions_only_when_it_named_every_objects(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The generations a listing names are every listed object's, or none (``versions`` is
+    ``None``): a reader takes a key left out of them for one it cannot tell of. Also: the
+    listing asks for the generations. Mutations: the versions of some objects only returned
+    as every object's; an object without a generation named at "None"; ``fields`` without
+    ``generation``."""
+    monkeypatch.setattr(gcs_module, "_LIST_PAGE", 3)
+    names = [f"p/{key}" for key in KEYS]
+    every, sent, _ = _through(_bucket(names), lambda store: store.list("k/"))
+    assert every == KEYS and every.versions == {k: str(100 + i) for i, k in enumerate(KEYS)}, every.versions
+    assert all("generation" in query["fields"] for _, _, query in sent.requests), sent.requests
+    some, _, _ = _through(_bucket(names, generations=False), lambda store: store.list("k/"))
+    assert some == KEYS and some.versions is None, some.versions
+
+
+def test_a_listing_whose_pages_come_in_another_order_is_sorted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutation: the keys not sorted (an emulator paging in another order handed them as
+    they came: readers of a log take the last listed for the newest)."""
+    monkeypatch.setattr(gcs_module, "_LIST_PAGE", 3)
+    outcome, sent, _ = _through(
+        _bucket([f"p/{key}" for key in KEYS], reverse_pages=True), lambda store: store.list("k/")
+    )
+    assert outcome == KEYS and len(sent.requests) == 3, (outcome, sent.requests)
+
+
+def test_a_listing_of_a_missing_bucket_is_an_error_not_an_empty_listing() -> None:
+    """Mutation: a 404 to the listing read as a page (no items: an empty listing, the actor
+    taken for one never created)."""
+    outcome, _, _ = _through(_in_turn(lambda: _error(404, "Not Found")), lambda store: store.list("k/"))
+    assert type(outcome) is StorageError and "does not exist" in str(outcome), outcome
+
+
+# -- deletes ---------------------------------------------------------------------------------------
+def test_a_conditional_delete_answered_500_is_sent_again_with_its_generation() -> None:
+    """Sending a conditional delete again is harmless (a first that landed leaves a 404 or a
+    412: nothing more deleted). Mutations: the conditional delete not repeated (a 500 left the
+    object in place with the caller told "retry later"); ``ifGenerationMatch`` dropped."""
+
+    async def call(store: GCSStore) -> Any:
+        store.conditional_deletes = True  # (as on Google's endpoint)
+        return await store.delete_unchanged({"k": "17"})
+
+    outcome, sent, _ = _through(
+        _in_turn(lambda: _error(500, "Backend Error"), lambda: web.Response(status=204)), call
+    )
+    assert outcome is None, outcome
+    assert [(method, query) for method, _, query in sent.requests] == [
+        ("DELETE", {"ifGenerationMatch": "17"}),
+        ("DELETE", {"ifGenerationMatch": "17"}),
+    ], sent.requests
+
+
+# -- options, keys, messages -----------------------------------------------------------------------
+def test_a_token_path_without_json_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    """Mutation: only paths ending ``.json`` checked (``token=/etc/gcs/key`` mistyped was sent
+    to Google's tokeninfo endpoint as an access token)."""
+    missing = str(tmp_path / "keys" / "service-account")
+    with pytest.raises(ValueError, match="does not exist"):
+        GCSStore("bucket/p", endpoint_url="http://127.0.0.1:9", token=missing, project="p")
+
+
+@pytest.mark.parametrize("prefix", ["p", "préfixe"])
+def test_the_longest_key_makes_a_name_of_the_longest_gcs_allows(prefix: str) -> None:
+    """GCS names are at most 1024 bytes of UTF-8: the prefix, its ``/`` and the key.
+    Mutations: the ``/`` not counted; the prefix counted in characters, not bytes."""
+    store = GCSStore(f"bucket/{prefix}", endpoint_url="http://127.0.0.1:9", token="anon", project="p")
+    longest = "k" * store.max_key_bytes
+    assert len(store._name(longest).encode()) == OBJECT_KEY_BYTES
+
+
+def test_an_emulator_host_keeps_the_token_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutation: ``STORAGE_EMULATOR_HOST`` replacing a given ``token=`` with anonymous access."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
+    assert GCSStore("bucket/p", token="google_default", project="p")._options["token"] == "google_default"
+    assert GCSStore("bucket/p", project="p")._options["token"] == "anon"
+
+
+def test_a_refusal_quotes_gcss_message_not_its_error_object() -> None:
+    """Mutation: the whole ``error`` object quoted (``{'code': 403, 'message': ...}``)."""
+    outcome, _, _ = _through(
+        _in_turn(lambda: _error(403, "tester does not have storage.objects.get access")),
+        lambda store: store.get("k"),
+    )
+    assert "HTTP 403: tester does not have storage.objects.get access;" in str(outcome), outcome
