@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -19,30 +18,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from loopback_gcs import gcs_answering
+from silent_listener import SilentListener
+from test_review_storage_faults import _service_account_file
 
-pytest.importorskip("gcsfs")
-
-from aiohttp import web  # noqa: E402
-from loopback_gcs import gcs_answering  # noqa: E402
-from silent_listener import SilentListener  # noqa: E402
-from test_review_storage_faults import _service_account_file  # noqa: E402
-
-import vactor_cloud.storage._gcs as gcs_module  # noqa: E402
-from vactor_cloud.errors import (  # noqa: E402
+import vactor_cloud.storage._gcs as gcs_module
+from vactor_cloud.errors import (
     PreconditionFailedError,
     RetryableStorageError,
     StorageError,
     StorageTimeoutError,
 )
-from vactor_cloud.storage import IfMatch  # noqa: E402
-from vactor_cloud.storage._base import Listing  # noqa: E402
-from vactor_cloud.storage._base import OBJECT_KEY_BYTES  # noqa: E402
-from vactor_cloud.storage._gcs import GCSStore  # noqa: E402
+from vactor_cloud.storage import IfMatch
+from vactor_cloud.storage._base import OBJECT_KEY_BYTES, Listing
+from vactor_cloud.storage._gcs import GCSStore
 
 #: the longest any operation here may take before it is called a hang
 HANG = 60.0
 #: GCS's answer to an upload whose bytes do not match the md5Hash its metadata gave
-MD5_MISMATCH = 'Provided MD5 hash "Ss/KmcE9mTxW8N3Y+Hzd8A==" doesn\'t match calculated MD5 hash "1B2M2Y8AsgTpgAmY7PhCfg==".'
+MD5_MISMATCH = (
+    'Provided MD5 hash "Ss/KmcE9mTxW8N3Y+Hzd8A==" doesn\'t match '
+    'calculated MD5 hash "1B2M2Y8AsgTpgAmY7PhCfg==".'
+)
 
 Answer = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
 Call = Callable[[GCSStore], Awaitable[Any]]
