@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -21,10 +22,13 @@ import pytest
 from aiohttp import web
 from loopback_gcs import gcs_answering
 from silent_listener import SilentListener
+from test_review_h134_gcs import _outcome as _raw_outcome
 from test_review_storage_faults import _service_account_file
 
 import vactor_cloud.storage._gcs as gcs_module
 from vactor_cloud.errors import (
+    AlreadyExistsError,
+    PermissionDeniedError,
     PreconditionFailedError,
     RetryableStorageError,
     StorageError,
@@ -124,6 +128,28 @@ def test_a_create_refused_as_damaged_then_answered_500_is_not_sent_a_third_time(
     assert "after 2 attempt(s)" in str(outcome) and "may or may not have been applied" in str(outcome), (
         outcome
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "operation", "expected"),
+    [
+        ("412 Precondition Failed", "create", AlreadyExistsError),
+        ("403 Forbidden", "head", PermissionDeniedError),
+    ],
+)
+def test_a_refusal_whose_error_body_was_cut_short_is_still_the_refusal(
+    status: str, operation: str, expected: type[StorageError]
+) -> None:
+    """The status says what happened; a JSON error body cut short (delimited by a connection
+    closed early) changes nothing. Mutation: the whole-answer check run on every status (a
+    create's 412 became "may or may not have been applied", a 403 a transient failure, sent
+    three times)."""
+    answer = (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".encode()
+        + b'{"error": {"code": 4'
+    )
+    outcome, requests = _raw_outcome(answer, operation)
+    assert type(outcome) is expected and requests == 1, (outcome, requests)
 
 
 @pytest.mark.parametrize(
@@ -322,6 +348,36 @@ def test_a_client_setup_that_failed_is_tried_again_by_the_next_request(
 
     outcome, sent, _ = _through(lambda request, n: _not_found(request), call)
     assert outcome is None and len(builds) == 2 and len(sent.requests) == 1, (outcome, builds, sent.requests)
+
+
+@pytest.mark.parametrize("token", ["ya29.a0-secret_Token.h227", "ya29.a0+secret=Token.h227"])
+def test_a_raw_access_token_is_not_quoted_when_the_client_setup_fails(
+    token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``token=<access token>``: gcsfs asks Google's tokeninfo endpoint about it with the token
+    in the URL's query, and a failure to reach it (here: a proxy refusing) says that URL. The
+    store's error quoted it, the token with it, in its message and in the error it chains
+    (what a logged traceback prints), as is or URL-encoded."""
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # (the discard port: refused)
+    monkeypatch.setenv("FETCH_RAW_TOKEN_EXPIRY", "true")
+
+    async def scenario() -> StorageError:
+        store = GCSStore("bucket/p", endpoint_url="http://127.0.0.1:9", token=token, project="p")
+        store.request_timeout = HANG
+        try:
+            with pytest.raises(StorageError) as info:
+                await store.head("k")
+            return info.value
+        finally:
+            await store.close()
+
+    error = asyncio.run(scenario())
+    assert "could not set up the GCS client" in str(error) and "tokeninfo" in str(error), error
+    printed = "".join(traceback.format_exception(error))
+    assert "secret" not in printed and "<token>" in str(error), printed
 
 
 def test_close_closes_the_session() -> None:
