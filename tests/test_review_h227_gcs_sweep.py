@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -322,6 +323,66 @@ def test_a_request_cancelled_while_a_token_is_refreshed_leaves_the_refresh_to_th
     with _refreshes(gate) as threads:
         asyncio.run(asyncio.wait_for(scenario(), HANG))
     assert threads == ["vactor-gcs-token"], threads
+
+
+def test_a_refresh_in_flight_on_another_loop_is_not_awaited_on_this_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One store used from two event loops (each its own client): a request on the second loop
+    while the first loop's refresh is still in flight refreshes its own client's token.
+    Mutation: the refresh in flight reused whatever its loop (awaited on another loop: a
+    ``RuntimeError`` out of the request)."""
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    gate = threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def head_on_a_loop_of_its_own(name: str, store: GCSStore) -> None:
+        async def head() -> object:
+            try:
+                return await store.head("k")
+            except Exception as exc:  # (reported to the test's thread)
+                return exc
+
+        outcomes[name] = asyncio.run(head())
+
+    def serve(ready: threading.Event, stop: threading.Event, endpoint: list[str]) -> None:
+        async def run() -> None:
+            async with gcs_answering(_not_found) as address:
+                endpoint.append(address)
+                ready.set()
+                await asyncio.to_thread(stop.wait, HANG)
+
+        asyncio.run(run())
+
+    ready, stop, endpoint = threading.Event(), threading.Event(), []
+    server = threading.Thread(target=serve, args=(ready, stop, endpoint), daemon=True)
+    server.start()
+    try:
+        assert ready.wait(HANG)
+        store = _service_account_store(endpoint[0], tmp_path)
+        with _refreshes(gate) as threads:
+            first = threading.Thread(target=head_on_a_loop_of_its_own, args=("first", store))
+            first.start()
+            _wait_until(lambda: len(threads) == 1)
+            second = threading.Thread(target=head_on_a_loop_of_its_own, args=("second", store))
+            second.start()
+            _wait_until(lambda: len(threads) == 2 or "second" in outcomes)
+            gate.set()
+            first.join(HANG)
+            second.join(HANG)
+    finally:
+        gate.set()
+        stop.set()
+        server.join(HANG)
+    assert outcomes == {"first": None, "second": None}, outcomes
+    assert threads == ["vactor-gcs-token", "vactor-gcs-token"], threads
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + HANG
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
 
 
 # -- the client's setup ----------------------------------------------------------------------------
