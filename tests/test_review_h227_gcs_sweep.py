@@ -181,32 +181,43 @@ def test_a_read_answered_503_pauses_as_asked_within_bounds(retry_after: str, ask
         assert 0.1 <= pauses[0] <= 0.4, pauses
 
 
+def _get_from_a_silent_endpoint(request_timeout: float) -> tuple[StorageError, int]:
+    """What a get raised from an endpoint that accepts connections and never answers, with
+    gcsfs's ``requests_timeout`` at 0.2 s, and how many connections it made."""
+    listener = SilentListener()
+    try:
+        store = GCSStore(
+            "bucket/p", endpoint_url=listener.endpoint, token="anon", project="p", requests_timeout=0.2
+        )
+        store.request_timeout = request_timeout
+        return _raised_by(store, lambda store: store.get("k")), listener.accepted
+    finally:
+        listener.close()
+
+
+def _raised_by(store: GCSStore, call: Call) -> StorageError:
+    """The :class:`StorageError` ``call(store)`` raised (the store closed after)."""
+
+    async def scenario() -> StorageError:
+        try:
+            with pytest.raises(StorageError) as info:
+                await call(store)
+            return info.value
+        finally:
+            await store.close()
+
+    return asyncio.run(scenario())
+
+
 def test_requests_timeout_bounds_each_attempt() -> None:
     """gcsfs's ``requests_timeout`` option bounds each attempt: three attempts on an endpoint
     that never answers end as a :class:`RetryableStorageError` well before the request's own
     timeout. Mutation: the option not passed to aiohttp (each attempt waited out the whole
     request timeout: a :class:`StorageTimeoutError` after one attempt)."""
-    listener = SilentListener()
-
-    async def scenario() -> BaseException:
-        store = GCSStore(
-            "bucket/p", endpoint_url=listener.endpoint, token="anon", project="p", requests_timeout=0.2
-        )
-        store.request_timeout = 15.0
-        try:
-            with pytest.raises(StorageError) as info:
-                await store.get("k")
-            return info.value
-        finally:
-            await store.close()
-
-    try:
-        error = asyncio.run(scenario())
-    finally:
-        listener.close()
+    error, accepted = _get_from_a_silent_endpoint(request_timeout=15.0)
     assert type(error) is RetryableStorageError and not isinstance(error, StorageTimeoutError), repr(error)
     assert "after 3 attempt(s)" in str(error), error
-    assert listener.accepted == 3, listener.accepted
+    assert accepted == 3, accepted
 
 
 def test_a_request_timed_out_while_its_attempts_got_no_answer_quotes_no_answer() -> None:
@@ -214,25 +225,8 @@ def test_a_request_timed_out_while_its_attempts_got_no_answer_quotes_no_answer()
     own timeout: its error must not say what "the last answer was". Mutation: each failure
     noted as an answer, answered or not (the timeout said "the last answer was TimeoutError",
     of an endpoint that never answered)."""
-    listener = SilentListener()
-
-    async def scenario() -> BaseException:
-        store = GCSStore(
-            "bucket/p", endpoint_url=listener.endpoint, token="anon", project="p", requests_timeout=0.2
-        )
-        store.request_timeout = 0.5  # (the first attempt's 0.2 s always end before)
-        try:
-            with pytest.raises(StorageTimeoutError) as info:
-                await store.get("k")
-            return info.value
-        finally:
-            await store.close()
-
-    try:
-        error = asyncio.run(scenario())
-    finally:
-        listener.close()
-    assert listener.accepted >= 1, listener.accepted
+    error, accepted = _get_from_a_silent_endpoint(request_timeout=0.5)  # (after 0.2 s of the first)
+    assert type(error) is StorageTimeoutError and accepted >= 1, (error, accepted)
     assert "the last answer was" not in str(error) and "failed meanwhile" in str(error), error
 
 
@@ -425,17 +419,9 @@ def test_a_raw_access_token_is_not_quoted_when_the_client_setup_fails(
         monkeypatch.setenv(name, "http://127.0.0.1:9")  # (the discard port: refused)
     monkeypatch.setenv("FETCH_RAW_TOKEN_EXPIRY", "true")
 
-    async def scenario() -> StorageError:
-        store = GCSStore("bucket/p", endpoint_url="http://127.0.0.1:9", token=token, project="p")
-        store.request_timeout = HANG
-        try:
-            with pytest.raises(StorageError) as info:
-                await store.head("k")
-            return info.value
-        finally:
-            await store.close()
-
-    error = asyncio.run(scenario())
+    store = GCSStore("bucket/p", endpoint_url="http://127.0.0.1:9", token=token, project="p")
+    store.request_timeout = HANG
+    error = _raised_by(store, lambda store: store.head("k"))
     assert "could not set up the GCS client" in str(error) and "tokeninfo" in str(error), error
     printed = "".join(traceback.format_exception(error))
     assert "secret" not in printed and "<token>" in str(error), printed
