@@ -379,6 +379,18 @@ def _wait_until(condition: Callable[[], bool]) -> None:
         time.sleep(0.01)
 
 
+def test_a_token_endpoint_that_refuses_connections_is_a_transient_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token endpoint could not be reached (its port refused): "retry later", not refused
+    credentials. Mutation: it raised :class:`AuthenticationError` (the runtime gives up on it
+    at once, as on a revoked key)."""
+    for name in ("STORAGE_EMULATOR_HOST", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    error = _raised_by(_service_account_store("http://127.0.0.1:9", tmp_path), lambda store: store.head("k"))
+    assert type(error) is RetryableStorageError and "token endpoint" in str(error), repr(error)
+
+
 # -- the client's setup ----------------------------------------------------------------------------
 def test_a_client_setup_that_failed_is_tried_again_by_the_next_request(
     monkeypatch: pytest.MonkeyPatch,
