@@ -222,9 +222,10 @@ def test_requests_timeout_bounds_each_attempt() -> None:
 
 def test_a_request_timed_out_while_its_attempts_got_no_answer_quotes_no_answer() -> None:
     """Every attempt ran out of gcsfs's ``requests_timeout`` unanswered, until the request's
-    own timeout: its error must not say what "the last answer was". Mutation: each failure
-    noted as an answer, answered or not (the timeout said "the last answer was TimeoutError",
-    of an endpoint that never answered)."""
+    own timeout: its error must not say what "the last answer was", and says its attempts
+    failed meanwhile. Mutations: each failure noted as an answer, answered or not (the timeout
+    said "the last answer was TimeoutError", of an endpoint that never answered); the failures
+    meanwhile named only when older than the timeout."""
     error, accepted = _get_from_a_silent_endpoint(request_timeout=0.5)  # (after 0.2 s of the first)
     assert type(error) is StorageTimeoutError and accepted >= 1, (error, accepted)
     assert "the last answer was" not in str(error) and "failed meanwhile" in str(error), error
