@@ -73,7 +73,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, quote_plus, urlsplit
 
 # Before gcsfs is imported: it reads this variable once, at import time.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
@@ -315,10 +315,14 @@ class GCSStore(ObjectStore):
                 # (KeyError: a credentials file lacking a field gcsfs reads, 'refresh_token')
                 self._fs_build = None  # (the next request tries again)
                 detail = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
-                raise StorageError(
-                    f"{self.url}: could not set up the GCS client: {detail}; check the credentials "
+                shown = _without_token(detail, self._options.get("token"))
+                error = StorageError(
+                    f"{self.url}: could not set up the GCS client: {shown}; check the credentials "
                     "(token=..., GOOGLE_APPLICATION_CREDENTIALS) and the storage options",
-                ) from exc
+                )
+                if shown != detail:
+                    raise error from None  # (gcsfs's own error quotes the access token)
+                raise error from exc
             if self._fs is None or self._fs_loop is not loop or self._fs_pid != os.getpid():
                 self._fs = fs
                 self._fs_loop = loop
@@ -928,6 +932,17 @@ def _generation(response: _Response, url: str, key: str) -> str:
 
 #: gcsfs's names for a way to find credentials (``token=``), not a file or an access token
 _TOKEN_METHODS = frozenset({"anon", "google_default", "cache", "cloud", "browser"})
+
+
+def _without_token(text: str, token: Any) -> str:
+    """``text`` with the access token given as ``token=`` (as is, or URL-encoded) replaced by
+    ``<token>``. gcsfs asks Google's tokeninfo endpoint about an access token with the token in
+    the URL's query, and a failure to reach it quotes that URL."""
+    if not isinstance(token, str) or token in _TOKEN_METHODS or len(token) < 8 or os.path.exists(token):
+        return text
+    for form in (token, quote(token, safe=""), quote_plus(token)):
+        text = text.replace(form, "<token>")
+    return text
 
 
 def _check_token_file(url: str, token: Any) -> None:
