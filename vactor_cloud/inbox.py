@@ -370,9 +370,10 @@ class ActorInbox:
             if at and time.monotonic() > reading_ends:
                 break  # (the next listing reads on; ``_unread`` holds the events read back)
             damaged: list[str] = []
+            failed: list[tuple[str, StorageError]] = []
             read: list[InboxEvent] = []
             for found in await read_events(
-                self.store, new[at : at + _READ_SLICE], self.settings.signing_key, damaged
+                self.store, new[at : at + _READ_SLICE], self.settings.signing_key, damaged, failed
             ):
                 event = dataclasses.replace(found, seen=seen)
                 self._known[event.key] = event
@@ -385,6 +386,10 @@ class ActorInbox:
             for key in damaged:
                 self._damaged[key] = (self._damaged.get(key, (0, 0.0))[0] + 1, started)
             held = self._trim(held + read)
+            if failed:
+                # The listing fails, keeping what its reads brought (the next one reads the
+                # rest): one failed read of a slice does not cost the others
+                raise failed[0][1]
         else:
             self._unread = False
         self._fresh.intersection_update(self._known)
@@ -427,8 +432,10 @@ class ActorInbox:
                 kept.append(event)
         return kept
 
-    async def _reread(self, chosen: list[InboxEvent]) -> list[InboxEvent]:
-        """``chosen`` (in inbox order) with the payloads of those held without them read again.
+    async def _reread(self, chosen: list[InboxEvent]) -> tuple[list[InboxEvent], StorageError | None]:
+        """``chosen`` (in inbox order) with the payloads of those held without them read again,
+        and the error of a read that failed, if one did: then only the events before the first
+        not read are given (the others wait, in order).
 
         One gone meanwhile was applied by another process (deleted only after its commit):
         dropped. One found with another place in the order (its object was deleted unapplied
@@ -437,8 +444,15 @@ class ActorInbox:
         """
         held = [e.key for e in chosen if e.stripped]
         if not held:
-            return chosen
-        fresh = {e.key: e for e in await read_events(self.store, held, self.settings.signing_key)}
+            return chosen, None
+        failed: list[tuple[str, StorageError]] = []
+        read = await read_events(self.store, held, self.settings.signing_key, failed=failed)
+        fresh = {e.key: e for e in read}
+        error = None
+        if failed:
+            error = failed[0][1]
+            unread = {key for key, _ in failed}
+            chosen = list(itertools.takewhile(lambda e: e.key not in unread, chosen))
         ready: list[InboxEvent] = []
         for event in chosen:
             if not event.stripped:
@@ -460,7 +474,7 @@ class ActorInbox:
                 self._refold = True
                 continue
             ready.append(again)
-        return ready
+        return ready, error
 
     def _cache_trusted(self, base: StepRecord) -> bool:
         """Whether the cached pending events may be folded onto ``base`` without listing again.
@@ -577,15 +591,13 @@ class ActorInbox:
             full = len(chosen) >= MAX_EVENTS_PER_COMMIT
         # Held without their payloads (past the first MAX_EVENTS_PER_COMMIT when listed, or
         # refused by the class that listed them): read again now that they are due.
-        try:
-            ready = await self._reread(chosen)
-        except StorageError as exc:
+        ready, error = await self._reread(chosen)
+        if error is not None:
             # Like a failed listing: the calls commit; the events wait (in order: the ones
-            # before the first held back go now) and process_events says it did not finish.
-            logger.warning("could not read pending events of %r: %s", self.actor_id, exc)
-            self._listing_error = exc
+            # before the first not read go now) and process_events says it did not finish.
+            logger.warning("could not read pending events of %r: %s", self.actor_id, error)
+            self._listing_error = error
             self._signalled = True
-            ready = list(itertools.takewhile(lambda e: not e.stripped, chosen))
         folded: list[PendingCall] = []
         for event in ready:
             try:

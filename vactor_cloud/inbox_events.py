@@ -394,10 +394,16 @@ async def read_event(store: ObjectStore, key: str, signing_key: bytes | None) ->
 
 
 async def read_events(
-    store: ObjectStore, keys: list[str], signing_key: bytes | None, damaged: list[str] | None = None
+    store: ObjectStore,
+    keys: list[str],
+    signing_key: bytes | None,
+    damaged: list[str] | None = None,
+    failed: list[tuple[str, StorageError]] | None = None,
 ) -> list[InboxEvent]:
     """The events at ``keys`` still present, in inbox order; objects read damaged (or forged)
-    are logged and left out, their keys added to ``damaged``."""
+    are logged and left out, their keys added to ``damaged``. A read that fails raises its
+    error, or, given ``failed``, is left out with its key and error added there (so that one
+    failed read does not cost the others: the caller keeps what was read)."""
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
     async def one(key: str) -> InboxEvent | None:
@@ -408,6 +414,11 @@ async def read_events(
                 logger.error("inbox object %s read damaged: %s", key, exc)
                 if damaged is not None:
                     damaged.append(key)
+                return None
+            except StorageError as exc:
+                if failed is None:
+                    raise
+                failed.append((key, exc))
                 return None
 
     found = await asyncio.gather(*(one(k) for k in keys))
