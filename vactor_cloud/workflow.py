@@ -183,8 +183,9 @@ def resume(actor_id: str) -> ActorFuture[list[Any]]:
     twice; a commit that fails after the delete, a storage error, leaves the
     call unrecorded, as for a retried call: the future raises that error, and
     the call may be made again as a new one); one whose sub-workflow fails
-    again stays recorded and the future raises its exception. With nothing
-    to resume the future's result is ``[]``.
+    again stays recorded and the future raises its exception (of several that fail again, the
+    first's, in the order the calls first failed: the others still run, and those that succeed
+    commit). With nothing to resume the future's result is ``[]``.
     A call this process is re-running, or re-ran while another resume of
     this process was listing (its record may still be listed by that resume,
     which raced its delete), is not run again: that re-run's outcome, its
