@@ -10,7 +10,7 @@ the cache's byte accounting. It knows nothing of handles, events or history.
 
 * :mod:`vactor_cloud.runtime_work`: :class:`~vactor_cloud.runtime_work.WorkRunner`, the trips
   to the IO loop and the pools, each a piece of work that shutdown waits for (the base of the
-  parts below);
+  next two);
 * :mod:`vactor_cloud.runtime_creation`: :class:`~vactor_cloud.runtime_creation.Creator`,
   ``get_or_create``'s creation of actors;
 * :mod:`vactor_cloud.runtime_shutdown`: :class:`~vactor_cloud.runtime_shutdown.Closer`,

@@ -4,10 +4,10 @@ piece of work that shutdown waits for.
 :class:`RuntimeWork` counts the pieces (pool tasks, trips to the IO loop, background
 coroutines, actors a thread holds) and lets ``close`` wait until they are done.
 :class:`WorkRunner` is the part of :class:`~vactor_cloud.actor_runtime.Runtime` (a mixin, the
-base of its other parts) that runs work and begins and ends its pieces: :meth:`~WorkRunner.run`
-and :meth:`~WorkRunner.bounded` on the IO loop (bounded by ``Settings.deadline``),
-:meth:`~WorkRunner.spawn` on a pool, :meth:`~WorkRunner.background` and
-:meth:`~WorkRunner.keep` left running; and the errors that say the runtime shut down. The
+base of its parts ``Creator`` and ``Closer``) that runs work and begins and ends its pieces:
+:meth:`~WorkRunner.run` and :meth:`~WorkRunner.bounded` on the IO loop (bounded by
+``Settings.deadline``), :meth:`~WorkRunner.spawn` on a pool, :meth:`~WorkRunner.background`
+and :meth:`~WorkRunner.keep` left running; and the errors that say the runtime shut down. The
 fields it uses are the runtime's (set by ``Runtime.__init__``), declared at the top of the
 class.
 """
