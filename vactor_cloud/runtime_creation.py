@@ -17,7 +17,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
-from vactor_cloud.batch import summarize
+from vactor_cloud.batch_apply import summarize
 from vactor_cloud.byvalue import Frozen, freeze_arguments, thaw_arguments
 from vactor_cloud.core import ActorCore
 from vactor_cloud.creation import Creation, CreationTurns
