@@ -30,6 +30,13 @@ Guarantees:
   the caller's own call (not applied), the nested error (or the group) its ``__cause__``.
 * **Async methods** run to completion in the call: on this thread, or on a
   helper thread when this thread already runs an event loop.
+
+The calls are :mod:`vactor_cloud.batch`'s (:class:`~vactor_cloud.batch.PendingCall`,
+:class:`~vactor_cloud.batch.CallContext`); each body runs through
+:func:`~vactor_cloud.call_bodies.invoke` (the translation of nested doubts, async methods,
+forked children). This module holds :func:`apply_batch` (what a batch produced:
+:class:`BatchResult`), :func:`run_readonly`, and the summaries of calls that history shows
+(:func:`summarize`).
 """
 
 from __future__ import annotations
