@@ -1,5 +1,5 @@
 """Review h135: the guard that stops a forked child from committing its parent's batch
-(``batch._end_a_forked_child``) must not stop the ways a method starts processes that
+(``call_bodies._end_a_forked_child``) must not stop the ways a method starts processes that
 never return into it: ``multiprocessing`` with the fork start method (the child runs its target
 and exits) and ``subprocess`` (fork and exec). And a method run by ``run_async`` on a pool
 thread, or in a fold of the lease holder, that forks and returns in the child too is applied

@@ -261,7 +261,7 @@ def test_an_interrupt_in_an_async_method_called_inside_an_event_loop_reaches_its
     actor_store: StoreSpec, kind: str
 ) -> None:
     """Mutation: the helper thread that runs an ``async def`` method for a caller that already
-    runs an event loop (``batch._run_coroutine``) catching ``Exception`` only. The interrupt
+    runs an event loop (``call_bodies._run_coroutine``) catching ``Exception`` only. The interrupt
     ended the helper with no outcome, and the caller got an ``IndexError`` of the runtime's."""
     box = Sweep.get_or_create(f"async-interrupt-{kind}")
 
@@ -275,8 +275,8 @@ def test_an_interrupt_in_an_async_method_called_inside_an_event_loop_reaches_its
 
 
 def test_an_actor_is_running_while_its_writer_runs_and_not_after(actor_store: StoreSpec) -> None:
-    """Mutation: ``batch._invoke`` no longer counting a writer's run down as it ends
-    (``_count_applying(context, -1)``): every actor a writer had run on stayed RUNNING
+    """Mutation: ``call_bodies.invoke`` no longer counting a writer's run down as it ends
+    (``count_applying(context, -1)``): every actor a writer had run on stayed RUNNING
     (``workflow.get_status``, ``list_all``) for the rest of the process."""
     actor_id = "running-status"
     box = Sweep.get_or_create(actor_id)

@@ -13,7 +13,7 @@ import pytest
 from store_helpers import other_process, retune
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, batch, keys
+from vactor_cloud import _sync, batch_apply, keys
 from vactor_cloud.future import ActorFuture
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_hints import encode_hint
@@ -59,7 +59,9 @@ def test_a_timer_fires_at_its_due_time_by_the_applying_clock_and_not_a_moment_be
     assert alarm.ring.options(at=due, timer_key="edge").run("edge") == "edge"
     [timer] = alarm.timers()
     clock = [timer["due"] - 0.001]
-    monkeypatch.setattr(batch, "time", types.SimpleNamespace(time=lambda: clock[0], monotonic=time.monotonic))
+    monkeypatch.setattr(
+        batch_apply, "time", types.SimpleNamespace(time=lambda: clock[0], monotonic=time.monotonic)
+    )
     early = vc.fire_due_timers()
     assert (early.fired, early.stale, early.errors) == (0, 0, []), early
     assert alarm.view.run() == [] and _index_keys() == ["edge"]  # pending, its entry kept

@@ -1,5 +1,5 @@
 """Review h141: a read-only method that forks (``os.fork()`` in its body) and returns in the
-child too ends the child at once, as a writer's does (``batch._end_a_forked_child``: status 70,
+child too ends the child at once, as a writer's does (``call_bodies._end_a_forked_child``: status 70,
 why on stderr), and the parent answers the read.
 
 Before, nothing stopped it. On the caller's thread the child went back to its caller inside

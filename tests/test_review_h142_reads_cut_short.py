@@ -26,8 +26,8 @@ from subtask_workers import Trainer, events
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
-from vactor_cloud.actor_runtime import _read_class_body
 from vactor_cloud.checked_read import READS
+from vactor_cloud.class_bodies import _read_class_body
 from vactor_cloud.compaction import _checkpoint_meta
 from vactor_cloud.deletion import forget_failed_calls
 from vactor_cloud.errors import DamagedObjectError, IntegrityError

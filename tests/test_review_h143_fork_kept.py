@@ -1,4 +1,4 @@
-"""Review h143: the fork guard (``fork_guard.py``, in ``batch._invoke``) ends only a child that
+"""Review h143: the fork guard (``fork_guard.py``, in ``call_bodies.invoke``) ends only a child that
 came back out of the method: code that forks and ends its child itself is untouched.
 
 A method that forks, ends its child there (``os._exit``) and waits for it returns normally in

@@ -20,7 +20,15 @@ from store_helpers import retune
 from test_review_h150_ready_after_failed_creation import _hold_spawned
 
 import vactor_cloud as vc
-from vactor_cloud import actor_runtime, head_flusher, init_settings
+from vactor_cloud import (
+    actor_runtime,
+    class_bodies,
+    head_flusher,
+    init_settings,
+    runtime_creation,
+    runtime_shutdown,
+    runtime_work,
+)
 from vactor_cloud import creation as creation_module
 from vactor_cloud import handle as handle_module
 from vactor_cloud import runtime as runtime_module
@@ -32,7 +40,18 @@ pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
 #: the files of the runtime's code: ``runtime.py`` and the modules it is built of
 RUNTIME_FILES = {
-    m.__file__ for m in (runtime_module, actor_runtime, creation_module, head_flusher, init_settings)
+    m.__file__
+    for m in (
+        runtime_module,
+        actor_runtime,
+        runtime_work,
+        runtime_creation,
+        runtime_shutdown,
+        class_bodies,
+        creation_module,
+        head_flusher,
+        init_settings,
+    )
 }
 
 

@@ -16,7 +16,7 @@ __getstate__ at a creation (M60); the fallen-back store warning (M63); the exit'
 queued calls (M64).
 
 Killed by the tests here (21): _others counting this thread's own work, shutdown() in a method
-waits 30 s for itself (M02); _Work.end not waking a shutdown off the main thread (M03);
+waits 30 s for itself (M02); RuntimeWork.end not waking a shutdown off the main thread (M03);
 _forget_locals not following __context__ (M07); weigh not evicting (M15b); busy actors evicted
 (M17); LRU order lost (move_to_end dropped, M20); a take-back not counting its bytes (M21);
 load taking a tombstone for an actor (M22); a pending creation handed to another class (M23);
@@ -133,7 +133,7 @@ def store(store_spec: StoreSpec) -> Iterator[StoreSpec]:
 def test_shutdown_from_inside_a_method_does_not_wait_for_that_method(
     store: StoreSpec, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Mutation: ``_Work._others`` counted the calling thread's own work (``ident != me``
+    """Mutation: ``RuntimeWork._others`` counted the calling thread's own work (``ident != me``
     dropped): ``shutdown()`` in a method waited its whole 30 s for the method it runs in, then
     logged it as work left running. It returns at once; the call is refused, not applied."""
     actor = Swept.get_or_create("inside")
@@ -148,7 +148,7 @@ def test_shutdown_from_inside_a_method_does_not_wait_for_that_method(
 
 
 def test_a_shutdown_on_another_thread_returns_once_the_running_method_ends(store: StoreSpec) -> None:
-    """Mutation: ``_Work.end`` no longer woke a waiting shutdown (``if self._waiting`` false):
+    """Mutation: ``RuntimeWork.end`` no longer woke a waiting shutdown (``if self._waiting`` false):
     a shutdown off the main thread (no slices) waited out its whole timeout after the method it
     waited for had ended. It returns once that method's call has committed."""
     actor = Swept.get_or_create("held")

@@ -1,6 +1,7 @@
-"""Review h170: a mutation sweep of ``batch.py`` beyond what h138 swept (the call context, the
-self-call note, nested doubts, async methods and their helper thread and executor guard, forks,
-RUNNING, stand-ins, timer markers, history summaries, ``run_readonly``).
+"""Review h170: a mutation sweep of ``batch.py`` (since split into ``batch``, ``call_bodies`` and
+``batch_apply``) beyond what h138 swept (the call context, the self-call note, nested doubts,
+async methods and their helper thread and executor guard, forks, RUNNING, stand-ins, timer
+markers, history summaries, ``run_readonly``).
 
 Seventy hand-made mutations, one at a time, each run against the tests that cover the function
 (memory and local lanes). "killed" names the test that failed; "h170" means a test written here
@@ -9,20 +10,20 @@ because the mutation survived. One survivor was a defect, fixed: see the last tw
 ==== ============================================================ ======== ========================
 id   mutation                                                     survived killed by / why
 ==== ============================================================ ======== ========================
-M01  _invoke: _note_self_call not called                          no       review_api
+M01  invoke: _note_self_call not called                           no       review_api
 M02  a nested doubt not translated (bare ``raise``)               no       nested_pending
 M03  _DOUBT without NestedCallPendingError                        no       nested_pending
 M04  _doubts not looking into nested groups                       no       nested_doubts_group
 M05  a NestedCallPendingError's inner calls not passed on         no       nested_pending
 M06  the doubt's call ids dropped                                 no       nested_pending
 M07  the doubts after the first dropped                           no       nested_doubts_group
-M08  current_call() None after _invoke (not the previous)         no       review_workflow
+M08  current_call() None after invoke (not the previous)          no       review_workflow
 M09  a read-only call counted as applying                         no       review_workflow, h170
-M10  _count_applying keeps a zero count                           no       h138
+M10  count_applying keeps a zero count                            no       h138
 M11  applying() for every actor (actor id ignored)                yes      h170 (another actor)
 M12  a forked child keeps the parent's applying counts            yes      h170 (fork)
 M13  a forked child keeps the parent's applying lock              yes      h170 (fork, lock)
-M14  _invoke's final _end_a_forked_child dropped                  no       h135_fork_in_method
+M14  invoke's final _end_a_forked_child dropped                   no       h135_fork_in_method
 M15  the one before a sub-workflow runs dropped                   no       h141_fork_readonly
 M16  the child's message: read-only and writer swapped            no       h141_fork_readonly
 M17  _note_self_call: any attribute of a method noted             yes      h170 (bogus attribute)
@@ -78,7 +79,7 @@ M66  deliver() keeps the future's reference to the core           yes      h170 
 M67  an ExceptionGroup without doubts translated                  no       review_infra_outcomes
 M68  a raising timer's report ``ok``                              yes      h170 (long error)
 M69  a fired timer consumed whatever its method raised            no       h140_timers
-M70  _invoke's scalar fast path dropped                           yes      equivalent: speed only
+M70  invoke's scalar fast path dropped                            yes      equivalent: speed only
 ==== ============================================================ ======== ========================
 
 M51 is equivalent: ``PendingCall.arguments`` raises ``TypeError`` only (``thaw_arguments`` turns
@@ -112,7 +113,7 @@ from garbage import full_collection
 from interrupts import Interrupted
 
 import vactor_cloud as vc
-from vactor_cloud import batch, workflow
+from vactor_cloud import batch, batch_apply, call_bodies, workflow
 from vactor_cloud.history import HistoryEntry
 from vactor_cloud.state import dumps_instance_state
 from vactor_cloud.testing.lanes import StoreSpec
@@ -328,7 +329,7 @@ def test_run_on_a_plain_function_gets_no_note_naming_a_method(store_spec: StoreS
 
 
 def test_an_actor_is_running_during_a_writer_and_not_during_a_read(store_spec: StoreSpec) -> None:
-    """Mutations: ``_invoke`` counting a read-only call as applying (``if not context.readonly``
+    """Mutations: ``invoke`` counting a read-only call as applying (``if not context.readonly``
     dropped), and ``run_readonly`` running the read with a writer's context: an actor read
     looked RUNNING to ``workflow.get_status`` while the read ran."""
     store_spec.init()
@@ -404,7 +405,7 @@ def test_ctrl_c_on_an_async_method_that_ignores_its_cancellation_returns_and_say
     """Mutations: ``_stop_helper`` waiting with no deadline (the interrupted caller hung for as
     long as the method ignored its cancellation), and its warning logged when the helper had
     stopped rather than when it had not (silent about the thread left running)."""
-    monkeypatch.setattr(batch, "_HELPER_STOP_WAIT", 0.3)
+    monkeypatch.setattr(call_bodies, "_HELPER_STOP_WAIT", 0.3)
     store_spec.init()
     actor = Stubborn.get_or_create("stubborn")
     token = "stubborn"
@@ -441,7 +442,7 @@ def test_a_self_call_error_passed_on_by_a_caller_of_the_same_class_has_its_note_
 def test_step_status_is_logged_for_a_named_call_only(
     store_spec: StoreSpec, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Mutation: ``_step_status`` logging whether or not the call was given a name: every call
+    """Mutation: ``step_status`` logging whether or not the call was given a name: every call
     logged ``Step status`` lines at INFO, with ``@None`` for a name."""
     store_spec.init()
     actor = Summed.get_or_create("step-status-named")
@@ -549,15 +550,17 @@ def test_a_stand_in_call_given_at_step_is_refused_as_a_handle_of_the_class_refus
     ``ValueError`` dropped (a writer given ``at_step`` ran, and committed, as if without it)."""
     methods = Summed.definition.methods
     extra = ([1],) if pickled else ()  # (a list: the arguments are pickled, not kept as they are)
-    writer = batch._at_step_of_a_stand_in(methods["take"], _posted_by_a_stand_in("take", *extra, at_step=1))
+    writer = batch_apply._at_step_of_a_stand_in(
+        methods["take"], _posted_by_a_stand_in("take", *extra, at_step=1)
+    )
     assert isinstance(writer, ValueError) and "take() is a writer method; at_step=" in str(writer), writer
-    read = batch._at_step_of_a_stand_in(
+    read = batch_apply._at_step_of_a_stand_in(
         methods["status_in_a_read"], _posted_by_a_stand_in("status_in_a_read", *extra, at_step=1)
     )
     assert isinstance(read, ValueError) and "unpickled where its class was not defined" in str(read), read
     own = _posted_by_a_stand_in("keep_fields", at_step=1, other=[1])
-    assert batch._at_step_of_a_stand_in(methods["keep_fields"], own) is None  # its own keyword
-    assert batch._at_step_of_a_stand_in(methods["take"], _posted_by_a_stand_in("take", *extra)) is None
+    assert batch_apply._at_step_of_a_stand_in(methods["keep_fields"], own) is None  # its own keyword
+    assert batch_apply._at_step_of_a_stand_in(methods["take"], _posted_by_a_stand_in("take", *extra)) is None
 
 
 def test_a_stand_in_call_of_a_read_only_method_runs_as_a_read() -> None:
@@ -568,7 +571,7 @@ def test_a_stand_in_call_of_a_read_only_method_runs_as_a_read() -> None:
     actor_id, serializer = "stand-in-read", definition.serializer
     state, _ = dumps_instance_state(definition.cls(), serializer, definition.restores, actor_id)
     call = _posted_by_a_stand_in("running_here")
-    outcome = batch._no_writer_of_the_class(definition, actor_id, call, state, serializer, None)
+    outcome = batch_apply._no_writer_of_the_class(definition, actor_id, call, state, serializer, None)
     assert outcome.ok and outcome.value == [], outcome
 
 
@@ -720,5 +723,5 @@ def test_a_summary_of_a_value_whose_repr_raises_names_its_type() -> None:
     """reprlib catches a raising ``__repr__`` only for a type it has no method for: one named
     like a builtin it summarises (``int``, ``list``, ...) raised out of the summary."""
     named_like_int = type("int", (), {"__repr__": lambda self: 1 / 0})
-    assert batch.summarize(named_like_int()) == "<int (repr failed)>"
-    assert batch.summarize([named_like_int(), 2]) == "[<int (repr failed)>, 2]"
+    assert batch_apply.summarize(named_like_int()) == "<int (repr failed)>"
+    assert batch_apply.summarize([named_like_int(), 2]) == "[<int (repr failed)>, 2]"

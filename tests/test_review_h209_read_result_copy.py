@@ -1,6 +1,6 @@
 """A read-only call whose result's pickling raises (review h209).
 
-A read-only call's result is copied (``batch._read_result``), and a run_async future of it
+A read-only call's result is copied (``batch_apply._read_result``), and a run_async future of it
 hands each read its own copy (``future.ActorFuture._by_value``). A result whose ``__reduce__``
 raises a plain exception cannot be copied: it is handed over as it is. One whose ``__reduce__``
 raises ``SystemExit`` or ``KeyboardInterrupt`` (a Ctrl-C landing in the copy): the caller gets

@@ -33,7 +33,7 @@ from test_review_own_runtime_waits import (
 
 import vactor_cloud as vc
 from vactor_cloud import runtime as runtime_module
-from vactor_cloud.actor_runtime import join_threads
+from vactor_cloud.runtime_shutdown import join_threads
 
 pytestmark = signals
 

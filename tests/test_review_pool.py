@@ -396,25 +396,25 @@ def test_ctrl_c_while_a_lease_holder_queues_its_serving_round_leaves_it_serving_
 
 def _interrupt_as_the_end_of_work_is_made(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Once ``armed[0]`` is set (``armed``: the list returned), the runtime's next
-    ``functools.partial`` of ``_Work.end`` (or of ``Runtime._background_ended``) is made, then
+    ``functools.partial`` of ``RuntimeWork.end`` (or of ``Runtime._background_ended``) is made, then
     :class:`Interrupted` raised (once), as Ctrl-C handled when that C call returns; clearing the
     list disarms it."""
     import functools
     import types
 
-    from vactor_cloud import actor_runtime
+    from vactor_cloud import runtime_work
 
     armed = [False]
 
     def partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
         made = functools.partial(fn, *args, **kwargs)
-        ends = (actor_runtime._Work.end, actor_runtime.Runtime._background_ended)
+        ends = (runtime_work.RuntimeWork.end, runtime_work.WorkRunner._background_ended)
         if armed and armed[0] and getattr(fn, "__func__", None) in ends:
             armed.clear()
             raise Interrupted
         return made
 
-    monkeypatch.setattr(actor_runtime, "functools", types.SimpleNamespace(partial=partial))
+    monkeypatch.setattr(runtime_work, "functools", types.SimpleNamespace(partial=partial))
     return armed
 
 
@@ -494,17 +494,17 @@ def test_ctrl_c_just_after_spawn_began_its_piece_of_work_leaves_shutdown_nothing
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Ctrl-C lands in ``Runtime.spawn`` just as its piece of work was begun (handled as
-    ``_Work.begin`` returned), before the task is handed to the pool: the task never runs, and
+    ``RuntimeWork.begin`` returned), before the task is handed to the pool: the task never runs, and
     shutdown has no piece of work to wait for. Failed before (h92): the interrupt landed before
     spawn's ``try``, so nothing ended the piece: shutdown waited its whole timeout ("still
     running") for a task that never existed."""
-    from vactor_cloud import actor_runtime
+    from vactor_cloud import runtime_work
 
     store_spec.init()
     runtime = vc.get_runtime()
     ran: list[str] = []
-    begun_then_interrupted = InterruptOnce(actor_runtime._Work.begin, after=True)
-    monkeypatch.setattr(actor_runtime._Work, "begin", begun_then_interrupted)
+    begun_then_interrupted = InterruptOnce(runtime_work.RuntimeWork.begin, after=True)
+    monkeypatch.setattr(runtime_work.RuntimeWork, "begin", begun_then_interrupted)
     with pytest.raises(Interrupted):
         runtime.spawn(lambda: ran.append("lost"))
     assert begun_then_interrupted.fired
@@ -685,7 +685,7 @@ def test_ctrl_c_as_run_begins_its_piece_of_work_leaves_none_behind(
     whole timeout: "still running"), and the coroutine was left never awaited."""
     import inspect
 
-    from vactor_cloud import actor_runtime
+    from vactor_cloud import runtime_work
 
     store_spec.init()
     runtime = vc.get_runtime()
@@ -693,8 +693,8 @@ def test_ctrl_c_as_run_begins_its_piece_of_work_leaves_none_behind(
     async def request() -> None:
         pass
 
-    begun_then_interrupted = InterruptOnce(actor_runtime._Work.begin, after=True)
-    monkeypatch.setattr(actor_runtime._Work, "begin", begun_then_interrupted)
+    begun_then_interrupted = InterruptOnce(runtime_work.RuntimeWork.begin, after=True)
+    monkeypatch.setattr(runtime_work.RuntimeWork, "begin", begun_then_interrupted)
     coro = request()
     with pytest.raises(Interrupted):
         runtime.run(coro)
@@ -714,12 +714,12 @@ def test_ctrl_c_as_a_thread_begins_holding_an_actor_leaves_no_piece_of_work_behi
     lease holder's folds) just as its piece of work was begun, inside ``__enter__``: the
     block never ran, so nothing ends the piece but ``__enter__`` itself. Failed before (h92):
     the piece stayed (a shutdown from another thread waited its whole timeout)."""
-    from vactor_cloud import actor_runtime
+    from vactor_cloud import runtime_work
 
     store_spec.init()
     runtime = vc.get_runtime()
-    begun_then_interrupted = InterruptOnce(actor_runtime._Work.begin, after=True)
-    monkeypatch.setattr(actor_runtime._Work, "begin", begun_then_interrupted)
+    begun_then_interrupted = InterruptOnce(runtime_work.RuntimeWork.begin, after=True)
+    monkeypatch.setattr(runtime_work.RuntimeWork, "begin", begun_then_interrupted)
     with pytest.raises(Interrupted), runtime.working():
         pass
     assert begun_then_interrupted.fired

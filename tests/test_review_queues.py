@@ -246,7 +246,7 @@ def test_ctrl_c_during_init_replacing_a_runtime_leaves_the_new_one_usable_and_th
 
 
 #: where the main thread waits while a close joins the pool's threads (``Thread.join`` before
-#: review-h54, ``actor_runtime.join_threads`` since)
+#: review-h54, ``runtime_shutdown.join_threads`` since)
 _JOINING = frozenset({"_wait_for_tstate_lock", "join_threads"})
 
 

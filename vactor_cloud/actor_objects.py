@@ -403,7 +403,7 @@ class ActorObjects:
         """The verified body of the class object ``sha``, and whose bytecode it holds (None: a
         body stored by reference, or by a release that did not record it)."""
         key = self.class_key(sha)
-        # (one GET: its caller reads a body that does not verify again, actor_runtime._read_class_body)
+        # (one GET: its caller reads a body that does not verify again, class_bodies._read_class_body)
         body, env = self._class_body_and_envelope(key, sha, (await self.store.get(key)).data)
         python = env.meta.get("python")
         return body, python if isinstance(python, str) else None

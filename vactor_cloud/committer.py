@@ -25,7 +25,8 @@ import time
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from vactor_cloud import counters, tracing
-from vactor_cloud.batch import BatchResult, PendingCall, apply_batch, deliver_all, fail_calls
+from vactor_cloud.batch import PendingCall, deliver_all, fail_calls
+from vactor_cloud.batch_apply import BatchResult, apply_batch
 from vactor_cloud.call_runtime import CallRuntime
 from vactor_cloud.commit_notes import not_sent_note, noted_sent, sent_note
 from vactor_cloud.dedup import DedupFields, Outcome, StepDedup, safe_repr

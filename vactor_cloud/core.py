@@ -42,7 +42,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from vactor_cloud import counters, tracing
-from vactor_cloud.batch import PendingCall, run_readonly
+from vactor_cloud.batch import PendingCall
+from vactor_cloud.batch_apply import run_readonly
 from vactor_cloud.committer import CommitHook
 from vactor_cloud.dedup import Outcome, cached_bytes
 from vactor_cloud.definition import ActorDefinition, lookup_local_class, superseded

@@ -44,7 +44,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from vactor_cloud import counters
-from vactor_cloud.batch import BatchResult, PendingCall
+from vactor_cloud.batch import PendingCall
+from vactor_cloud.batch_apply import BatchResult
 from vactor_cloud.dedup import Outcome, StepDedup, is_outcome
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import StorageError

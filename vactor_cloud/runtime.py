@@ -19,11 +19,12 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from vactor_cloud.actor_runtime import Runtime, join_threads
+from vactor_cloud.actor_runtime import Runtime
 from vactor_cloud.errors import RuntimeShutdownError
 from vactor_cloud.ids import validate_actor_id
 from vactor_cloud.init_settings import env_signing_key, settings_for_init
 from vactor_cloud.runtime_scope import carry_runtime, own
+from vactor_cloud.runtime_shutdown import join_threads
 from vactor_cloud.settings import Settings, default_storage
 from vactor_cloud.storage import ObjectStore
 

@@ -76,7 +76,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from vactor_cloud import _sync
-from vactor_cloud.actor_runtime import join_threads
 from vactor_cloud.errors import (
     StorageTimeoutError,
     VactorError,
@@ -84,6 +83,7 @@ from vactor_cloud.errors import (
 from vactor_cloud.handle_timers import cancel_timer, list_timers, scheduling_call
 from vactor_cloud.runtime import Runtime, get_runtime
 from vactor_cloud.runtime_scope import carry_runtime
+from vactor_cloud.runtime_shutdown import join_threads
 from vactor_cloud.timer_firing import delete_entries, fire_actor
 from vactor_cloud.timer_membership import Membership
 from vactor_cloud.timer_renewals import TickRenewals, next_renewal, no_renewals

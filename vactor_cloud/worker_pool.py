@@ -159,7 +159,7 @@ class WorkerPool:
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No task is taken any more (``cancel_futures``: the queued ones are cancelled, else
         they run first); idle threads end. ``wait``: join the threads (no deadline: see
-        ``actor_runtime.join_threads`` for one)."""
+        ``runtime_shutdown.join_threads`` for one)."""
         with self._lock:
             self._shut_down = True
             cancelled = list(self._tasks) if cancel_futures else []

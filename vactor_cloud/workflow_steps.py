@@ -246,7 +246,7 @@ class StepNode:
         return found
 
     def __vactor_continue__(self, instance: Any, call: PendingCall, context: CallContext) -> Any:
-        """The call's result: run this sub-workflow (``batch._invoke`` calls this hook)."""
+        """The call's result: run this sub-workflow (``call_bodies.invoke`` calls this hook)."""
         try:
             value = evaluate(self, instance, context)
         except Exception:
