@@ -6,9 +6,12 @@ TABLE
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from interrupts import Interrupted, InterruptOnce
-from test_review_cancellation import HANG, Gate
+from test_review_cancellation import HANG, Gate, _entered, _opened
+from test_review_user_edges import Crossing
 
 import vactor_cloud as vc
 from vactor_cloud import holding
@@ -55,3 +58,29 @@ def test_ctrl_c_before_a_run_was_queued_fails_it_with_no_note_that_another_threa
     assert started_elsewhere_note("g") not in getattr(info.value, "__notes__", []), info.value.__notes__
     assert gate.add.run_async("after").result(HANG) == 1
     assert gate.applied.run() == ["after"]
+
+
+# -- reentrancy: a cycle through a future waited for inside a writer, run by the waiter -----------
+@pytest.mark.usefixtures("runtime_off")
+def test_a_cycle_through_a_future_the_writers_thread_runs_itself_is_named_as_on_one_thread(
+    store_spec: StoreSpec,
+) -> None:
+    """A's writer waits (``result()``) for B's ``run_async`` call; the pool's one thread is busy,
+    so the waiting thread runs B's call itself, and B calls A: a cycle on one thread, refused at
+    once and named ``a -> b -> a`` (the wait lists A's writer as waiting on this thread)."""
+    store_spec.init(settings=vc.Settings(storage="", max_workers=1))
+    gate = Gate.get_or_create("busy")
+    Crossing.get_or_create("x-a")
+    Crossing.get_or_create("x-b")
+    _entered["pool"], _opened["pool"] = threading.Event(), threading.Event()
+    held = gate.hold.run_async("pool")
+    try:
+        assert _entered["pool"].wait(HANG), "the pool never ran the gate"
+        with pytest.raises(vc.ReentrantCallError) as info:
+            vc.get_actor("x-a").through_result.run("x-b")
+    finally:
+        _opened["pool"].set()
+    assert held.result(HANG) == 1
+    message = str(info.value)
+    assert "(a call cycle x-a -> x-b -> x-a)" in message and "same thread" in message, message
+    assert vc.get_actor("x-a").incr.run() == 1  # nothing of the cycle applied
