@@ -10,7 +10,7 @@ import threading
 
 import pytest
 from interrupts import Interrupted, InterruptOnce
-from test_review_cancellation import HANG, Gate, _entered, _opened
+from test_review_cancellation import HANG, Gate, _entered, _hold_actor, _opened
 from test_review_user_edges import Crossing
 
 import vactor_cloud as vc
@@ -58,6 +58,30 @@ def test_ctrl_c_before_a_run_was_queued_fails_it_with_no_note_that_another_threa
     assert started_elsewhere_note("g") not in getattr(info.value, "__notes__", []), info.value.__notes__
     assert gate.add.run_async("after").result(HANG) == 1
     assert gate.applied.run() == ["after"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_call_withdrawn_behind_another_threads_writer_is_no_longer_listed_as_queued(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C lands in a ``run()`` queued behind another thread's writer: the call is withdrawn
+    (failed, never applied), so it leaves the queue at once: ``queued_calls()`` (what the exit
+    says it abandons) does not list it while that writer still holds the actor."""
+    store_spec.init()
+    gate = Gate.get_or_create("g")
+    holder = _hold_actor(gate, "held")
+    interrupted_wait = InterruptOnce(holding.interruptible_wait)
+    monkeypatch.setattr(holding, "interruptible_wait", interrupted_wait)
+    try:
+        with pytest.raises(Interrupted):
+            gate.add.run("lost")
+        assert interrupted_wait.fired
+        assert vc.get_runtime().queued_calls() == []
+    finally:
+        _opened["held"].set()
+    holder.join(HANG)
+    assert not holder.is_alive()
+    assert gate.applied.run() == ["held"]
 
 
 # -- reentrancy: a cycle through a future waited for inside a writer, run by the waiter -----------
