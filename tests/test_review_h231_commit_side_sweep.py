@@ -7,6 +7,7 @@ TABLE
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from interrupts import Interrupted, InterruptOnce
@@ -14,9 +15,11 @@ from test_review_cancellation import HANG, Gate, _entered, _hold_actor, _opened
 from test_review_user_edges import Crossing
 
 import vactor_cloud as vc
-from vactor_cloud import holding
+from vactor_cloud import _sync, holding
 from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.commit_notes import started_elsewhere_note
+from vactor_cloud.dedup import Outcome
+from vactor_cloud.step_outcomes import decode_outcomes, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory")
@@ -108,3 +111,30 @@ def test_a_cycle_through_a_future_the_writers_thread_runs_itself_is_named_as_on_
     message = str(info.value)
     assert "(a call cycle x-a -> x-b -> x-a)" in message and "same thread" in message, message
     assert vc.get_actor("x-a").incr.run() == 1  # nothing of the cycle applied
+
+
+# -- core: the cached step only moves forward ------------------------------------------------------
+def test_an_older_step_offered_to_the_cache_leaves_it_at_the_newer_one(actor_store: StoreSpec) -> None:
+    """A probe that answers late (begun before a commit of another thread) offers the cache an
+    older step than the one it holds: it is not taken, and the next write builds on the newest."""
+    gate = Gate.get_or_create("g")
+    gate.add.run("one")
+    gate.add.run("two")
+    core = vc.get_runtime().core("g")
+    assert core.record is not None and core.record.step == 2
+    older = _sync.sync(core.log.find_step(1))
+    core._accept(older, time.monotonic())
+    assert core.record.step == 2
+    assert gate.add.run("three") == 3 and core.record.step == 3
+
+
+# -- step outcomes: one result that does not pickle ----------------------------------------------
+def test_a_result_that_does_not_pickle_is_recorded_as_the_calls_error_not_its_result() -> None:
+    """A fold's outcomes are pickled one by one: a result that does not pickle is recorded as
+    a ``RuntimeError`` saying so, failing that call (not returned as its result), and the
+    other outcomes of the step are kept."""
+    data = encode_outcomes({"a": Outcome(True, threading.Lock()), "b": Outcome(True, [5])})
+    got = decode_outcomes(data)
+    assert got["b"] == Outcome(True, [5])
+    assert not got["a"].ok and isinstance(got["a"].value, RuntimeError), got["a"]
+    assert "could not be recorded" in str(got["a"].value)
