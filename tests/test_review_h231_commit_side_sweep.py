@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 
 import pytest
+from combining_workers import commit_behind_its_back
+from garbage import full_collection
 from interrupts import Interrupted, InterruptOnce
 from test_review_cancellation import HANG, Gate, _entered, _hold_actor, _opened
 from test_review_user_edges import Crossing
@@ -126,6 +129,24 @@ def test_an_older_step_offered_to_the_cache_leaves_it_at_the_newer_one(actor_sto
     core._accept(older, time.monotonic())
     assert core.record.step == 2
     assert gate.add.run("three") == 3 and core.record.step == 3
+
+
+def test_a_newer_step_committed_elsewhere_lets_the_instance_of_our_older_commit_go(
+    actor_store: StoreSpec,
+) -> None:
+    """Our commit keeps its live instance for the next one; once the cache takes a newer step
+    another writer committed, that instance is of no use (a commit builds only on the instance
+    of its base step) and is let go, not held until our next commit."""
+    gate = Gate.get_or_create("g")
+    gate.add.run("one")
+    core = vc.get_runtime().core("g")
+    assert core._live is not None and core._live[0] == 1
+    ours = weakref.ref(core._live[1])
+    commit_behind_its_back("g")
+    assert _sync.sync(core.revalidate()).step == 2
+    full_collection()
+    assert ours() is None, "the instance of step 1 is still held"
+    assert gate.add.run("two") == 2 and gate.applied.run() == ["one", "two"]
 
 
 # -- step outcomes: one result that does not pickle ----------------------------------------------
