@@ -6,6 +6,7 @@ TABLE
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 import time
 import weakref
@@ -22,6 +23,8 @@ from vactor_cloud import _sync, holding
 from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.commit_notes import started_elsewhere_note
 from vactor_cloud.dedup import Outcome
+from vactor_cloud.post_cursor import POST_CURSOR, SENDER_TTL, advance_cursor, expired
+from vactor_cloud.post_objects import Post
 from vactor_cloud.step_outcomes import decode_outcomes, encode_outcomes
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -131,22 +134,58 @@ def test_an_older_step_offered_to_the_cache_leaves_it_at_the_newer_one(actor_sto
     assert gate.add.run("three") == 3 and core.record.step == 3
 
 
-def test_a_newer_step_committed_elsewhere_lets_the_instance_of_our_older_commit_go(
-    actor_store: StoreSpec,
+@pytest.mark.parametrize("how", ["committed_elsewhere", "forgotten"])
+def test_the_instance_of_our_commit_is_let_go_once_the_cache_moves_past_it_or_drops_it(
+    actor_store: StoreSpec, how: str
 ) -> None:
     """Our commit keeps its live instance for the next one; once the cache takes a newer step
-    another writer committed, that instance is of no use (a commit builds only on the instance
-    of its base step) and is let go, not held until our next commit."""
+    another writer committed, or drops its step (a compaction's ``forget``), that instance is of
+    no use (a commit builds only on the instance of its base step) and is let go, not held until
+    our next commit."""
     gate = Gate.get_or_create("g")
     gate.add.run("one")
     core = vc.get_runtime().core("g")
     assert core._live is not None and core._live[0] == 1
     ours = weakref.ref(core._live[1])
-    commit_behind_its_back("g")
-    assert _sync.sync(core.revalidate()).step == 2
+    if how == "forgotten":
+        core.forget()
+    else:
+        commit_behind_its_back("g")
+        assert _sync.sync(core.revalidate()).step == 2
     full_collection()
     assert ours() is None, "the instance of step 1 is still held"
     assert gate.add.run("two") == 2 and gate.applied.run() == ["one", "two"]
+
+
+# -- holding: a caller that runs the actor's writes stops once its own call settled ---------------
+@vc.virtual_actor
+class Where(Gate):
+    def where(self) -> str:
+        return threading.current_thread().name
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_run_that_drains_the_actor_returns_once_its_own_call_settled(store_spec: StoreSpec) -> None:
+    """A ``run()`` applies the actor's queued writes on its own thread until its call has its
+    outcome, not every call queued behind it meanwhile: a ``run_async`` queued while its method
+    ran is left to the pool (its future waited for without helping)."""
+    store_spec.init()
+    where = Where.get_or_create("w")
+    _entered["first"], _opened["first"] = threading.Event(), threading.Event()
+    later: list[vc.ActorFuture[str]] = []
+
+    def queue_behind() -> None:
+        assert _entered["first"].wait(HANG)
+        later.append(where.where.run_async())
+        _opened["first"].set()
+
+    thread = threading.Thread(target=queue_behind, daemon=True)
+    thread.start()
+    assert where.hold.run("first") == 1
+    thread.join(HANG)
+    assert len(later) == 1
+    assert not concurrent.futures.wait(later, HANG).not_done, "the pool never ran the later call"
+    assert later[0].result() != threading.main_thread().name
 
 
 # -- step outcomes: one result that does not pickle ----------------------------------------------
@@ -159,3 +198,21 @@ def test_a_result_that_does_not_pickle_is_recorded_as_the_calls_error_not_its_re
     assert got["b"] == Outcome(True, [5])
     assert not got["a"].ok and isinstance(got["a"].value, RuntimeError), got["a"]
     assert "could not be recorded" in str(got["a"].value)
+
+
+# -- the post cursor: the hour of SENDER_TTL, the half hour of expiry ---------------------------
+def test_a_sender_silent_for_less_than_sender_ttl_stays_in_the_cursor() -> None:
+    now = 10 * SENDER_TTL
+    extra = {POST_CURSOR: {"quiet": [4, now - 0.75 * SENDER_TTL], "gone": [2, now - SENDER_TTL]}}
+    cursor = advance_cursor(extra, [], now)[POST_CURSOR]
+    assert cursor == {"quiet": [4, now - 0.75 * SENDER_TTL]}
+
+
+def test_a_post_older_than_half_sender_ttl_is_expired_and_a_younger_one_is_not() -> None:
+    now = 10 * SENDER_TTL
+
+    def post(age: float) -> Post:
+        return Post("k", "s", 1, now - age, ())
+
+    assert expired(post(0.75 * SENDER_TTL), now)
+    assert not expired(post(0.25 * SENDER_TTL), now)
