@@ -15,14 +15,18 @@ import pytest
 from combining_workers import commit_behind_its_back
 from garbage import full_collection
 from interrupts import Interrupted, InterruptOnce
+from test_combining import foreign_box, post_adds, wait_for
 from test_review_cancellation import HANG, Gate, _entered, _hold_actor, _opened
+from test_review_h201_asked_while_held import _asked_while_held, _serving_paused_before_a_listing
 from test_review_user_edges import Crossing
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, holding
 from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.commit_notes import started_elsewhere_note
+from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
+from vactor_cloud.errors import StorageError
 from vactor_cloud.post_cursor import POST_CURSOR, SENDER_TTL, advance_cursor, expired
 from vactor_cloud.post_objects import Post
 from vactor_cloud.step_outcomes import decode_outcomes, encode_outcomes
@@ -186,6 +190,36 @@ def test_a_run_that_drains_the_actor_returns_once_its_own_call_settled(store_spe
     assert len(later) == 1
     assert not concurrent.futures.wait(later, HANG).not_done, "the pool never ran the later call"
     assert later[0].result() != threading.main_thread().name
+
+
+# -- holding: asks that found the actor served are settled only by a listing that answered --------
+def test_a_serving_rounds_failed_listing_leaves_an_ask_waiting_for_the_next_round(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ask while this process serves the actor is settled by a round whose listing began after
+    it; a listing that fails (a storage error) settles nothing: the exit hook still waits for
+    the ask, and the round after folds the post and settles it."""
+    serving, log = _serving_paused_before_a_listing(store_spec, monkeypatch)
+    (theirs,) = post_adds(foreign_box("a"), ["f/0"])
+    _asked_while_held(theirs)
+    listing = ActorCore._keys_with_work
+    failed = threading.Event()
+
+    def fails_once(core: ActorCore) -> list[str]:
+        if not failed.is_set():
+            failed.set()
+            raise StorageError("the listing failed")
+        return listing(core)
+
+    monkeypatch.setattr(ActorCore, "_keys_with_work", fails_once)
+    serving.arm()  # (the round after the failed one: paused before it lists)
+    serving.resumed.set()
+    assert serving.paused.wait(HANG), "serving ended"
+    assert failed.is_set()
+    assert vc.get_runtime().asked_folds() == ["a"], "a failed listing settled the ask"
+    serving.resumed.set()
+    assert wait_for(lambda: log.applied.run() == ["me/0", "me/1", "f/0"]), log.applied.run()
+    assert wait_for(lambda: vc.get_runtime().asked_folds() == []), "the fold left the ask waiting"
 
 
 # -- step outcomes: one result that does not pickle ----------------------------------------------
