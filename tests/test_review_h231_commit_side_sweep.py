@@ -222,6 +222,40 @@ def test_a_serving_rounds_failed_listing_leaves_an_ask_waiting_for_the_next_roun
     assert wait_for(lambda: vc.get_runtime().asked_folds() == []), "the fold left the ask waiting"
 
 
+def test_an_ask_made_after_a_serving_rounds_listing_is_not_settled_by_that_rounds_fold(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round's fold settles the asks made before its listing began, not one made after it (of
+    a post that listing did not see): the exit hook waits for that one until the next round
+    folded its post."""
+    serving, log = _serving_paused_before_a_listing(store_spec, monkeypatch)
+    (first,) = post_adds(foreign_box("a"), ["f/0"])
+    _asked_while_held(first)
+    listing = ActorCore._keys_with_work
+    listed, go_on = threading.Event(), threading.Event()
+
+    def pause_after_listing(core: ActorCore) -> list[str]:
+        keys = listing(core)
+        if not listed.is_set():
+            listed.set()
+            assert go_on.wait(HANG), "the test never let the round go on"
+        return keys
+
+    monkeypatch.setattr(ActorCore, "_keys_with_work", pause_after_listing)
+    serving.resumed.set()
+    assert listed.wait(HANG), "the round never listed"
+    (second,) = post_adds(foreign_box("a"), ["f/1"])
+    _asked_while_held(second)
+    serving.arm()  # (the round after: paused before it lists)
+    go_on.set()
+    assert serving.paused.wait(HANG), "serving ended"
+    assert log.applied.run() == ["me/0", "me/1", "f/0"]
+    assert vc.get_runtime().asked_folds() == ["a"], "the fold of f/0 settled the ask of f/1"
+    serving.resumed.set()
+    assert wait_for(lambda: log.applied.run() == ["me/0", "me/1", "f/0", "f/1"]), log.applied.run()
+    assert wait_for(lambda: vc.get_runtime().asked_folds() == []), "the fold of f/1 left its ask waiting"
+
+
 # -- step outcomes: one result that does not pickle ----------------------------------------------
 def test_a_result_that_does_not_pickle_is_recorded_as_the_calls_error_not_its_result() -> None:
     """A fold's outcomes are pickled one by one: a result that does not pickle is recorded as
