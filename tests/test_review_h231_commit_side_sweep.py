@@ -15,8 +15,10 @@ import pytest
 from combining_workers import commit_behind_its_back
 from garbage import full_collection
 from interrupts import Interrupted, InterruptOnce
-from test_combining import foreign_box, post_adds, wait_for
+from test_combining import foreign_box, init_switchable, post_adds, wait_for
 from test_review_cancellation import HANG, Gate, _entered, _hold_actor, _opened
+from test_review_h178_orphaned_post import _FOREIGN, ask_until_known
+from test_review_h179_given_up_fold import asked_and_held
 from test_review_h201_asked_while_held import _asked_while_held, _serving_paused_before_a_listing
 from test_review_user_edges import Crossing
 
@@ -27,6 +29,7 @@ from vactor_cloud.commit_notes import started_elsewhere_note
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import StorageError
+from vactor_cloud.lease import LeaseStore
 from vactor_cloud.post_cursor import POST_CURSOR, SENDER_TTL, advance_cursor, expired
 from vactor_cloud.post_objects import Post
 from vactor_cloud.step_outcomes import decode_outcomes, encode_outcomes
@@ -254,6 +257,26 @@ def test_an_ask_made_after_a_serving_rounds_listing_is_not_settled_by_that_round
     serving.resumed.set()
     assert wait_for(lambda: log.applied.run() == ["me/0", "me/1", "f/0", "f/1"]), log.applied.run()
     assert wait_for(lambda: vc.get_runtime().asked_folds() == []), "the fold of f/1 left its ask waiting"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_fold_task_that_folds_nothing_keeps_our_next_call_behind_our_given_up_post(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``me/1`` was posted and given up on; its ask's fold task finds another process's lease
+    (which then lapses unrenewed) and folds nothing: our post is still pending, so our next call
+    is posted behind it, never committed ahead of it (one process's calls apply in order)."""
+    # (combine_window: by the time me/2 is made, neither our posts nor their lease, lapsed, make
+    # the actor contended; only our pending post does)
+    store = init_switchable(store_spec, combine_window=0.001)
+    log, call_id, held = asked_and_held(monkeypatch)
+    leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
+    assert _sync.sync(leases.write(_sync.sync(leases.read()), _FOREIGN, 1.0, 2)) is not None
+    held.let_go()
+    assert wait_for(lambda: not _sync.sync(leases.read()).valid()), "their lease never lapsed"
+    assert log.add.run("me/2") == 3
+    assert ask_until_known(call_id)[0] == 2
+    assert log.applied.run() == ["me/0", "me/1", "me/2"]
 
 
 # -- step outcomes: one result that does not pickle ----------------------------------------------
