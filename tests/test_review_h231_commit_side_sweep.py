@@ -30,6 +30,8 @@ from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import StorageError
 from vactor_cloud.lease import LeaseStore
+from vactor_cloud.log import ActorLog
+from vactor_cloud.log_records import ClassRef, Head
 from vactor_cloud.post_cursor import POST_CURSOR, SENDER_TTL, advance_cursor, expired
 from vactor_cloud.post_objects import Post
 from vactor_cloud.step_outcomes import decode_outcomes, encode_outcomes
@@ -277,6 +279,53 @@ def test_a_fold_task_that_folds_nothing_keeps_our_next_call_behind_our_given_up_
     assert log.add.run("me/2") == 3
     assert ask_until_known(call_id)[0] == 2
     assert log.applied.run() == ["me/0", "me/1", "me/2"]
+
+
+# -- HEAD: moved at shutdown however little it lags; the core's view of it never goes back --------
+_HEAD_WAITS = vc.Settings(storage="", head_interval=3600.0, head_lag_steps=1000, head_max_delay=3600.0)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_shutdown_moves_a_head_that_is_not_due_yet_and_the_core_holds_what_a_flush_wrote(
+    store_spec: StoreSpec,
+) -> None:
+    """HEAD lags by fewer steps, and for less time, than would move it: ``shutdown()`` moves it
+    all the same. A flush leaves the core holding the HEAD it wrote (its next move builds on it)."""
+    store_spec.init(settings=_HEAD_WAITS)
+    gate = Gate.get_or_create("h")
+    runtime = vc.get_runtime()
+    _sync.sync(runtime.heads.flush())
+    head = runtime.core("h").head
+    assert head is not None and head.step == 0
+    for token in ("one", "two", "three"):
+        gate.add.run(token)
+    vc.shutdown()
+    store_spec.init(settings=_HEAD_WAITS)
+    head = _sync.sync(vc.get_runtime().log("h").read_head())
+    assert head is not None and head.step == 3
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_move_that_gave_up_leaves_the_cores_head_where_it_was(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A HEAD move that gave up (its tries refused: ``Head(-1)``) does not take the core's view of
+    HEAD back from the one it holds."""
+    store_spec.init(settings=_HEAD_WAITS)
+    gate = Gate.get_or_create("h")
+    runtime = vc.get_runtime()
+    _sync.sync(runtime.heads.flush())
+    core = runtime.core("h")
+    held = core.head
+    assert held is not None and held.step == 0
+    gate.add.run("one")
+
+    async def gave_up(log: ActorLog, step: int, class_ref: ClassRef, known: Head | None) -> Head:
+        return Head(-1, class_ref, "")
+
+    monkeypatch.setattr(ActorLog, "advance_head", gave_up)
+    _sync.sync(runtime.heads.flush())
+    assert core.head == held
 
 
 # -- step outcomes: one result that does not pickle ----------------------------------------------
