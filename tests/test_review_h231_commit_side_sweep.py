@@ -7,6 +7,7 @@ TABLE
 from __future__ import annotations
 
 import concurrent.futures
+import contextvars
 import threading
 import time
 import weakref
@@ -326,6 +327,45 @@ def test_a_move_that_gave_up_leaves_the_cores_head_where_it_was(
     monkeypatch.setattr(ActorLog, "advance_head", gave_up)
     _sync.sync(runtime.heads.flush())
     assert core.head == held
+
+
+# -- reentrancy: a sub-task its waiting caller runs runs as on a pool thread ----------------------
+_TAG: contextvars.ContextVar[str] = contextvars.ContextVar("_TAG", default="none")
+_SECOND_RAN = threading.Event()
+
+
+def _tagged_child(i: int) -> str:
+    """Child 0 holds the pool's only thread until child 1 ran (on the method's waiting thread)."""
+    if i == 0:
+        assert _SECOND_RAN.wait(HANG), "the waiting method never ran the queued child"
+    else:
+        _SECOND_RAN.set()
+    return _TAG.get()
+
+
+@vc.virtual_actor
+class Tagging:
+    def launch(self) -> list[str]:
+        _TAG.set("the method's")
+        return list(vc.subtask(_tagged_child).map(range(2)))
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_sub_task_run_by_its_waiting_method_does_not_see_the_methods_context(
+    store_spec: StoreSpec,
+) -> None:
+    """A sub-task no pool thread started is run by the method waiting for it (caller runs), as a
+    pool thread runs it: in a context of its own, not the method's (a context variable the
+    method set is not seen by it, as it is not by the child on the pool)."""
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="h231-subtask")
+    _SECOND_RAN.clear()
+    store_spec.init(subtask_executor=pool)
+    try:
+        assert Tagging.get_or_create("t").launch.run() == ["none", "none"]
+        assert _SECOND_RAN.is_set()
+    finally:
+        vc.shutdown()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 # -- step outcomes: one result that does not pickle ----------------------------------------------
