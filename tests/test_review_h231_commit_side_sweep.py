@@ -329,6 +329,25 @@ def test_a_move_that_gave_up_leaves_the_cores_head_where_it_was(
     assert core.head == held
 
 
+@vc.virtual_actor
+class Reading(Crossing):
+    @vc.virtual_actor.readonly
+    def relay(self, other: str) -> int:
+        here = vc.current_call().actor_id  # type: ignore[union-attr]
+        return int(vc.get_actor(other).call_back.run(here))
+
+
+def test_a_read_that_waits_for_a_call_back_into_its_own_actors_writer_is_no_cycle(
+    actor_store: StoreSpec,
+) -> None:
+    """A read-only method of A calls B's writer, which calls A's writer: no cycle (a read holds
+    nothing of its actor), the call back is applied."""
+    Reading.get_or_create("r-a")
+    Crossing.get_or_create("r-b")
+    assert vc.get_actor("r-a").relay.run("r-b") == 1
+    assert vc.get_actor("r-a").read.run() == 1
+
+
 # -- reentrancy: a sub-task its waiting caller runs runs as on a pool thread ----------------------
 _TAG: contextvars.ContextVar[str] = contextvars.ContextVar("_TAG", default="none")
 _SECOND_RAN = threading.Event()
