@@ -11,8 +11,10 @@ import contextvars
 import threading
 import time
 import weakref
+from typing import Any
 
 import pytest
+from actors import OrderLog
 from combining_workers import commit_behind_its_back
 from garbage import full_collection
 from interrupts import Interrupted, InterruptOnce
@@ -29,7 +31,7 @@ from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.commit_notes import started_elsewhere_note
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
-from vactor_cloud.errors import StorageError
+from vactor_cloud.errors import CallPendingError, StorageError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
 from vactor_cloud.log_records import ClassRef, Head
@@ -280,6 +282,36 @@ def test_a_fold_task_that_folds_nothing_keeps_our_next_call_behind_our_given_up_
     assert log.add.run("me/2") == 3
     assert ask_until_known(call_id)[0] == 2
     assert log.applied.run() == ["me/0", "me/1", "me/2"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_fold_task_ended_by_a_defect_gives_the_folder_lease_it_took_up(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ask's fold task took the free folder lease, then its fold-only commit raised (a
+    defect): the lease is given up at once, as a round of serving gives it up, not kept for
+    other processes' posters to wait out (``lease_seconds``) nor served on."""
+    store = init_switchable(store_spec, combine_window=3600.0, lease_seconds=600.0)
+    log = OrderLog.get_or_create("a")
+    log.add.run("me/0")
+    (theirs,) = post_adds(foreign_box("a"), ["f/0"])
+    commit = ActorCore._commit
+    raised: list[bool] = []
+
+    def fails_once(core: ActorCore, batch: Any, keys: Any = None) -> None:
+        if not batch and not raised:
+            raised.append(True)
+            raise RuntimeError("a defect in the fold")
+        commit(core, batch, keys)
+
+    monkeypatch.setattr(ActorCore, "_commit", fails_once)
+    with pytest.raises(CallPendingError):
+        vc.get_actor("a").call_outcome(theirs)
+    assert wait_for(lambda: vc.get_runtime().asked_folds() == []), "the fold task never ended"
+    assert raised, "the fold task committed nothing"
+    leases = LeaseStore(store.inner, "a", vc.get_runtime().settings.signing_key)
+    assert wait_for(lambda: not _sync.sync(leases.read()).valid()), "the lease was kept"
+    assert log.applied.run() == ["me/0"]
 
 
 # -- HEAD: moved at shutdown however little it lags; the core's view of it never goes back --------
