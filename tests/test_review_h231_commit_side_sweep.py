@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import math
 import threading
 import time
 import weakref
@@ -201,6 +202,7 @@ def test_a_run_that_drains_the_actor_returns_once_its_own_call_settled(store_spe
 
 
 # -- holding: asks that found the actor served are settled only by a listing that answered --------
+@pytest.mark.usefixtures("runtime_off")
 def test_a_serving_rounds_failed_listing_leaves_an_ask_waiting_for_the_next_round(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -230,6 +232,7 @@ def test_a_serving_rounds_failed_listing_leaves_an_ask_waiting_for_the_next_roun
     assert wait_for(lambda: vc.get_runtime().asked_folds() == []), "the fold left the ask waiting"
 
 
+@pytest.mark.usefixtures("runtime_off")
 def test_an_ask_made_after_a_serving_rounds_listing_is_not_settled_by_that_rounds_fold(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,6 +265,34 @@ def test_an_ask_made_after_a_serving_rounds_listing_is_not_settled_by_that_round
     serving.resumed.set()
     assert wait_for(lambda: log.applied.run() == ["me/0", "me/1", "f/0", "f/1"]), log.applied.run()
     assert wait_for(lambda: vc.get_runtime().asked_folds() == []), "the fold of f/1 left its ask waiting"
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_an_ask_while_a_round_of_serving_is_queued_is_left_to_that_round(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ask made while this process's next round of serving is queued (not started) is left to
+    that round, as one made while a round runs: no fold task of its own, which would give the
+    lease up once it folded (the rounds of serving go on)."""
+    serving, log = _serving_paused_before_a_listing(store_spec, monkeypatch)
+    serve = ActorCore._serve
+    queued, go_on = threading.Event(), threading.Event()
+
+    def held_at_its_start(core: ActorCore) -> None:
+        if not queued.is_set():
+            queued.set()
+            assert go_on.wait(HANG), "the test never let the round start"
+        serve(core)
+
+    monkeypatch.setattr(ActorCore, "_serve", held_at_its_start)
+    serving.resumed.set()  # (that round ends; the next one is queued, held as it starts)
+    assert queued.wait(HANG), "no round of serving was queued"
+    (theirs,) = post_adds(foreign_box("a"), ["f/0"])
+    _asked_while_held(theirs)
+    go_on.set()
+    assert wait_for(lambda: log.applied.run() == ["me/0", "me/1", "f/0"]), log.applied.run()
+    assert wait_for(lambda: vc.get_runtime().asked_folds() == []), "the fold left the ask waiting"
+    assert vc.get_runtime().core("a")._held_until != -math.inf, "serving ended"
 
 
 @pytest.mark.usefixtures("runtime_off")
