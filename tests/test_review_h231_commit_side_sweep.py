@@ -370,6 +370,23 @@ def test_shutdown_moves_a_head_that_is_not_due_yet_and_the_core_holds_what_a_flu
 
 
 @pytest.mark.usefixtures("runtime_off")
+def test_a_cold_load_that_finds_head_behind_the_newest_step_moves_it(store_spec: StoreSpec) -> None:
+    """Another writer committed without moving HEAD: a process that loads the actor finds HEAD
+    behind the newest step and moves it (at its next flush)."""
+    store_spec.init(settings=_HEAD_WAITS)
+    gate = Gate.get_or_create("h")
+    _sync.sync(vc.get_runtime().heads.flush())
+    commit_behind_its_back("h")  # (step 1, HEAD left at step 0)
+    vc.shutdown()
+    store_spec.init(settings=_HEAD_WAITS)
+    assert gate.applied.run() == []
+    runtime = vc.get_runtime()
+    _sync.sync(runtime.heads.flush())
+    head = _sync.sync(runtime.log("h").read_head())
+    assert head is not None and head.step == 1
+
+
+@pytest.mark.usefixtures("runtime_off")
 def test_a_move_that_gave_up_leaves_the_cores_head_where_it_was(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
