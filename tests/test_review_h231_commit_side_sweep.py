@@ -24,6 +24,7 @@ from test_review_cancellation import HANG, Gate, _entered, _hold_actor, _opened
 from test_review_h178_orphaned_post import _FOREIGN, ask_until_known
 from test_review_h179_given_up_fold import asked_and_held
 from test_review_h201_asked_while_held import _asked_while_held, _serving_paused_before_a_listing
+from test_review_queues import Slow
 from test_review_user_edges import Crossing
 
 import vactor_cloud as vc
@@ -465,6 +466,38 @@ def test_a_sub_task_run_by_its_waiting_method_does_not_see_the_methods_context(
     finally:
         vc.shutdown()
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+# -- core: a read runs once, whoever reaches it first -----------------------------------------
+_READS: dict[str, int] = {}
+
+
+@vc.virtual_actor
+class Counted(Slow):
+    @vc.virtual_actor.readonly
+    def counted(self, token: str) -> int:
+        _READS[token] = _READS.get(token, 0) + 1
+        return _READS[token]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_read_its_waiter_ran_is_not_run_again_by_its_pool_task(store_spec: StoreSpec) -> None:
+    """The read pool's one thread is busy: a ``run_async`` read waited for (``result()``) is run
+    by its waiter; its pool task, reached later, finds it taken and does not run it again."""
+    store_spec.init(settings=vc.Settings(storage="", max_workers=1))
+    reader = Counted.get_or_create("c")
+    _entered["pool"], _opened["pool"] = threading.Event(), threading.Event()
+    _READS.clear()
+    on_pool = reader.peek.run_async("pool")
+    try:
+        assert _entered["pool"].wait(HANG), "the read pool never ran the first read"
+        assert reader.counted.run_async("once").result(HANG) == 1
+        behind = reader.counted.run_async("behind")  # (queued after the first one's task)
+    finally:
+        _opened["pool"].set()
+    assert on_pool.result(HANG) == "pool"
+    assert not concurrent.futures.wait([behind], HANG).not_done, "the pool never ran the read behind"
+    assert _READS == {"once": 1, "behind": 1}
 
 
 # -- step outcomes: one result that does not pickle ----------------------------------------------
