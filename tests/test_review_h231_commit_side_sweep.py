@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextvars
+import dataclasses
 import math
 import threading
 import time
@@ -33,10 +34,11 @@ from vactor_cloud.call_queue import CallQueue
 from vactor_cloud.commit_notes import started_elsewhere_note
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
+from vactor_cloud.definition import lookup_local_class
 from vactor_cloud.errors import CallPendingError, StorageError
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.log import ActorLog
-from vactor_cloud.log_records import ClassRef, Head
+from vactor_cloud.log_records import ClassRef, Head, StepRecord
 from vactor_cloud.post_cursor import POST_CURSOR, SENDER_TTL, advance_cursor, expired
 from vactor_cloud.post_objects import Post
 from vactor_cloud.step_outcomes import decode_outcomes, encode_outcomes
@@ -466,6 +468,32 @@ def test_a_sub_task_run_by_its_waiting_method_does_not_see_the_methods_context(
     finally:
         vc.shutdown()
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_creation_that_another_class_won_leaves_the_actor_to_its_own_class(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process creates the id with another class just before our step 0: our creation is
+    refused, and the core (shared with this process's other callers) keeps no trace of our class:
+    the winner's class gets the actor and calls it."""
+    store_spec.init()
+    theirs = lookup_local_class(f"{Where.__module__}:{Where.__qualname__}")  # (Gate's state)
+    assert theirs is not None
+    put_step = ActorLog.put_step
+    raced: list[bool] = []
+
+    async def theirs_first(log: ActorLog, record: StepRecord) -> None:
+        if record.step == 0 and not raced:
+            raced.append(True)
+            await put_step(log, dataclasses.replace(record, class_ref=theirs.body()[0], writer="them"))
+        await put_step(log, record)
+
+    monkeypatch.setattr(ActorLog, "put_step", theirs_first)
+    with pytest.raises(vc.ActorDefinitionError, match="already exists as an instance of"):
+        Gate.get_or_create("won")
+    assert raced
+    assert Where.get_or_create("won").add.run("theirs") == 1
 
 
 # -- core: a read runs once, whoever reaches it first -----------------------------------------
