@@ -496,6 +496,32 @@ def test_a_creation_that_another_class_won_leaves_the_actor_to_its_own_class(
     assert Where.get_or_create("won").add.run("theirs") == 1
 
 
+@pytest.mark.usefixtures("runtime_off")
+def test_a_creation_after_a_delete_that_meets_another_tombstone_creates_after_it(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The id was deleted; our creation's step meets another tombstone written just before it (a
+    fold on the deleted actor): the creation goes after that tombstone, the new actor made."""
+    store_spec.init()
+    Gate.get_or_create("again").add.run("old")
+    assert vc.delete_actor("again") is True
+    tombstone = _sync.sync(vc.get_runtime().core("again").revalidate())
+    put_step = ActorLog.put_step
+    raced: list[bool] = []
+
+    async def another_tombstone_first(log: ActorLog, record: StepRecord) -> None:
+        if record.step == tombstone.step + 1 and not raced:
+            raced.append(True)
+            step = tombstone.step + 1
+            await put_step(log, dataclasses.replace(tombstone, step=step, parent=step - 1, writer="them"))
+        await put_step(log, record)
+
+    monkeypatch.setattr(ActorLog, "put_step", another_tombstone_first)
+    gate = Gate.get_or_create("again")
+    assert raced
+    assert gate.add.run("new") == 1 and gate.applied.run() == ["new"]
+
+
 # -- core: a read runs once, whoever reaches it first -----------------------------------------
 _READS: dict[str, int] = {}
 
