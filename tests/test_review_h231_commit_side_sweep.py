@@ -416,10 +416,12 @@ def test_an_ask_while_a_round_of_serving_is_queued_is_left_to_that_round(
     assert queued.wait(HANG), "no round of serving was queued"
     (theirs,) = post_adds(foreign_box("a"), ["f/0"])
     _asked_while_held(theirs)
+    core = vc.get_runtime().core("a")
+    assert core._asked_held == 1, "the ask queued a fold task of its own"
     go_on.set()
     assert wait_for(lambda: log.applied.run() == ["me/0", "me/1", "f/0"]), log.applied.run()
     assert wait_for(lambda: vc.get_runtime().asked_folds() == []), "the fold left the ask waiting"
-    assert vc.get_runtime().core("a")._held_until != -math.inf, "serving ended"
+    assert core._held_until != -math.inf, "serving ended"
 
 
 @pytest.mark.usefixtures("runtime_off")
