@@ -1,0 +1,272 @@
+"""Review h230: a mutation sweep of the call surface (``handle.py``, ``future.py``, ``byvalue.py``).
+
+TABLE
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Any
+
+import pytest
+from garbage import full_collection
+from child_processes import fork_and_report
+from test_review_h135_future_copies import Unloadable
+from test_review_own_runtime_waits import HANG, HELD, _answered, _handler_ran_while_waiting
+
+import vactor_cloud as vc
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory")
+
+#: gates of ``Surface.hold_read``: set as it begins, and what lets it end
+READING = threading.Event()
+LET_GO = threading.Event()
+
+#: every ``Tracked`` alive (made by the method, or rebuilt from its pickle)
+TRACKED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+class Tracked:
+    """A result that cannot be recorded as JSON; each copy of it is counted in ``TRACKED``."""
+
+    def __init__(self) -> None:
+        TRACKED.add(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Tracked, ())
+
+
+class NoEquality:
+    """A result that cannot be compared (as a numpy array cannot be taken for a bool)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of this object is ambiguous")
+
+    __hash__ = object.__hash__
+
+
+@vc.virtual_actor
+class Surface:
+    def __init__(self) -> None:
+        self.n = 0
+        self.seen: list[Any] = []
+
+    def keep(self, *items: Any, **named: Any) -> int:
+        """Keeps what it was given, then changes what it was given (its own copies)."""
+        self.n += 1
+        self.seen.append((items, named))
+        for value in (*items, *named.values()):
+            if isinstance(value, list):
+                value.append("the method's")
+            elif isinstance(value, bytearray):
+                value[0:1] = b"M"
+        return self.n
+
+    @vc.virtual_actor.readonly
+    def kept(self) -> list[Any]:
+        return self.seen
+
+    def unpicklable(self) -> Any:
+        self.n += 1
+        return threading.Lock()
+
+    def unloadable(self) -> Any:
+        self.n += 1
+        return Unloadable()
+
+    def incomparable(self) -> NoEquality:
+        self.n += 1
+        return NoEquality(self.n)
+
+    def fail_with_a_cause(self) -> None:
+        self.n += 1
+        try:
+            raise KeyError("the cause")
+        except KeyError as cause:
+            raise ValueError("the failure") from cause
+
+    def tracked(self) -> Tracked:
+        self.n += 1
+        return Tracked()
+
+    def stop_iteration(self) -> None:
+        self.n += 1
+        raise StopIteration("done")
+
+    def incr(self) -> int:
+        self.n += 1
+        return self.n
+
+    async def relay(self, other: str) -> int:
+        """Awaits a writer of another actor, on the thread this async method runs on."""
+        return await Surface.get_or_create(other).incr.run_async()
+
+    def listed(self) -> list[int]:
+        self.n += 1
+        return [self.n]
+
+    @vc.virtual_actor.readonly
+    def count(self) -> int:
+        return self.n
+
+    @vc.virtual_actor.readonly
+    def hold_read(self) -> bool:
+        READING.set()
+        return LET_GO.wait(HANG)
+
+    @vc.virtual_actor.readonly
+    def held(self) -> bool:
+        """Holds until the signal handler ran (at most ``HELD``): whether it did."""
+        return _answered.wait(HELD)
+
+
+# -- by value ---------------------------------------------------------------------------------------
+def test_an_argument_that_cannot_be_read_back_fails_with_type_error_and_runs_nothing(
+    actor_store: StoreSpec,
+) -> None:
+    """B08: ``thaw_arguments`` catching ``TypeError`` only. An argument that pickles but whose
+    unpickling raises ``ValueError`` reached the method's run as that ``ValueError`` (taken for
+    the method's own, and run again by ``max_retries``)."""
+    a = Surface.get_or_create("unloadable-argument")
+    with pytest.raises(TypeError, match="reading it back fails"):
+        a.keep.options(max_retries=2).run(Unloadable())
+    assert a.count.run() == 0
+
+
+def test_a_list_keyword_argument_is_the_methods_own_copy(actor_store: StoreSpec) -> None:
+    """B09: ``freeze_arguments`` looking at the positional arguments only: a list passed by
+    keyword was handed to the method as it is, and the method's change reached the caller."""
+    a = Surface.get_or_create("keyword-list")
+    mine = ["the caller's"]
+    a.keep.run(items=mine)
+    assert mine == ["the caller's"]
+    mine.append("later")
+    assert a.kept.run() == [((), {"items": ["the caller's", "the method's"]})]
+
+
+def test_a_bytearray_argument_is_the_methods_own_copy(actor_store: StoreSpec) -> None:
+    """B13: a ``bytearray`` taken for an immutable scalar (passed as it is)."""
+    a = Surface.get_or_create("bytearray-argument")
+    mine = bytearray(b"caller")
+    a.keep.run(mine)
+    assert mine == bytearray(b"caller")
+    assert a.kept.run() == [((bytearray(b"Maller"),), {})]
+
+
+def test_a_result_that_cannot_be_copied_names_its_call(actor_store: StoreSpec) -> None:
+    """B11 and B12: ``freeze`` and ``thaw`` not passing on which call returned the result: a
+    caller with many calls in flight could not tell which one failed."""
+    a = Surface.get_or_create("uncopiable-results")
+    with pytest.raises(TypeError, match=r"the result of unpicklable\(\) of actor 'uncopiable-results'"):
+        a.unpicklable.run()
+    with pytest.raises(TypeError, match=r"the result of unloadable\(\) of actor 'uncopiable-results'"):
+        a.unloadable.run()
+    assert a.count.run() == 0  # (each failed alone, not applied)
+
+
+# -- futures ----------------------------------------------------------------------------------------
+def test_a_result_that_cannot_be_compared_settles_its_future(actor_store: StoreSpec) -> None:
+    """F10: the future telling the result its run read back by equality, not identity: an
+    ``__eq__`` that raises (a numpy array's) failed the settling of every such call."""
+    a = Surface.get_or_create("incomparable")
+    future = a.incomparable.run_async()
+    assert future.result(HANG).n == 1
+    assert a.incomparable.run().n == 2
+
+
+def test_a_caught_exception_that_pickles_is_the_same_exception_at_every_read(actor_store: StoreSpec) -> None:
+    """F13: an exception ``catch_exceptions=True`` hands back copied at each read as a result is:
+    the second read got a copy, its traceback lost."""
+    a = Surface.get_or_create("caught-twice")
+    future = a.fail_with_a_cause.options(catch_exceptions=True).run_async()
+    value, error = future.result(HANG)
+    assert value is None and isinstance(error, ValueError)
+    again, error_again = future.result()
+    assert again is None and error_again is error
+    assert error_again.__traceback__ is not None
+
+
+def test_a_failed_call_future_holds_no_copy_of_the_result_its_method_returned(store_spec: StoreSpec) -> None:
+    """F12: ``set_exception`` keeping the result a run delivered before its call failed (here its
+    step's put): the failed future held a copy of a result nobody can read."""
+    store_spec.init()
+    install(FaultConfig(rules=(FaultRule("fail_before", retryable=False, key_contains="/steps/00000000000000000001", probability=1.0),)))
+    a = Surface.get_or_create("failed-put")
+    future = a.tracked.run_async()
+    error = future.exception(HANG)
+    assert isinstance(error, vc.StorageError)
+    # (its traceback's frames hold the batch, the result too, as any exception's do: let go)
+    seen: BaseException | None = error
+    while seen is not None:
+        seen.__traceback__ = None
+        seen = seen.__cause__ or seen.__context__
+    del seen, error
+    full_collection()
+    assert len(TRACKED) == 0, "the failed call's future holds a copy of the result"
+    assert future.exception() is not None
+
+
+def test_an_awaited_stop_iteration_says_what_happened(actor_store: StoreSpec) -> None:
+    """F21: without its own translation, PEP 479 still turned the ``StopIteration`` into a
+    ``RuntimeError`` (``generator raised StopIteration``), which did not say why."""
+    a = Surface.get_or_create("awaited-stop")
+
+    async def wait() -> None:
+        await a.stop_iteration.run_async()
+
+    with pytest.raises(RuntimeError, match="cannot be raised through an await") as raised:
+        asyncio.run(wait())
+    assert isinstance(raised.value.__cause__, StopIteration)
+
+
+def test_a_bounded_wait_for_a_read_does_not_wait_for_the_full_read_pool(store_spec: StoreSpec) -> None:
+    """F02: a bounded ``result(timeout)`` on a read-only call left it to the read pool, which a
+    slow read kept busy: the wait ran into its timeout."""
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    READING.clear()
+    LET_GO.clear()
+    a = Surface.get_or_create("full-read-pool")
+    try:
+        holding = a.hold_read.run_async()
+        assert READING.wait(HANG)
+        assert a.count.run_async().result(HANG / 2) == 0  # (the holding read waits for HANG)
+    finally:
+        LET_GO.set()
+    assert holding.result(HANG) is True
+
+
+def test_a_bounded_result_wait_on_the_main_thread_lets_a_signal_handler_run(actor_store: StoreSpec) -> None:
+    """F07: ``ActorFuture.result(timeout)`` waiting in the stdlib's one ``Condition.wait``: a
+    signal another thread took had its handler run only once the call ended."""
+    a = Surface.get_or_create("main-thread-result")
+    a.count.run()
+    future = a.held.run_async()
+    got, seen = _handler_ran_while_waiting("result", lambda: future.result(HANG))
+    assert seen == [True]
+    assert got is True, "the handler ran only after the call had given up waiting for it"
+
+
+def test_an_awaited_call_in_an_async_method_on_the_only_pool_thread_is_run_there(store_spec: StoreSpec) -> None:
+    """F24: ``await`` of a writer's future in an async actor method leaving the call to the
+    pool: with the method on the pool's only thread, the call queued behind it, never run."""
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    Surface.get_or_create("awaited-other")
+    relay = Surface.get_or_create("awaiting").relay.run_async("awaited-other")
+    assert relay.result(HANG) == 1  # (bounded: a writer left to the pool, which runs the relay)
+
+
+def test_a_future_settled_before_a_fork_is_read_in_the_child(actor_store: StoreSpec) -> None:
+    """F25: a forked child's copy of a settled future refused as one still pending (whose
+    call is the parent's): its result is there to read, as a copy of its own."""
+    a = Surface.get_or_create("settled-before-fork")
+    future = a.listed.run_async()
+    assert future.result(HANG) == [1]
+    assert fork_and_report(lambda: repr(future.result()).encode(), HANG) == b"[1]"
+    assert future.result() == [1]
