@@ -6,7 +6,9 @@ TABLE
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
+import types
 import weakref
 from typing import Any
 
@@ -17,6 +19,8 @@ from test_review_h135_future_copies import Unloadable
 from test_review_own_runtime_waits import HANG, HELD, _answered, _handler_ran_while_waiting
 
 import vactor_cloud as vc
+from vactor_cloud import future as future_module
+from vactor_cloud.future import CallFuture
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -111,6 +115,10 @@ class Surface:
     def listed(self) -> list[int]:
         self.n += 1
         return [self.n]
+
+    @staticmethod
+    def helper() -> int:
+        return 1
 
     @vc.virtual_actor.readonly
     def count(self) -> int:
@@ -270,3 +278,130 @@ def test_a_future_settled_before_a_fork_is_read_in_the_child(actor_store: StoreS
     assert future.result(HANG) == [1]
     assert fork_and_report(lambda: repr(future.result()).encode(), HANG) == b"[1]"
     assert future.result() == [1]
+
+
+class Clocked(CallFuture[str]):
+    """A future whose wait takes ``STEP`` seconds of a fake clock, then finds it settled; the
+    timeouts it was given, in ``asked``."""
+
+    STEP = 6.0
+
+    def __init__(self, clock: list[float], asked: list[float | None]) -> None:
+        super().__init__()
+        self.clock, self.asked = clock, asked
+        self.set_result("done")
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self.asked.append(timeout)
+        self.clock[0] += self.STEP
+        return None
+
+
+def test_vc_get_gives_each_future_what_is_left_of_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """F35: ``vc.get`` giving each future of a list the whole timeout (a list of n waited up to
+    n times as long as asked)."""
+    clock = [100.0]
+    asked: list[float | None] = []
+    monkeypatch.setattr(future_module, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
+    futures = [Clocked(clock, asked), Clocked(clock, asked)]
+    assert vc.get(futures, timeout=10.0) == ["done", "done"]
+    assert asked == [10.0, 4.0]
+
+
+def test_vc_get_of_a_plain_future_that_timed_out_does_not_wait_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """F36: ``_waited_plain`` giving back the whole timeout after the sliced wait ran out: the
+    future's own wait then waited as long again."""
+    asked: list[float | None] = []
+
+    class Plain(concurrent.futures.Future[int]):
+        def exception(self, timeout: float | None = None) -> BaseException | None:
+            asked.append(timeout)
+            raise concurrent.futures.TimeoutError
+
+    monkeypatch.setattr(future_module, "wait_futures", lambda futures, timeout: False)
+    with pytest.raises(TimeoutError, match="1 of 1 calls did not finish within 5.0 s"):
+        vc.get([Plain()], timeout=5.0)
+    assert asked == [0.0]
+
+
+def test_vc_get_says_how_many_calls_did_not_finish() -> None:
+    """F43: the ``TimeoutError`` counting every future of the list, the finished ones too."""
+    finished: CallFuture[int] = CallFuture()
+    finished.set_result(1)
+    with pytest.raises(TimeoutError, match="1 of 2 calls did not finish within 0 s"):
+        vc.get([finished, CallFuture()], timeout=0)
+
+
+def test_vc_get_refuses_a_mapping_of_futures() -> None:
+    """F34: a ``dict`` keyed by futures taken for an iterable of them (its keys' results)."""
+    future: CallFuture[int] = CallFuture()
+    future.set_result(1)
+    with pytest.raises(TypeError, match="got dict"):
+        vc.get({future: "label"})  # type: ignore[call-overload]
+
+
+def test_a_settled_call_future_refuses_a_second_outcome() -> None:
+    """F33: ``CallFuture.set_exception`` on a settled future replacing its outcome (as the
+    stdlib's refuses with ``InvalidStateError``)."""
+    future: CallFuture[int] = CallFuture()
+    future.set_result(1)
+    with pytest.raises(concurrent.futures.InvalidStateError):
+        future.set_exception(ValueError("late"))
+    assert future.result() == 1
+
+
+# -- handles and options -----------------------------------------------------------------------------
+def _refused_options(a: Any) -> list[tuple[str, Any, type[Exception], str]]:
+    """(mutation, what the options call is, the error, its message) of ``options`` refusals."""
+    return [
+        ("H36", lambda: a.count.options(idempotency_key="k"), ValueError, "idempotency keys apply"),
+        ("H37", lambda: a.incr.options(max_retries=-1), ValueError, "max_retries must be"),
+        ("H38", lambda: a.incr.options(max_retries=True), ValueError, "max_retries must be"),
+        ("H39", lambda: a.incr.options(delay=5, at=1e10), ValueError, "exactly one of delay"),
+        ("H40", lambda: a.count.options(delay=5), ValueError, "timers call writer methods"),
+        ("H41", lambda: a.incr.options(delay=5, max_retries=1), ValueError, "max_retries cannot be given"),
+        ("H44", lambda: a.incr.options(name=7), TypeError, "name must be a string"),
+        ("H45", lambda: a.incr.options(metadata={"x": object()}), TypeError, "metadata"),
+    ]
+
+
+def test_options_refuse_what_cannot_apply(actor_store: StoreSpec) -> None:
+    """H36-H41, H44, H45: each check of ``options`` dropped or loosened (a key on a read, a
+    negative or boolean ``max_retries``, both times of a timer, a read-only timer, a timer's
+    option it would fire without, a name not a string, metadata no commit can hold)."""
+    a = Surface.get_or_create("refused-options")
+    for mutation, make, error, message in _refused_options(a):
+        with pytest.raises(error, match=message):
+            make()
+            pytest.fail(f"{mutation}: accepted")
+    assert a.count.run() == 0
+
+
+def test_chained_options_keep_the_earlier_key_and_catch(actor_store: StoreSpec) -> None:
+    """H34, H35: ``options`` not starting from the earlier options: a key given first, then a
+    name, was lost (the second call ran the method again); so was ``catch_exceptions``."""
+    a = Surface.get_or_create("chained-options")
+    keyed = a.incr.options(idempotency_key="once").options(name="named")
+    assert keyed.run() == 1
+    assert keyed.run() == 1
+    caught = a.fail_with_a_cause.options(catch_exceptions=True).options(name="named")
+    value, error = caught.run()
+    assert value is None and isinstance(error, ValueError)
+
+
+def test_a_private_name_is_refused_without_asking_the_store(actor_store: StoreSpec) -> None:
+    """H12: a name starting with ``_`` looked up among the actor's methods: on a handle of no
+    actor ``hasattr(h, "_x")`` (as pickle, copy and notebooks ask) raised ``ActorNotFoundError``."""
+    handle: vc.ActorHandle[Any] = vc.ActorHandle("no-such-actor-h230")
+    with pytest.raises(AttributeError, match="private to the actor's class"):
+        handle._secret  # noqa: B018
+    assert not hasattr(handle, "_ipython_canary_method_should_not_exist_")
+
+
+def test_a_static_method_name_says_why_a_handle_does_not_call_it(actor_store: StoreSpec) -> None:
+    """H78: ``_not_a_method`` saying nothing: the user who defined ``helper`` as a
+    ``staticmethod`` was told only that there is no such method."""
+    a = Surface.get_or_create("static-helper")
+    with pytest.raises(AttributeError, match="'helper' is a staticmethod"):
+        a.helper  # noqa: B018
+
