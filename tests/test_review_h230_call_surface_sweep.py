@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import tracemalloc
 import threading
 import types
 import weakref
@@ -54,6 +55,10 @@ class NoEquality:
         raise ValueError("the truth value of this object is ambiguous")
 
     __hash__ = object.__hash__
+
+
+async def _awaited(future: Any) -> Any:
+    return await future
 
 
 @vc.virtual_actor
@@ -111,6 +116,25 @@ class Surface:
     async def relay(self, other: str) -> int:
         """Awaits a writer of another actor, on the thread this async method runs on."""
         return await Surface.get_or_create(other).incr.run_async()
+
+    def wait_for_a_read_calling_back(self, other: str, how: str) -> Any:
+        """A writer waiting (``how``, without a timeout) for a read of ``other`` that calls
+        this actor's writer back."""
+        me = vc.current_call().actor_id  # type: ignore[union-attr]
+        future = Surface.get_or_create(other).call_back.run_async(me)
+        if how == "result":
+            return future.result()
+        if how == "get":
+            return vc.get([future])[0]
+        return asyncio.run(_awaited(future))
+
+    @vc.virtual_actor.readonly
+    def call_back(self, writer: str) -> int:
+        return Surface.get_or_create(writer).incr.run()
+
+    @vc.virtual_actor.readonly
+    def sized(self, blob: bytes) -> int:
+        return len(blob)
 
     def listed(self) -> list[int]:
         self.n += 1
@@ -405,3 +429,66 @@ def test_a_static_method_name_says_why_a_handle_does_not_call_it(actor_store: St
     with pytest.raises(AttributeError, match="'helper' is a staticmethod"):
         a.helper  # noqa: B018
 
+
+
+@pytest.mark.parametrize("how", ["result", "get", "await"])
+@pytest.mark.parametrize("attempt", range(2))  # (which thread runs the read is a race)
+def test_a_cycle_through_a_read_another_thread_runs_is_refused_at_once(
+    store_spec: StoreSpec, how: str, attempt: int
+) -> None:
+    """A writer of A waiting (``.result()``, ``vc.get``, ``await``) for a read of B that the read
+    pool runs, which calls A's writer: no thread could go on. The wait for the read was no edge
+    of the wait-for graph (``reentrancy.refuse_wait_cycle``), so the call back to A waited
+    ``max(deadline, commit_timeout)`` for ``ActorBusyError`` (120 s by default) instead of
+    being refused at once, as a cycle through a writer on a pool thread is. (H04: the waiter
+    running the read itself without keeping A's writer listed let the call back through.)
+    The bound is set far beyond the test's own wait."""
+    store_spec.init(settings=vc.Settings(deadline=600, commit_timeout=600))
+    Surface.get_or_create("cycle-reader")
+    writer = Surface.get_or_create("cycle-writer")
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(writer.wait_for_a_read_calling_back.run("cycle-reader", how))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(HANG / 3)
+    assert not thread.is_alive(), f"writer -> read -> writer across threads ({how}): still waiting"
+    assert len(outcome) == 1 and isinstance(outcome[0], vc.ReentrantCallError), outcome
+    assert "cycle-writer -> cycle-reader -> cycle-writer" in str(outcome[0]), outcome[0]
+    assert writer.count.run() == 0
+
+
+BLOB = 4 * 1024 * 1024
+
+
+def test_cancelled_reads_queued_behind_a_full_read_pool_hold_no_arguments(store_spec: StoreSpec) -> None:
+    """H02, H03: a cancelled read's future keeping its ``_help`` (the call and its arguments),
+    or its pool task keeping the call: each cancelled read held its arguments while the pool's
+    slow read ran."""
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    READING.clear()
+    LET_GO.clear()
+    a = Surface.get_or_create("cancelled-reads")
+    holding = a.hold_read.run_async()
+    try:
+        assert READING.wait(HANG)
+        full_collection()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            futures = [a.sized.run_async(bytes(BLOB)) for _ in range(3)]
+            assert all(f.cancel() for f in futures)
+            full_collection()
+            held = (tracemalloc.get_traced_memory()[0] - before) / BLOB
+        finally:
+            tracemalloc.stop()
+        assert held < 1, f"3 cancelled reads hold {held:.1f} copies of their arguments"
+        assert all(f.cancelled() for f in futures)
+    finally:
+        LET_GO.set()
+    assert holding.result(HANG) is True
