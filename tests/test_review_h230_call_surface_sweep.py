@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import pickle
 import tracemalloc
 import threading
 import types
@@ -16,7 +17,10 @@ from typing import Any
 import pytest
 from garbage import full_collection
 from child_processes import fork_and_report
+from store_helpers import retune
+from test_review_class_identity import _define
 from test_review_h135_future_copies import Unloadable
+from test_review_h150_ready_after_failed_creation import FailsToInit, _hold_spawned
 from test_review_own_runtime_waits import HANG, HELD, _answered, _handler_ran_while_waiting
 
 import vactor_cloud as vc
@@ -492,3 +496,68 @@ def test_cancelled_reads_queued_behind_a_full_read_pool_hold_no_arguments(store_
     finally:
         LET_GO.set()
     assert holding.result(HANG) is True
+
+
+def test_a_handle_of_no_class_passed_on_unused_keeps_the_store_it_came_with(actor_store: StoreSpec) -> None:
+    """H08: ``_get_actor_handle`` dropping the store of a handle of no class (``vc.get_actor``;
+    a handle of a class gets it again from its pickle's state): the next process's
+    ``StorageNotChosenError`` had no store to name, and it looked in its default store."""
+    Surface.get_or_create("no-class-origin")
+    handle = pickle.loads(pickle.dumps(vc.get_actor("no-class-origin")))
+    handle._origin = "file:///where/the/actor/is"  # as unpickled from a process with that store
+    assert pickle.loads(pickle.dumps(handle))._origin == "file:///where/the/actor/is"
+
+
+def test_a_received_handle_used_here_passes_on_this_processs_store(actor_store: StoreSpec) -> None:
+    """H10: an unpickled handle keeping the store it came with after its first use here (where
+    this process chose its store): passed on, it named a store its actor is not in."""
+    Surface.get_or_create("used-here")
+    handle = pickle.loads(pickle.dumps(vc.get_actor("used-here")))
+    handle._origin = "file:///another/store"  # (this process chose its own: the call goes there)
+    assert handle.count.run() == 0
+    assert pickle.loads(pickle.dumps(handle))._origin == vc.get_runtime().store.describe()
+
+
+def test_a_method_a_class_gained_when_defined_again_is_found_before_any_call(store_spec: StoreSpec) -> None:
+    """H11: ``vc.get_actor`` looking methods up in the class the loaded actor was created with,
+    not in the class defined again under its name: a method the new body added was "no
+    method" until a call through the new class reloaded it."""
+    store_spec.init()
+    _define(1).get_or_create("regained").incr.run()
+    _define(10)
+    assert vc.get_actor("regained").reset.run() == 0
+
+
+def test_ready_after_init_of_another_store_does_not_raise_the_other_stores_failure(
+    store_spec: StoreSpec,
+) -> None:
+    """H19: ``_creation_on`` without its store check: after ``init`` of another store, the
+    failure of the background creation made on the first one was given as why the actor
+    there is not ready (no actor of that id was ever created there)."""
+    store_spec.init()
+    retune(wait_for_init=False)
+    handle = FailsToInit.get_or_create("failed-elsewhere")
+    vc.get_runtime().wait_created("failed-elsewhere")
+    vc.shutdown()
+    vc.init("memory://h230-another-store")
+    with pytest.raises(vc.ActorNotFoundError):
+        handle.ready().result(HANG)
+
+
+def test_a_waiter_on_ready_runs_the_check_and_the_creation_no_thread_started(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """H20: ``ready()``'s future without its ``_help``: a waiter left the check to the pool, and
+    with the pool's tasks held back (a pool busy with slow writes) waited for good."""
+    retune(wait_for_init=False)
+    held = _hold_spawned(vc.get_runtime(), monkeypatch, 2)
+    handle = FailsToInit.get_or_create("ready-helped", False)
+    ready = handle.ready()
+    assert len(held) == 2  # the creation and the check: neither runs on the pool
+    waited: list[object] = []
+    waiter = threading.Thread(target=lambda: waited.append(ready.result()), daemon=True)
+    waiter.start()
+    waiter.join(HANG / 3)
+    assert not waiter.is_alive(), "the waiter on ready() waited for a check no thread runs"
+    assert waited == [None]
+    assert handle.add.run(2) == 2
