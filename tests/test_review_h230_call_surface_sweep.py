@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import pickle
 import tracemalloc
 import threading
@@ -143,6 +144,11 @@ class Surface:
     def listed(self) -> list[int]:
         self.n += 1
         return [self.n]
+
+    @vc.virtual_actor.on_event("noted")
+    def on_noted(self, payload: Any) -> list[int]:
+        self.n += 1
+        return sorted(payload)
 
     @staticmethod
     def helper() -> int:
@@ -561,3 +567,60 @@ def test_a_waiter_on_ready_runs_the_check_and_the_creation_no_thread_started(
     assert not waiter.is_alive(), "the waiter on ready() waited for a check no thread runs"
     assert waited == [None]
     assert handle.add.run(2) == 2
+
+
+@pytest.mark.parametrize("duplicate", [copy.copy, copy.deepcopy], ids=["copy", "deepcopy"])
+def test_a_copy_keeps_the_creation_failure_a_new_runtime_no_longer_knows(
+    store_spec: StoreSpec, duplicate: Any
+) -> None:
+    """H27: ``__copy__`` not copying ``_creation``: once the runtime that ran the failed
+    background creation was shut down (a new one on the same store knows no failure), the
+    copy's ``ready()`` said ``ActorNotFoundError`` where the original's raises the failure."""
+    store_spec.init()
+    retune(wait_for_init=False)
+    handle = FailsToInit.get_or_create("copied-failure")
+    vc.get_runtime().wait_created("copied-failure")
+    vc.shutdown()
+    store_spec.init()
+    for each in (handle, duplicate(handle)):
+        with pytest.raises(ValueError, match="the creation failed"):
+            each.ready().result(HANG)
+
+
+def test_handles_of_one_actor_are_equal_and_hash_alike(actor_store: StoreSpec) -> None:
+    """H30, H31: a handle equal to itself alone (or hashed by identity): a handle of a class,
+    one of ``vc.get_actor`` and an unpickled one, all of one actor, were three keys of a dict."""
+    made = Surface.get_or_create("equal-handles")
+    found = vc.get_actor("equal-handles")
+    received = pickle.loads(pickle.dumps(made))
+    assert made == found == received
+    assert len({made, found, received}) == 1
+    assert made != Surface.get_or_create("equal-handles-other")
+
+
+def test_send_event_passes_its_serializer_on(actor_store: StoreSpec) -> None:
+    """H32: ``ActorHandle.send_event`` dropping ``serializer=``: a payload only pickle carries
+    (a ``set``) was refused as JSON."""
+    a = Surface.get_or_create("pickled-event")
+    a.send_event("noted", {2, 1}, serializer="pickle")
+    assert a.process_events() == 1
+    assert a.wait_for_event("noted", timeout=HANG) == [1, 2]
+
+
+def test_wait_for_event_on_a_handle_ends_at_its_timeout(actor_store: StoreSpec) -> None:
+    """H33: ``ActorHandle.wait_for_event`` dropping ``timeout``: a wait for an event never sent
+    never ended."""
+    a = Surface.get_or_create("never-noted")
+    ended: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            a.wait_for_event("noted", timeout=0.05)
+        except BaseException as exc:
+            ended.append(exc)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    waiter.join(HANG / 3)
+    assert not waiter.is_alive(), "wait_for_event(timeout=0.05) still waiting"
+    assert len(ended) == 1 and isinstance(ended[0], TimeoutError), ended
