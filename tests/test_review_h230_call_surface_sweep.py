@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from garbage import full_collection
+from interrupts import Interrupted, InterruptOnce
 from child_processes import fork_and_report
 from store_helpers import retune
 from test_review_class_identity import _define
@@ -624,3 +625,22 @@ def test_wait_for_event_on_a_handle_ends_at_its_timeout(actor_store: StoreSpec) 
     waiter.join(HANG / 3)
     assert not waiter.is_alive(), "wait_for_event(timeout=0.05) still waiting"
     assert len(ended) == 1 and isinstance(ended[0], TimeoutError), ended
+
+
+def test_a_wait_behind_a_pending_creation_interrupted_withdraws_its_call(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """H07: ``_help_after_creation`` not cancelling the call when the wait for the creation is
+    interrupted (Ctrl-C): the call, whose caller saw only the interrupt, was applied once the
+    creation committed, behind its back."""
+    retune(wait_for_init=False)
+    runtime = vc.get_runtime()
+    held = _hold_spawned(runtime, monkeypatch, 1)
+    handle = FailsToInit.get_or_create("interrupted-behind-creation", False)
+    future = handle.add.run_async(5)
+    monkeypatch.setattr(runtime, "wait_created", InterruptOnce(runtime.wait_created))
+    with pytest.raises(Interrupted):
+        future.result()
+    assert future.cancelled()
+    held[0]()  # the creation commits now
+    assert handle.add.run(1) == 1
