@@ -27,6 +27,7 @@ from test_review_own_runtime_waits import HANG, HELD, _answered, _handler_ran_wh
 
 import vactor_cloud as vc
 from vactor_cloud import future as future_module
+from vactor_cloud import handle as handle_module
 from vactor_cloud.future import CallFuture
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
@@ -36,6 +37,10 @@ pytestmark = pytest.mark.vactor_lanes("memory")
 #: gates of ``Surface.hold_read``: set as it begins, and what lets it end
 READING = threading.Event()
 LET_GO = threading.Event()
+
+#: gates of ``Surface.hold_second_read``
+SECOND_READING = threading.Event()
+SECOND_LET_GO = threading.Event()
 
 #: every ``Tracked`` alive (made by the method, or rebuilt from its pickle)
 TRACKED: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -163,6 +168,11 @@ class Surface:
     def hold_read(self) -> bool:
         READING.set()
         return LET_GO.wait(HANG)
+
+    @vc.virtual_actor.readonly
+    def hold_second_read(self) -> bool:
+        SECOND_READING.set()
+        return SECOND_LET_GO.wait(HANG)
 
     @vc.virtual_actor.readonly
     def held(self) -> bool:
@@ -644,3 +654,41 @@ def test_a_wait_behind_a_pending_creation_interrupted_withdraws_its_call(
     assert future.cancelled()
     held[0]()  # the creation commits now
     assert handle.add.run(1) == 1
+
+
+def test_shutdown_refusing_a_read_a_waiter_runs_leaves_its_outcome_to_the_read(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """H01: ``_refuse`` settling the call's future without claiming the call: shutdown, which
+    refuses the pool tasks not started, failed a read that a waiting thread was running
+    (``RuntimeShutdownError`` for a read that went on and answered)."""
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    for gate in (READING, LET_GO, SECOND_READING, SECOND_LET_GO):
+        gate.clear()
+    refused = threading.Event()
+    refuse = handle_module._refuse
+
+    def noted(call: Any, error: BaseException) -> None:
+        refuse(call, error)
+        refused.set()
+
+    monkeypatch.setattr(handle_module, "_refuse", noted)
+    a = Surface.get_or_create("refused-while-run")
+    holding = a.hold_read.run_async()  # the read pool's one thread
+    assert READING.wait(HANG)
+    second = a.hold_second_read.run_async()  # its task queued behind
+    answers: list[object] = []
+    waiter = threading.Thread(target=lambda: answers.append(second.exception() or second.result()), daemon=True)
+    waiter.start()  # runs the second read itself
+    closing = threading.Thread(target=vc.shutdown, daemon=True)
+    try:
+        assert SECOND_READING.wait(HANG)
+        closing.start()
+        assert refused.wait(HANG)  # the second read's pool task, refused
+    finally:
+        LET_GO.set()
+        SECOND_LET_GO.set()
+    waiter.join(HANG)
+    closing.join(HANG)
+    assert answers == [True]
+    assert holding.result(HANG) is True
