@@ -169,6 +169,10 @@ class Surface:
         READING.set()
         return LET_GO.wait(HANG)
 
+    def hold_write(self) -> bool:
+        READING.set()
+        return LET_GO.wait(HANG)
+
     @vc.virtual_actor.readonly
     def hold_second_read(self) -> bool:
         SECOND_READING.set()
@@ -692,3 +696,28 @@ def test_shutdown_refusing_a_read_a_waiter_runs_leaves_its_outcome_to_the_read(
     closing.join(HANG)
     assert answers == [True]
     assert holding.result(HANG) is True
+
+
+def test_shutdown_refusing_a_ready_check_a_waiter_ran_logs_nothing(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """H21: ``ready()``'s shutdown refusal not asking who checks: shutdown's refusal of the
+    pool task of a check a waiter had already run set the settled future running again
+    (``RuntimeError`` in the pool's done-callback, logged)."""
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    READING.clear()
+    LET_GO.clear()
+    a = Surface.get_or_create("ready-refused")
+    other = Surface.get_or_create("ready-refused-holder")
+    holding = other.hold_write.run_async()  # the pool's one thread
+    closing = threading.Thread(target=vc.shutdown, daemon=True)
+    try:
+        assert READING.wait(HANG)
+        ready = a.ready()  # its check queued behind
+        assert ready.result() is None  # (run here)
+        closing.start()
+    finally:
+        LET_GO.set()
+    closing.join(HANG)
+    assert holding.result(HANG) is True
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
