@@ -9,16 +9,16 @@ import asyncio
 import concurrent.futures
 import copy
 import pickle
-import tracemalloc
 import threading
+import tracemalloc
 import types
 import weakref
 from typing import Any
 
 import pytest
+from child_processes import fork_and_report
 from garbage import full_collection
 from interrupts import Interrupted, InterruptOnce
-from child_processes import fork_and_report
 from store_helpers import retune
 from test_review_class_identity import _define
 from test_review_h135_future_copies import Unloadable
@@ -254,7 +254,10 @@ def test_a_failed_call_future_holds_no_copy_of_the_result_its_method_returned(st
     """F12: ``set_exception`` keeping the result a run delivered before its call failed (here its
     step's put): the failed future held a copy of a result nobody can read."""
     store_spec.init()
-    install(FaultConfig(rules=(FaultRule("fail_before", retryable=False, key_contains="/steps/00000000000000000001", probability=1.0),)))
+    step_1 = FaultRule(
+        "fail_before", retryable=False, key_contains="/steps/00000000000000000001", probability=1
+    )
+    install(FaultConfig(rules=(step_1,)))
     a = Surface.get_or_create("failed-put")
     future = a.tracked.run_async()
     error = future.exception(HANG)
@@ -310,7 +313,9 @@ def test_a_bounded_result_wait_on_the_main_thread_lets_a_signal_handler_run(acto
     assert got is True, "the handler ran only after the call had given up waiting for it"
 
 
-def test_an_awaited_call_in_an_async_method_on_the_only_pool_thread_is_run_there(store_spec: StoreSpec) -> None:
+def test_an_awaited_call_in_an_async_method_on_the_only_pool_thread_is_run_there(
+    store_spec: StoreSpec,
+) -> None:
     """F24: ``await`` of a writer's future in an async actor method leaving the call to the
     pool: with the method on the pool's only thread, the call queued behind it, never run."""
     store_spec.init(settings=vc.Settings(max_workers=1))
@@ -368,7 +373,7 @@ def test_vc_get_of_a_plain_future_that_timed_out_does_not_wait_again(monkeypatch
             raise concurrent.futures.TimeoutError
 
     monkeypatch.setattr(future_module, "wait_futures", lambda futures, timeout: False)
-    with pytest.raises(TimeoutError, match="1 of 1 calls did not finish within 5.0 s"):
+    with pytest.raises(TimeoutError, match=r"1 of 1 calls did not finish within 5\.0 s"):
         vc.get([Plain()], timeout=5.0)
     assert asked == [0.0]
 
@@ -453,7 +458,6 @@ def test_a_static_method_name_says_why_a_handle_does_not_call_it(actor_store: St
     a = Surface.get_or_create("static-helper")
     with pytest.raises(AttributeError, match="'helper' is a staticmethod"):
         a.helper  # noqa: B018
-
 
 
 @pytest.mark.parametrize("how", ["result", "get", "await"])
@@ -682,7 +686,7 @@ def test_shutdown_refusing_a_read_a_waiter_runs_leaves_its_outcome_to_the_read(
     assert READING.wait(HANG)
     second = a.hold_second_read.run_async()  # its task queued behind
     answers: list[object] = []
-    waiter = threading.Thread(target=lambda: answers.append(second.exception() or second.result()), daemon=True)
+    waiter = threading.Thread(target=lambda: answers.append(second.exception() or second.result()))
     waiter.start()  # runs the second read itself
     closing = threading.Thread(target=vc.shutdown, daemon=True)
     try:
@@ -694,6 +698,7 @@ def test_shutdown_refusing_a_read_a_waiter_runs_leaves_its_outcome_to_the_read(
         SECOND_LET_GO.set()
     waiter.join(HANG)
     closing.join(HANG)
+    assert not waiter.is_alive() and not closing.is_alive()
     assert answers == [True]
     assert holding.result(HANG) is True
 
