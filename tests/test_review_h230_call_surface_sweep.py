@@ -726,3 +726,52 @@ def test_shutdown_refusing_a_ready_check_a_waiter_ran_logs_nothing(
     closing.join(HANG)
     assert holding.result(HANG) is True
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_a_read_nobody_waits_for_runs_beside_a_full_writer_pool(store_spec: StoreSpec) -> None:
+    """H54, H57: a ``run_async`` read queued on the writers' pool (or behind the actor's
+    writes): with that pool busy, a read nobody waits for (its done callback does) ran only
+    after the slow write."""
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    READING.clear()
+    LET_GO.clear()
+    a = Surface.get_or_create("read-beside-writes")
+    ran = threading.Event()
+    try:
+        holding = a.hold_write.run_async()  # the writers' pool's one thread, and the actor
+        assert READING.wait(HANG)
+        a.count.run_async().add_done_callback(lambda _: ran.set())
+        assert ran.wait(HANG / 2), "the read waited for the write"
+    finally:
+        LET_GO.set()
+    assert holding.result(HANG) is True
+
+
+def test_a_pickled_method_keeps_its_options_and_its_timer(actor_store: StoreSpec) -> None:
+    """H74, H75: ``ActorMethod.__reduce__`` dropping the method's options (a key: applied
+    twice) or its timer (the call ran at once instead of being scheduled)."""
+    a = Surface.get_or_create("pickled-options")
+    keyed = pickle.loads(pickle.dumps(a.incr.options(idempotency_key="once")))
+    assert keyed.run() == 1
+    assert keyed.run() == 1
+    timer = pickle.loads(pickle.dumps(a.incr.options(delay=3600, timer_key="later")))
+    assert timer.run() == "later"
+    assert a.count.run() == 1
+    assert [t["key"] for t in a.timers()] == ["later"]
+
+
+def test_run_behind_a_pending_creation_no_thread_started_runs_it(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """H79: ``run()`` behind this process's pending creation waiting on a future nobody helps
+    (``CallFuture``): with the pool's tasks held back, the creation never ran, nor the call."""
+    retune(wait_for_init=False)
+    held = _hold_spawned(vc.get_runtime(), monkeypatch, 1)
+    handle = FailsToInit.get_or_create("run-behind-creation", False)
+    assert len(held) == 1  # the creation: not run on the pool
+    answers: list[object] = []
+    caller = threading.Thread(target=lambda: answers.append(handle.add.run(3)), daemon=True)
+    caller.start()
+    caller.join(HANG / 3)
+    assert not caller.is_alive(), "run() waited for a creation no thread runs"
+    assert answers == [3]
