@@ -775,3 +775,62 @@ def test_run_behind_a_pending_creation_no_thread_started_runs_it(
     caller.join(HANG / 3)
     assert not caller.is_alive(), "run() waited for a creation no thread runs"
     assert answers == [3]
+
+
+def test_a_cancelled_await_withdraws_a_call_not_started(
+    store_spec: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """F20, F26: the awaiting task cancelled while its call waits on the busy pool: the call
+    was not cancelled with it (applied later, its awaiter gone); and the wake-up of the
+    cancelled awaiter set its result (``InvalidStateError``, logged by the loop)."""
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    READING.clear()
+    LET_GO.clear()
+    other = Surface.get_or_create("await-cancelled-holder")
+    a = Surface.get_or_create("await-cancelled")
+    holding = other.hold_write.run_async()  # the pool's one thread
+
+    async def give_up() -> concurrent.futures.Future[int]:
+        future = a.incr.run_async()  # queued behind it
+        task = asyncio.ensure_future(_awaited(future))
+        await asyncio.sleep(0)  # (awaiting)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(3):
+            await asyncio.sleep(0)  # (the loop runs the wake-up of the awaiter)
+        return future
+
+    try:
+        assert READING.wait(HANG)
+        future = asyncio.run(asyncio.wait_for(give_up(), HANG))
+    finally:
+        LET_GO.set()
+    assert holding.result(HANG) is True
+    assert future.cancelled()
+    assert a.count.run() == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+def test_an_await_of_a_cancelled_future_raises_asyncio_cancelled_error(actor_store: StoreSpec) -> None:
+    """F22: ``await`` of a future cancelled before it: ``concurrent.futures.CancelledError``
+    (an ``Exception``), which an ``except Exception`` in the awaiting coroutine swallowed."""
+    future: future_module.ActorFuture[int] = future_module.ActorFuture()
+    assert future.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(_awaited(future))
+
+
+def test_an_awaited_read_does_not_wait_for_the_full_read_pool(store_spec: StoreSpec) -> None:
+    """F23: ``await`` of a read-only call left to the read pool, which a slow read kept busy."""
+    store_spec.init(settings=vc.Settings(max_workers=1))
+    READING.clear()
+    LET_GO.clear()
+    a = Surface.get_or_create("awaited-read")
+    try:
+        holding = a.hold_read.run_async()
+        assert READING.wait(HANG)
+        assert asyncio.run(asyncio.wait_for(_awaited(a.count.run_async()), HANG / 2)) == 0
+    finally:
+        LET_GO.set()
+    assert holding.result(HANG) is True
