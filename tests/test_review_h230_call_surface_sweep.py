@@ -28,6 +28,7 @@ from test_review_own_runtime_waits import HANG, HELD, _answered, _handler_ran_wh
 import vactor_cloud as vc
 from vactor_cloud import future as future_module
 from vactor_cloud import handle as handle_module
+from vactor_cloud.creation import Creation
 from vactor_cloud.future import CallFuture
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
@@ -834,3 +835,20 @@ def test_an_awaited_read_does_not_wait_for_the_full_read_pool(store_spec: StoreS
     finally:
         LET_GO.set()
     assert holding.result(HANG) is True
+
+
+@pytest.mark.parametrize("how", ["run", "run_async"])
+def test_a_call_interrupted_as_it_is_queued_behind_a_pending_creation_is_withdrawn(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """H49, H52: Ctrl-C landing just as the call was queued behind this process's pending
+    creation (``Creation.defer`` returned), before its caller had a future: the call was not
+    withdrawn, and applied once the creation committed, behind its caller's back."""
+    retune(wait_for_init=False)
+    held = _hold_spawned(vc.get_runtime(), monkeypatch, 1)
+    handle = FailsToInit.get_or_create(f"interrupted-as-queued-{how}", False)
+    monkeypatch.setattr(Creation, "defer", InterruptOnce(Creation.defer, after=True))
+    with pytest.raises(Interrupted):
+        getattr(handle.add, how)(5)
+    held[0]()  # the creation commits now
+    assert handle.add.run(1) == 1
