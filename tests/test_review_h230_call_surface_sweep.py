@@ -26,6 +26,7 @@ from test_review_h150_ready_after_failed_creation import FailsToInit, _hold_spaw
 from test_review_own_runtime_waits import HANG, HELD, _answered, _handler_ran_while_waiting
 
 import vactor_cloud as vc
+from vactor_cloud import _sync
 from vactor_cloud import future as future_module
 from vactor_cloud import handle as handle_module
 from vactor_cloud.creation import Creation
@@ -852,3 +853,16 @@ def test_a_call_interrupted_as_it_is_queued_behind_a_pending_creation_is_withdra
         getattr(handle.add, how)(5)
     held[0]()  # the creation commits now
     assert handle.add.run(1) == 1
+
+
+def test_run_on_the_io_loop_is_refused(actor_store: StoreSpec) -> None:
+    """H46: ``run()`` made on vactor's IO loop (code the loop runs) not refused: it waited for
+    a commit that needs the loop it blocked."""
+    a = Surface.get_or_create("run-on-the-loop")
+
+    async def on_the_loop() -> int:
+        return a.incr.run()
+
+    with pytest.raises(RuntimeError, match="was called on vactor_cloud.s IO loop"):
+        _sync.submit(on_the_loop()).result(HANG / 3)
+    assert a.count.run() == 0
