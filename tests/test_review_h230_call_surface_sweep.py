@@ -863,6 +863,6 @@ def test_run_on_the_io_loop_is_refused(actor_store: StoreSpec) -> None:
     async def on_the_loop() -> int:
         return a.incr.run()
 
-    with pytest.raises(RuntimeError, match="was called on vactor_cloud.s IO loop"):
+    with pytest.raises(RuntimeError, match="called on vactor_cloud's IO loop"):
         _sync.submit(on_the_loop()).result(HANG / 3)
     assert a.count.run() == 0
