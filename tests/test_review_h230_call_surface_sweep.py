@@ -9,7 +9,9 @@ import asyncio
 import concurrent.futures
 import copy
 import pickle
+import sys
 import threading
+import time
 import tracemalloc
 import types
 import weakref
@@ -29,6 +31,7 @@ import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud import future as future_module
 from vactor_cloud import handle as handle_module
+from vactor_cloud.core import ActorCore
 from vactor_cloud.creation import Creation
 from vactor_cloud.future import CallFuture
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
@@ -730,25 +733,6 @@ def test_shutdown_refusing_a_ready_check_a_waiter_ran_logs_nothing(
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
 
 
-def test_a_read_nobody_waits_for_runs_beside_a_full_writer_pool(store_spec: StoreSpec) -> None:
-    """H54, H57: a ``run_async`` read queued on the writers' pool (or behind the actor's
-    writes): with that pool busy, a read nobody waits for (its done callback does) ran only
-    after the slow write."""
-    store_spec.init(settings=vc.Settings(max_workers=1))
-    READING.clear()
-    LET_GO.clear()
-    a = Surface.get_or_create("read-beside-writes")
-    ran = threading.Event()
-    try:
-        holding = a.hold_write.run_async()  # the writers' pool's one thread, and the actor
-        assert READING.wait(HANG)
-        a.count.run_async().add_done_callback(lambda _: ran.set())
-        assert ran.wait(HANG / 2), "the read waited for the write"
-    finally:
-        LET_GO.set()
-    assert holding.result(HANG) is True
-
-
 def test_a_pickled_method_keeps_its_options_and_its_timer(actor_store: StoreSpec) -> None:
     """H74, H75: ``ActorMethod.__reduce__`` dropping the method's options (a key: applied
     twice) or its timer (the call ran at once instead of being scheduled)."""
@@ -866,3 +850,40 @@ def test_run_on_the_io_loop_is_refused(actor_store: StoreSpec) -> None:
     with pytest.raises(RuntimeError, match="called on vactor_cloud's IO loop"):
         _sync.submit(on_the_loop()).result(HANG / 3)
     assert a.count.run() == 0
+
+
+def _waits_in(thread: threading.Thread, function: str) -> bool:
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None and frame.f_code.co_name != function:
+        frame = frame.f_back
+    return frame is not None
+
+
+def test_a_writer_made_while_a_settled_creation_hands_its_calls_over_goes_after_them(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """H58: a writer call made while the creation, settled, still hands the calls queued behind
+    it over to the actor sent to the actor at once: it went ahead of them (``add(1)`` queued
+    first, applied second)."""
+    retune(wait_for_init=False)
+    held = _hold_spawned(vc.get_runtime(), monkeypatch, 1)
+    handle = FailsToInit.get_or_create("hand-over-order", False)
+    first = handle.add.run_async(1)  # queued behind the creation
+    made: list[Any] = []
+    submit = ActorCore.submit
+
+    def handing_over(core: ActorCore, call: Any) -> None:
+        if not made:  # (the first hand-over: a second call is made meanwhile, on another thread)
+            second = threading.Thread(target=lambda: made.append(handle.add.run_async(10)), daemon=True)
+            made.append(second)
+            second.start()
+            ends = time.monotonic() + HANG
+            while len(made) == 1 and not _waits_in(second, "defer") and time.monotonic() < ends:
+                time.sleep(0.001)
+        submit(core, call)
+
+    monkeypatch.setattr(ActorCore, "submit", handing_over)
+    held[0]()  # the creation commits, then hands its queued call over
+    made[0].join(HANG)
+    assert first.result(HANG) == 1
+    assert made[1].result(HANG) == 11
