@@ -474,9 +474,8 @@ def test_a_cycle_through_a_read_another_thread_runs_is_refused_at_once(
     pool runs, which calls A's writer: no thread could go on. The wait for the read was no edge
     of the wait-for graph (``reentrancy.refuse_wait_cycle``), so the call back to A waited
     ``max(deadline, commit_timeout)`` for ``ActorBusyError`` (120 s by default) instead of
-    being refused at once, as a cycle through a writer on a pool thread is. (H04: the waiter
-    running the read itself without keeping A's writer listed let the call back through.)
-    The bound is set far beyond the test's own wait."""
+    being refused at once, as a cycle through a writer on a pool thread is. The bound is
+    set far beyond the test's own wait."""
     store_spec.init(settings=vc.Settings(deadline=600, commit_timeout=600))
     Surface.get_or_create("cycle-reader")
     writer = Surface.get_or_create("cycle-writer")
