@@ -14,6 +14,7 @@ import threading
 import time
 import tracemalloc
 import types
+import uuid
 import weakref
 from typing import Any
 
@@ -160,10 +161,6 @@ class Surface:
     def on_noted(self, payload: Any) -> list[int]:
         self.n += 1
         return sorted(payload)
-
-    @staticmethod
-    def helper() -> int:
-        return 1
 
     @vc.virtual_actor.readonly
     def count(self) -> int:
@@ -455,14 +452,6 @@ def test_a_private_name_is_refused_without_asking_the_store(actor_store: StoreSp
     with pytest.raises(AttributeError, match="private to the actor's class"):
         handle._secret  # noqa: B018
     assert not hasattr(handle, "_ipython_canary_method_should_not_exist_")
-
-
-def test_a_static_method_name_says_why_a_handle_does_not_call_it(actor_store: StoreSpec) -> None:
-    """H78: ``_not_a_method`` saying nothing: the user who defined ``helper`` as a
-    ``staticmethod`` was told only that there is no such method."""
-    a = Surface.get_or_create("static-helper")
-    with pytest.raises(AttributeError, match="'helper' is a staticmethod"):
-        a.helper  # noqa: B018
 
 
 @pytest.mark.parametrize("how", ["result", "get", "await"])
@@ -886,3 +875,28 @@ def test_a_writer_made_while_a_settled_creation_hands_its_calls_over_goes_after_
     made[0].join(HANG)
     assert first.result(HANG) == 1
     assert made[1].result(HANG) == 11
+
+
+def test_a_keyed_calls_id_is_the_one_every_process_derives(actor_store: StoreSpec) -> None:
+    """H66: a keyed call given a random id: the id docs/protocol.md gives it (the same in every
+    process: a run of the call again finds its sub-tasks' checkpoints by it) was not the one
+    committed."""
+    a = Surface.get_or_create("keyed-id")
+    assert a.incr.options(idempotency_key="k").run() == 1
+    assert a.history(1)[0].calls[-1].call_id == uuid.uuid5(uuid.NAMESPACE_URL, "keyed-id/k").hex
+
+
+def test_a_stand_in_method_given_at_step_is_checked_as_its_class_defines_it(actor_store: StoreSpec) -> None:
+    """H69, H70: a method of a class this process does not define (a handle unpickled where
+    it is not: ``handle._stand_in``) given ``at_step``, resolved to the class's method: the
+    actor holding another class now ran that class's method of the name (not
+    ``ActorClassChangedError``); a writer of the name ran at a step (not ``ValueError``)."""
+    a = Surface.get_or_create("stand-in-at-step")
+    a.incr.run()
+    other = handle_module.ActorMethod("stand-in-at-step", handle_module._stand_in("elsewhere:Other", "count"))
+    with pytest.raises(vc.ActorClassChangedError):
+        other.options(at_step=0).run()
+    own = handle_module._stand_in(Surface.name, "incr")  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="at_step"):
+        handle_module.ActorMethod("stand-in-at-step", own).options(at_step=0).run()
+    assert a.count.run() == 1
