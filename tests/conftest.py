@@ -221,6 +221,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_bench_ready",
         "test_review_h170_batch_sweep",
         "test_review_h228_workflow_sweep",
+        "test_review_h230_call_surface_sweep",
         "test_review_h172_timer_claims",
         "test_review_h176_timer_runner",
         "test_review_h176_bench",

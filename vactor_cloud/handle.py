@@ -16,6 +16,7 @@ import inspect
 import itertools
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -56,7 +57,7 @@ from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log_records import unrecordable
 from vactor_cloud.read_room import Read, current_read
-from vactor_cloud.reentrancy import WaitingInsideWriter, writers_on_this_thread
+from vactor_cloud.reentrancy import WaitingInsideWriter, refuse_wait_cycle, unblock, writers_on_this_thread
 from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use
 from vactor_cloud.timers import TimerInfo
 
@@ -74,22 +75,48 @@ def _refuse(call: PendingCall, error: BaseException) -> None:
         call.future.set_exception(error)
 
 
+class _ReadRun:
+    """Who runs a read-only ``run_async`` call: the first of its pool task and the threads
+    waiting for its future to start it (the others leave it to that one). To the wait-for graph
+    (``reentrancy.refuse_wait_cycle``) it is what a writer waiting for the read waits for: the
+    thread running it, which the read's own calls may make wait for that writer."""
+
+    __slots__ = ("_drainer", "_starts", "actor_id")
+
+    def __init__(self, actor_id: str) -> None:
+        self.actor_id = actor_id
+        #: the thread that runs the read (in the graph, as a core's thread applying its calls)
+        self._drainer: int | None = None
+        self._starts = itertools.count()
+
+    def start(self) -> bool:
+        """True for exactly one caller (``next`` on a count is atomic): who runs the read."""
+        if next(self._starts) != 0:
+            return False
+        self._drainer = threading.get_ident()
+        return True
+
+    def _withdraw(self, future: concurrent.futures.Future[Any], error: BaseException) -> bool:
+        return False  # (a read another thread started cannot be taken back)
+
+
 class _PooledRead:
     """A read-only ``run_async`` call's task on the read pool (reads run side by side: one task
     each). It lets go of its call once the call's future is cancelled: behind a read pool that
     slow reads kept busy, each cancelled read's task waited in the pool's queue with its call,
     arguments and all."""
 
-    __slots__ = ("call", "core", "inside")
+    __slots__ = ("call", "core", "inside", "run")
 
-    def __init__(self, core: ActorCore, call: PendingCall, inside: Read | None) -> None:
+    def __init__(self, core: ActorCore, call: PendingCall, inside: Read | None, run: _ReadRun) -> None:
         self.core: ActorCore | None = core
         self.call: PendingCall | None = call
         self.inside = inside
+        self.run = run
 
     def __call__(self) -> None:
         core, call = self.core, self.call
-        if core is not None and call is not None:
+        if core is not None and call is not None and self.run.start():
             core.read(call, self.inside)  # (inside: the read it was made in, see read_room)
 
     def refuse(self, error: BaseException) -> None:
@@ -105,13 +132,31 @@ class _PooledRead:
                 future._help = None  # (it holds them too)
 
 
-def _read_waiting(core: ActorCore, call: PendingCall, inside: Read | None, _timeout: float | None) -> None:
-    """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list).
+def _read_waiting(
+    core: ActorCore, call: PendingCall, inside: Read | None, run: _ReadRun, timeout: float | None
+) -> None:
+    """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list),
+    unless another thread started it. A writer method waiting here without a timeout for a read
+    another thread runs is an edge of the wait-for graph, to that thread: a call the read makes
+    to the writer's actor closes a cycle, refused at once (``reentrancy.refuse_wait_cycle``).
 
     As work of the runtime (``working``), as a read on the pool is: shutdown waits for it. On
     the thread of its own a bounded wait or an ``await`` starts, it ran on after shutdown."""
-    with WaitingInsideWriter(), core.env.working():
-        core.read(call, inside)
+    if run.start():
+        with WaitingInsideWriter(), core.env.working():
+            core.read(call, inside)
+        return
+    future = call.future
+    if timeout is not None or future.done() or not writers_on_this_thread():
+        return
+    wake = threading.Event()
+    future.add_done_callback(Waker(lambda _: wake.set()))
+    try:
+        while not future.done():
+            if not refuse_wait_cycle(run, future):
+                _sync.interruptible_wait(wake.wait, None, forever=None)
+    finally:
+        unblock()
 
 
 #: frames a call keeps free below the recursion limit for the runtime's own work: a call chain
@@ -807,9 +852,10 @@ class ActorMethod(Generic[P, R]):
             future._help = functools.partial(_help_after_creation, runtime, core, future)
         elif call.readonly:
             inside = current_read()
-            future._help = functools.partial(_read_waiting, core, call, inside)
+            run = _ReadRun(self._actor_id)
+            future._help = functools.partial(_read_waiting, core, call, inside, run)
             future._read_only = True
-            task = _PooledRead(core, call, inside)
+            task = _PooledRead(core, call, inside, run)
             future.add_done_callback(Waker(task.let_go_if_cancelled))
             runtime.spawn(task, on_shutdown=task.refuse, read=True)
         else:
