@@ -56,7 +56,7 @@ from vactor_cloud import (
     posting,
     step_attempt,
 )
-from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import (

@@ -596,7 +596,7 @@ def test_the_benchs_boto3_baseline_lets_a_signal_handler_run_while_it_joins_its_
 
     import boto3
 
-    from vactor_cloud.cli import bench_harness
+    from vactor_cloud.cli import bench_baselines, bench_harness
 
     putting = threading.Event()
     held: list[bool] = []
@@ -617,7 +617,7 @@ def test_the_benchs_boto3_baseline_lets_a_signal_handler_run_while_it_joins_its_
     target = bench_harness.Target("s3://bucket/prefix")
     _, seen = _handler_ran_while_waiting(
         "_boto3_cas_loop",
-        lambda: bench_harness._boto3_cas_loop(target, "raw", 1, 0.05),
+        lambda: bench_baselines._boto3_cas_loop(target, "raw", 1, 0.05),
         when=putting.is_set,
     )
     assert seen == [True]
