@@ -266,7 +266,7 @@ def test_vactor_compacts_wait_of_a_fresh_window_lets_a_signal_handler_run() -> N
     ``time.sleep`` on the main thread: Ctrl-C taken by another thread had its handler run (and
     the command stop, which it does at Ctrl-C) only once the sleep ended. (The generous bound:
     a sleep of ``HELD`` s, the handler within half of it; its exception ends the sleep.)"""
-    from vactor_cloud.cli.actors import _compact_unproven_again
+    from vactor_cloud.cli.compact import _compact_unproven_again
     from vactor_cloud.errors import VactorError
 
     def compact_one(_actor_id: str) -> Any:
