@@ -14,7 +14,8 @@ import pytest
 
 from vactor_cloud.cli import bench, build_parser
 from vactor_cloud.cli._options import CliError
-from vactor_cloud.cli.bench_harness import COLD_START_ROW, PROFILES, TIMERS_ROW, _taken
+from vactor_cloud.cli.bench_harness import COLD_START_ROW, PROFILES, TIMERS_ROW
+from vactor_cloud.cli.bench_processes import _taken
 
 
 def _bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

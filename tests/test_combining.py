@@ -44,6 +44,8 @@ from store_helpers import retune
 import vactor_cloud as vc
 from vactor_cloud import (
     _sync,
+    after_commit,
+    attempt_stops,
     committer,
     compaction,
     folding,
@@ -52,8 +54,9 @@ from vactor_cloud import (
     post_objects,
     poster,
     posting,
+    step_attempt,
 )
-from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.core import ActorCore
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import (
@@ -962,7 +965,7 @@ def test_a_fold_that_fails_unexpectedly_tells_its_poster_pending_not_failed(
     init_switchable(store_spec, combine_window=60.0)
     log = OrderLog.get_or_create("a")
     log.add.run("me/0")
-    real = committer.apply_batch
+    real = step_attempt.apply_batch
     applies: list[int] = []
 
     runtime = vc.get_runtime()
@@ -977,7 +980,7 @@ def test_a_fold_that_fails_unexpectedly_tells_its_poster_pending_not_failed(
             raise RuntimeError("a defect while applying the batch (injected)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(committer, "apply_batch", fails_once)
+    monkeypatch.setattr(step_attempt, "apply_batch", fails_once)
     commit_behind_its_back("a")
     with pytest.raises(CallPendingError) as raised:
         log.add.run("me/1")  # loses, posts, takes the lease, folds: the apply fails
@@ -1758,6 +1761,9 @@ def commit_timeout_runs_out(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     up = threading.Event()
     clock = JumpingClock(up)
     monkeypatch.setattr(committer, "time", clock)
+    monkeypatch.setattr(step_attempt, "time", clock)
+    monkeypatch.setattr(attempt_stops, "time", clock)
+    monkeypatch.setattr(after_commit, "time", clock)
     monkeypatch.setattr(holding, "time", clock)
     monkeypatch.setattr(poster, "time", clock)
     return up

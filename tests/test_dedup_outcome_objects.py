@@ -318,7 +318,7 @@ def test_a_checkpoint_of_the_previous_format_holding_a_large_result_is_read_and_
 
 
 def _requests(run: Any) -> list[tuple[str, str]]:
-    from vactor_cloud.cli.bench_harness import RequestTrace
+    from vactor_cloud.cli.request_trace import RequestTrace
 
     with RequestTrace(vc.get_runtime().store).installed() as t:
         run()

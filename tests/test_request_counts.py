@@ -19,15 +19,8 @@ import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.cli.bench_harness import (
-    BenchCounter,
-    Request,
-    RequestTrace,
-    Target,
-    _cold_call_fresh_runtime,
-    _cold_call_in_child,
-    sequential_round_trips,
-)
+from vactor_cloud.cli.bench_harness import BenchCounter, Target, _cold_call_fresh_runtime, _cold_call_in_child
+from vactor_cloud.cli.request_trace import Request, RequestTrace, sequential_round_trips
 from vactor_cloud.testing.lanes import Lane, StoreSpec
 
 #: HEAD never moves during a test unless the test flushes it, and caches stay fresh

@@ -16,6 +16,7 @@ import pytest
 from test_review_h169_bench_sweep import _Reporting
 
 from vactor_cloud.cli import bench_harness as harness
+from vactor_cloud.cli import bench_processes
 
 
 class _Context:
@@ -55,5 +56,5 @@ def test_the_wait_for_writers_counts_each_ones_word() -> None:
     ready: queue.Queue[int] = queue.Queue()
     for index in (0, 1, 2):
         ready.put(index)
-    harness._wait_ready([Alive(), Alive()], 60.0, ready)
+    bench_processes._wait_ready([Alive(), Alive()], 60.0, ready)
     assert ready.get_nowait() == 2  # (took two words, one per writer; left the third)

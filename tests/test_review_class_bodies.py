@@ -17,7 +17,7 @@ from background import in_thread
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, definition
-from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.errors import IntegrityError, NotFoundError
 from vactor_cloud.testing.faults import HoldOne
 from vactor_cloud.testing.lanes import StoreSpec

@@ -263,10 +263,10 @@ def test_an_interrupted_compact_all_says_how_far_it_got(
 ) -> None:
     """Before, Ctrl-C said ``interrupted`` only: which actors were compacted, and that the
     interrupted one may keep steps below its watermark until the next run, went unsaid."""
-    from vactor_cloud.cli import actors
+    from vactor_cloud.cli import compact
 
     _seed(store, "m1", "m2", "m3", "m4")
-    real_progress = actors.progress
+    real_progress = compact.progress
 
     @contextlib.contextmanager
     def interrupted_after_two(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[str], None]]:
@@ -279,7 +279,7 @@ def test_an_interrupted_compact_all_says_how_far_it_got(
 
             yield advance_then_interrupt
 
-    monkeypatch.setattr(actors, "progress", interrupted_after_two)
+    monkeypatch.setattr(compact, "progress", interrupted_after_two)
     result = vactor("compact", "--all", "--keep-last", "1", "--min-age", "0", "--force")
     assert result.code == EXIT_INTERRUPTED, result
     line = [line for line in result.err.splitlines() if line.startswith("vactor: ")]
@@ -548,14 +548,14 @@ def test_an_interrupted_second_pass_of_compact_says_every_actor_was_compacted_on
     """Ctrl-C in the second pass (the wait of the writers' ``fresh_window``) said "interrupted
     after compacting 3 of 3 actors; the actors being compacted at the time may keep some old
     steps": none was being compacted. It says the second pass was cut and what stays."""
-    from vactor_cloud.cli import actors
+    from vactor_cloud.cli import compact
 
     _seed(store, "m1", "m2", "m3")
 
     def interrupted(*_args: object, **_kwargs: object) -> list[object]:
         raise KeyboardInterrupt  # Ctrl-C during the second pass's wait
 
-    monkeypatch.setattr(actors, "_compact_unproven_again", interrupted)
+    monkeypatch.setattr(compact, "_compact_unproven_again", interrupted)
     result = vactor("compact", "--all", "--keep-last", "1", "--min-age", "0", "--force")
     assert result.code == EXIT_INTERRUPTED, result
     line = [line for line in result.err.splitlines() if line.startswith("vactor: ")]

@@ -225,7 +225,7 @@ def test_every_json_document_has_the_keys_docs_cli_md_lists(vactor: Vactor, stor
 @pytest.mark.parametrize(
     ("module", "lister", "command", "said"),
     [
-        ("actors", "_all_actor_ids", ("compact", "--all", "--keep-last", "1"), "nothing was compacted"),
+        ("compact", "_all_actor_ids", ("compact", "--all", "--keep-last", "1"), "nothing was compacted"),
         ("timers", "_every_actor_id", ("timers", "repair"), "nothing was repaired"),
     ],
 )

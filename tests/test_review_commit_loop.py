@@ -20,7 +20,7 @@ from test_review_lifecycle import close_in_a_second, recorded, step_put, wait_un
 from test_stats import moved, records
 
 import vactor_cloud as vc
-from vactor_cloud import committer, counters, holding
+from vactor_cloud import counters, holding, step_attempt
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.log import StepCompactedError
@@ -82,7 +82,7 @@ def test_a_damaged_stop_after_a_fold_that_went_through_pauses_from_the_shortest_
             lose_the_next_put(self, record)
         original_put(self, c, record, validated)
 
-    monkeypatch.setattr(committer, "damaged_pause", pause)
+    monkeypatch.setattr(step_attempt, "damaged_pause", pause)
     monkeypatch.setattr(holding, "damaged_pause", pause)
     monkeypatch.setattr(ActorCore, "_fold_posts", fold_posts)
     monkeypatch.setattr(ActorCore, "_put_attempt", put_attempt)

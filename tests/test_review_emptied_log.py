@@ -27,7 +27,7 @@ from store_helpers import init, raw_get, raw_put
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.cli.bench_harness import RequestTrace, sequential_round_trips
+from vactor_cloud.cli.request_trace import RequestTrace, sequential_round_trips
 from vactor_cloud.testing.lanes import StoreSpec
 
 

@@ -20,7 +20,7 @@ from test_dedup_outcome_objects import _BIG, Export, every_named_outcome_exists,
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
-from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.compaction import compact
 from vactor_cloud.testing.lanes import StoreSpec
 

@@ -17,7 +17,7 @@ from cli_harness import Vactor, interrupt_the_second_chunk_listing
 
 import vactor_cloud as vc
 from vactor_cloud.cli import EXIT_INTERRUPTED
-from vactor_cloud.cli import actors as actors_cli
+from vactor_cloud.cli import compact as compact_cli
 
 pytestmark = pytest.mark.vactor_lanes("local")
 
@@ -62,8 +62,8 @@ def test_interrupted_between_two_batches_of_a_chunk_says_no_actor_was_being_comp
 ) -> None:
     """A chunk of 6 ids in batches of 2: the Ctrl-C lands as the second batch is handed out."""
     _seed(store)
-    monkeypatch.setattr(actors_cli, "_COMPACT_CONCURRENCY", 2)
-    real = actors_cli._batches
+    monkeypatch.setattr(compact_cli, "_COMPACT_CONCURRENCY", 2)
+    real = compact_cli._batches
     handed: list[list[str]] = []
 
     def batches_then_interrupt(*args: Any) -> Any:
@@ -73,7 +73,7 @@ def test_interrupted_between_two_batches_of_a_chunk_says_no_actor_was_being_comp
             handed.append(batch)
             yield batch
 
-    monkeypatch.setattr(actors_cli, "_batches", batches_then_interrupt)
+    monkeypatch.setattr(compact_cli, "_batches", batches_then_interrupt)
     line = _last_line(vactor(*COMPACT))
     assert "interrupted after compacting 2 of 6 actors" in line, line
     assert "being compacted at the time" not in line, line
@@ -92,7 +92,7 @@ def test_interrupted_during_a_batch_still_says_those_in_flight_may_keep_old_step
             coroutine.close()
         raise KeyboardInterrupt  # (on the command's thread, as the batch is handed to the loop)
 
-    monkeypatch.setattr(actors_cli, "_gathered", gathered_then_interrupt)
+    monkeypatch.setattr(compact_cli, "_gathered", gathered_then_interrupt)
     line = _last_line(vactor(*COMPACT))
     assert "interrupted after compacting 0 of 6 actors" in line, line
     assert "the actors being compacted at the time (up to 8) may keep some old steps" in line, line

@@ -13,20 +13,20 @@ import pytest
 from cli_harness import Vactor
 from test_review_h149_cli_compact_interrupt import COMPACT, _last_line, _seed
 
-from vactor_cloud.cli import actors as actors_cli
+from vactor_cloud.cli import compact as compact_cli
 from vactor_cloud.errors import PermissionDeniedError
 
 pytestmark = pytest.mark.vactor_lanes("local")
 
 
 def _interrupt_after_the_last_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = actors_cli._batches
+    real = compact_cli._batches
 
     def batches_then_interrupt(*args: Any) -> Any:
         yield from real(*args)
         raise KeyboardInterrupt  # (as the loop asks for the batch after the last)
 
-    monkeypatch.setattr(actors_cli, "_batches", batches_then_interrupt)
+    monkeypatch.setattr(compact_cli, "_batches", batches_then_interrupt)
 
 
 def test_interrupted_after_the_last_batch_says_every_actor_was_compacted(
@@ -47,12 +47,12 @@ def test_interrupted_after_the_last_batch_before_the_second_pass_says_it_did_not
     which compacts those actors again, did not run."""
     _seed(store)
     _interrupt_after_the_last_batch(monkeypatch)
-    real = actors_cli._gathered
+    real = compact_cli._gathered
 
     async def gathered_all_held(coroutines: list[Any]) -> list[Any]:
         return [dataclasses.replace(report, held_unproven=1) for report in await real(coroutines)]
 
-    monkeypatch.setattr(actors_cli, "_gathered", gathered_all_held)
+    monkeypatch.setattr(compact_cli, "_gathered", gathered_all_held)
     line = _last_line(vactor(*COMPACT))
     assert "interrupted after compacting all 6 actors once, before the second pass" in line, line
     assert "the other 0" not in line and "between two batches" not in line, line
@@ -63,7 +63,7 @@ def test_interrupted_after_the_last_batch_with_an_actor_that_failed_says_so(
 ) -> None:
     _seed(store)
     _interrupt_after_the_last_batch(monkeypatch)
-    real = actors_cli._gathered
+    real = compact_cli._gathered
     failures: list[int] = []
 
     async def gathered_one_failed(coroutines: list[Any]) -> list[Any]:
@@ -73,7 +73,7 @@ def test_interrupted_after_the_last_batch_with_an_actor_that_failed_says_so(
             reports[0] = PermissionDeniedError("access denied", "actors/m0/HEAD")
         return reports
 
-    monkeypatch.setattr(actors_cli, "_gathered", gathered_one_failed)
+    monkeypatch.setattr(compact_cli, "_gathered", gathered_one_failed)
     line = _last_line(vactor(*COMPACT))
     assert "interrupted after trying all 6 actors (1 could not be compacted)" in line, line
     assert "none was left to try; run it again for those that failed" in line, line

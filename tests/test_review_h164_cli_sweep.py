@@ -73,6 +73,7 @@ from vactor_cloud import history as history_module
 from vactor_cloud.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_STORAGE, EXIT_USAGE
 from vactor_cloud.cli import _interrupts as interrupts_cli
 from vactor_cloud.cli import actors as actors_cli
+from vactor_cloud.cli import compact as compact_cli
 from vactor_cloud.cli import events as events_cli
 from vactor_cloud.cli._output import Output, printable
 from vactor_cloud.errors import NotFoundError
@@ -314,13 +315,13 @@ def test_compact_all_interrupted_in_its_last_batch_says_so_and_exits_130(
     nothing: the command went on as if not interrupted, exit 0. It now says, as interrupted after
     the last batch, that every actor was compacted, exit 130, the rows printed."""
     _seed(store, "c1", "c2", "c3", calls=2)
-    real = actors_cli._gathered
+    real = compact_cli._gathered
 
     async def interrupted_meanwhile(coroutines: list[Any]) -> list[Any]:
         os.kill(os.getpid(), signal.SIGINT)  # (the main thread's handler: the batch finishes)
         return await real(coroutines)
 
-    monkeypatch.setattr(actors_cli, "_gathered", interrupted_meanwhile)
+    monkeypatch.setattr(compact_cli, "_gathered", interrupted_meanwhile)
     result = vactor("compact", "--all", "--keep-last", "1", "--min-age", "0", "--force")
     assert result.code == EXIT_INTERRUPTED, result
     assert [line.split()[0] for line in result.out.splitlines()[1:]] == ["c1", "c2", "c3"], result.out
@@ -376,12 +377,12 @@ def test_the_second_pass_adds_its_deletes_to_the_first_ones(
     compacted again; its row counts the steps both passes deleted. (Mutation: the second pass's
     count alone: the first pass's deletes vanished from the table and the JSON.)"""
     _seed(store, "lamp", calls=4)
-    real = actors_cli._gathered
+    real = compact_cli._gathered
 
     async def first_pass_held(coroutines: list[Any]) -> list[Any]:
         return [dataclasses.replace(report, held_unproven=1) for report in await real(coroutines)]
 
-    monkeypatch.setattr(actors_cli, "_gathered", first_pass_held)
+    monkeypatch.setattr(compact_cli, "_gathered", first_pass_held)
     argv = ("compact", "--all", "--keep-last", "1", "--min-age", "0", "--fresh-window", "0", "--force")
     result = vactor(*argv, "--json")
     assert result.code == 0, result

@@ -90,6 +90,7 @@ import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import timer_bench
+from vactor_cloud.cli import bench_baselines, bench_processes, request_trace
 from vactor_cloud.cli import bench_harness as harness
 from vactor_cloud.cli._options import CliError
 from vactor_cloud.cli.bench import PlainProgress
@@ -325,7 +326,7 @@ def test_a_failed_or_interrupted_writer_ends_every_child(
     def take(*_args: Any) -> Any:
         raise failure
 
-    monkeypatch.setattr(harness, "take_report", take)
+    monkeypatch.setattr(bench_processes, "take_report", take)
     with pytest.raises((CliError, KeyboardInterrupt)):
         harness._processes(harness.Target("file:///x"), "a", 3, 0.1)
     assert [(c.killed, c.joined) for c in context.children] == [(True, True)] * 3
@@ -335,9 +336,9 @@ def test_no_report_in_time_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) 
     def take(*_args: Any) -> Any:
         raise queue.Empty
 
-    monkeypatch.setattr(harness, "take_report", take)
+    monkeypatch.setattr(bench_processes, "take_report", take)
     with pytest.raises(CliError, match=r"did not report within 30 s; the bench stops"):
-        harness._taken(queue.Queue(), 30, [])
+        bench_processes._taken(queue.Queue(), 30, [])
 
 
 class _Boto3Client:
@@ -367,7 +368,9 @@ def _ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     then ends after so many looks at it, not after so much of the host's time (a short window
     on a loaded host passed before a worker ran, and the row made no call)."""
     ticks = itertools.count()
-    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) / 1000))
+    monkeypatch.setattr(
+        bench_baselines, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) / 1000)
+    )
 
 
 def test_an_error_in_a_boto3_worker_reaches_the_row(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -379,7 +382,7 @@ def test_an_error_in_a_boto3_worker_reaches_the_row(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(boto3, "client", lambda *_args, **_kwargs: _Boto3Client(["AccessDenied"]))
     _ticking_clock(monkeypatch)
     with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
-        harness._boto3_cas_loop(harness.Target("s3://bucket/prefix"), "cas", 2, 0.2)
+        bench_baselines._boto3_cas_loop(harness.Target("s3://bucket/prefix"), "cas", 2, 0.2)
 
 
 def test_the_boto3_baseline_retries_a_lost_race(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -389,7 +392,7 @@ def test_the_boto3_baseline_retries_a_lost_race(monkeypatch: pytest.MonkeyPatch)
         boto3, "client", lambda *_args, **_kwargs: _Boto3Client(["PreconditionFailed", "412"])
     )
     _ticking_clock(monkeypatch)
-    assert harness._boto3_cas_loop(harness.Target("s3://bucket/prefix"), "cas", 2, 0.1) > 0
+    assert bench_baselines._boto3_cas_loop(harness.Target("s3://bucket/prefix"), "cas", 2, 0.1) > 0
 
 
 def test_timer_bench_stops_its_runners() -> None:
@@ -471,7 +474,7 @@ def test_plain_progress_says_each_group_once() -> None:
 
 
 def test_round_trips_chain_only_what_ended_before() -> None:
-    request = harness.Request
+    request = request_trace.Request
     # a then (b, c together, both after a) then d after c: 3; e touching d's end starts after it
     trace = [
         request("get", "a", 0.0, 1.0),
@@ -479,14 +482,14 @@ def test_round_trips_chain_only_what_ended_before() -> None:
         request("get", "c", 1.5, 3.0),
         request("put", "d", 3.0, 4.0),
     ]
-    assert harness.sequential_round_trips(trace) == 3
-    assert harness.sequential_round_trips(trace[:1]) == 1
-    assert harness.sequential_round_trips([]) == 0
+    assert request_trace.sequential_round_trips(trace) == 3
+    assert request_trace.sequential_round_trips(trace[:1]) == 1
+    assert request_trace.sequential_round_trips([]) == 0
 
 
 def test_on_path_leaves_out_head_moves_only() -> None:
-    trace = harness.RequestTrace(MemoryStore(f"h169-{uuid.uuid4().hex[:8]}"))
-    request = harness.Request
+    trace = request_trace.RequestTrace(MemoryStore(f"h169-{uuid.uuid4().hex[:8]}"))
+    request = request_trace.Request
     trace.requests = [
         request("put", "x/HEAD", 0, 1),
         request("get", "x/HEAD", 0, 1),
@@ -499,7 +502,7 @@ def test_request_trace_rows_per_deleted_key() -> None:
     name = f"h169-trace-{uuid.uuid4().hex[:8]}"
     store = MemoryStore(name)
     try:
-        trace = harness.RequestTrace(store)
+        trace = request_trace.RequestTrace(store)
 
         async def deletes() -> None:
             version = await store.put("c", b"x")
@@ -525,7 +528,7 @@ def test_raw_puts_leave_nothing_but_their_own(memory_runtime: str, monkeypatch: 
 
     async def run() -> list[str]:
         await store.put("keep/1", b"x")
-        rate = await harness._raw_puts(store, "fanraw/r", b"x", 0.05)
+        rate = await bench_baselines._raw_puts(store, "fanraw/r", b"x", 0.05)
         assert rate > 0
         return await store.list("")
 
@@ -611,8 +614,8 @@ def test_drive_counts_each_call_once(monkeypatch: pytest.MonkeyPatch) -> None:
     async def call(_i: int) -> None:
         clock[0] += 1.0
 
-    monkeypatch.setattr(harness, "time", FakeTime)
-    assert asyncio.run(harness._drive(call, 1, 3.5)) == 1.0
+    monkeypatch.setattr(bench_baselines, "time", FakeTime)
+    assert asyncio.run(bench_baselines._drive(call, 1, 3.5)) == 1.0
 
 
 def _runner_report(fired: int, lateness: list[float], **more: Any) -> dict[str, Any]:
@@ -704,9 +707,9 @@ def test_an_interrupted_boto3_baseline_stops_its_threads(monkeypatch: pytest.Mon
             raise KeyboardInterrupt
 
     monkeypatch.setattr(boto3, "client", lambda *_args, **_kwargs: client)
-    monkeypatch.setattr(harness, "_sync", Interrupted())
+    monkeypatch.setattr(bench_baselines, "_sync", Interrupted())
     with pytest.raises(KeyboardInterrupt):
-        harness._boto3_cas_loop(harness.Target("s3://bucket/prefix"), "cas", 4, 5.0)
+        bench_baselines._boto3_cas_loop(harness.Target("s3://bucket/prefix"), "cas", 4, 5.0)
     before = len(puts)
     time.sleep(0.3)
     assert len(puts) == before
@@ -747,9 +750,9 @@ def test_the_timers_child_is_ended_with_its_runner_processes(
                 time.sleep(0.02)
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(harness, "_sync", Interrupted())
+    monkeypatch.setattr(bench_processes, "_sync", Interrupted())
     with pytest.raises(KeyboardInterrupt):
-        harness._run_captured([sys.executable, "-c", script], dict(os.environ), 60)
+        bench_processes._run_captured([sys.executable, "-c", script], dict(os.environ), 60)
     grandchild = int(said.read_text())
     deadline = time.monotonic() + 10
     while _running(grandchild) and time.monotonic() < deadline:
@@ -845,10 +848,10 @@ def test_the_wait_for_writers_to_load_ends_when_one_died(monkeypatch: pytest.Mon
         def is_alive(self) -> bool:
             return self.alive
 
-    monkeypatch.setattr(harness, "time", FakeTime)
-    harness._wait_ready([Proc(True), Proc(False)], 5.0)
+    monkeypatch.setattr(bench_processes, "time", FakeTime)
+    bench_processes._wait_ready([Proc(True), Proc(False)], 5.0)
     assert slept == []
-    harness._wait_ready([Proc(True), Proc(True)], 1.0)
+    bench_processes._wait_ready([Proc(True), Proc(True)], 1.0)
     assert sum(slept) == pytest.approx(1.0, abs=0.11)
 
 
@@ -900,12 +903,12 @@ def test_the_raw_baselines_run_at_the_rows_concurrency(monkeypatch: pytest.Monke
     """The fan-out row's raw PUTs and the one-actor row's CAS loop: 64 in flight, as the rows
     say (the library side is driven at 64 too); one at a time would flatter the library."""
     store = _CountingStore()
-    monkeypatch.setattr(harness, "time", types.SimpleNamespace(perf_counter=lambda: store.clock))
-    assert asyncio.run(harness._raw_puts(store, "raw", b"x", 0.05)) > 0  # type: ignore[arg-type]
-    assert store.peak == harness._CONCURRENCY == 64
+    monkeypatch.setattr(bench_baselines, "time", types.SimpleNamespace(perf_counter=lambda: store.clock))
+    assert asyncio.run(bench_baselines._raw_puts(store, "raw", b"x", 0.05)) > 0  # type: ignore[arg-type]
+    assert store.peak == bench_baselines._CONCURRENCY == 64
     assert store.objects == {}  # (its objects deleted again)
     store = _CountingStore()
-    assert asyncio.run(harness._store_cas_loop(store, "cas", 0.05)) > 0  # type: ignore[arg-type]
+    assert asyncio.run(bench_baselines._store_cas_loop(store, "cas", 0.05)) > 0  # type: ignore[arg-type]
     assert store.peak == 64
 
 

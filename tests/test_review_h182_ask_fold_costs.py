@@ -33,7 +33,7 @@ from test_review_h179_given_up_fold import ask_once, asked_and_held
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, folding
-from vactor_cloud.cli.bench_harness import Request, RequestTrace
+from vactor_cloud.cli.request_trace import Request, RequestTrace
 from vactor_cloud.core import ActorCore
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.testing.lanes import StoreSpec

@@ -23,7 +23,7 @@ from test_review_h179_given_up_fold import applied_elsewhere_once_the_task_is_qu
 from test_review_h182_ask_fold_costs import let_go_writing_nothing, wait_until_quiet
 
 import vactor_cloud as vc
-from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.testing.lanes import StoreSpec
 
 #: Request counts of this process's own protocol: memory and local suffice.

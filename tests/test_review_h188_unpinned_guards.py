@@ -90,7 +90,7 @@ from test_stats import moved, records
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, folding, posting
-from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.compaction import raise_watermark
 from vactor_cloud.dedup import Outcome
 from vactor_cloud.errors import (

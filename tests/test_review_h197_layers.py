@@ -7,7 +7,7 @@ from __future__ import annotations
 from test_layers import ABOVE_THE_CORE, _imports, _modules
 
 #: ``ActorCore``'s bases, lowest first: each imports the one below it, none one above it
-BASES = ("poster", "folding", "committer", "holding", "core")
+BASES = ("poster", "folding", "after_commit", "step_attempt", "attempt_stops", "committer", "holding", "core")
 
 
 def _imports_of(part: str) -> set[str]:
@@ -17,7 +17,17 @@ def _imports_of(part: str) -> set[str]:
 
 
 def test_the_modules_carved_out_of_the_core_do_not_reach_up_to_handles_events_or_the_runtime() -> None:
-    for part in ("committer", "holding", "reentrancy", "commit_notes"):
+    for part in (
+        "commit_env",
+        "batch_commit",
+        "after_commit",
+        "step_attempt",
+        "attempt_stops",
+        "committer",
+        "holding",
+        "reentrancy",
+        "commit_notes",
+    ):
         assert not _imports_of(part) & ABOVE_THE_CORE, part
 
 

@@ -13,7 +13,7 @@ import pytest
 from store_helpers import init
 
 import vactor_cloud as vc
-from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.inbox import ActorInbox
 from vactor_cloud.testing.lanes import StoreSpec
 

@@ -16,7 +16,7 @@ from test_review_h178_orphaned_post import ask_until_known, give_up_at_the_first
 from test_review_h182_ask_fold_costs import kinds, wait_until_quiet
 
 import vactor_cloud as vc
-from vactor_cloud.cli.bench_harness import Request, RequestTrace
+from vactor_cloud.cli.request_trace import Request, RequestTrace
 from vactor_cloud.errors import CallNotFoundError
 from vactor_cloud.testing.lanes import StoreSpec
 

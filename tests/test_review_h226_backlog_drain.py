@@ -23,7 +23,7 @@ from test_review_h222_backlog_work import Backlogged, _Looks
 import vactor_cloud as vc
 from vactor_cloud import _sync, inbox_events
 from vactor_cloud import inbox as inbox_module
-from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.events import process_events, process_events_async
 from vactor_cloud.runtime import Runtime

@@ -175,7 +175,7 @@ from test_review_h213_resume_races import resume_held_after_listing
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, deletion, keys, workflow, workflow_steps
-from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.errors import NotFoundError, StorageError
 from vactor_cloud.posting import PostedCall
 from vactor_cloud.testing.lanes import StoreSpec

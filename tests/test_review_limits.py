@@ -20,7 +20,7 @@ from test_review_events import Tape, drain_on, inbox_ids
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec, keys, timer_claims, timer_membership
-from vactor_cloud.cli.bench_harness import Request, RequestTrace
+from vactor_cloud.cli.request_trace import Request, RequestTrace
 from vactor_cloud.errors import ActorDefinitionError, StateSerializationError
 from vactor_cloud.events import process_events, send_event
 from vactor_cloud.inbox import MAX_EVENTS_PER_COMMIT, InboxEvent, fold_order

@@ -23,9 +23,9 @@ from caller_workers import add_one
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, definition, events, runtime
-from vactor_cloud.cli.bench_harness import RequestTrace
-from vactor_cloud.committer import CLASS_BODY_RECHECK
+from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.core import ActorCore
+from vactor_cloud.step_attempt import CLASS_BODY_RECHECK
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL
 

@@ -266,7 +266,7 @@ def test_vactor_compacts_wait_of_a_fresh_window_lets_a_signal_handler_run() -> N
     ``time.sleep`` on the main thread: Ctrl-C taken by another thread had its handler run (and
     the command stop, which it does at Ctrl-C) only once the sleep ended. (The generous bound:
     a sleep of ``HELD`` s, the handler within half of it; its exception ends the sleep.)"""
-    from vactor_cloud.cli.actors import _compact_unproven_again
+    from vactor_cloud.cli.compact import _compact_unproven_again
     from vactor_cloud.errors import VactorError
 
     def compact_one(_actor_id: str) -> Any:
@@ -596,7 +596,7 @@ def test_the_benchs_boto3_baseline_lets_a_signal_handler_run_while_it_joins_its_
 
     import boto3
 
-    from vactor_cloud.cli import bench_harness
+    from vactor_cloud.cli import bench_baselines, bench_harness
 
     putting = threading.Event()
     held: list[bool] = []
@@ -617,7 +617,7 @@ def test_the_benchs_boto3_baseline_lets_a_signal_handler_run_while_it_joins_its_
     target = bench_harness.Target("s3://bucket/prefix")
     _, seen = _handler_ran_while_waiting(
         "_boto3_cas_loop",
-        lambda: bench_harness._boto3_cas_loop(target, "raw", 1, 0.05),
+        lambda: bench_baselines._boto3_cas_loop(target, "raw", 1, 0.05),
         when=putting.is_set,
     )
     assert seen == [True]

@@ -32,7 +32,8 @@ from timer_workers import (
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, keys
-from vactor_cloud.cli.bench_harness import BenchCounter, RequestTrace
+from vactor_cloud.cli.bench_harness import BenchCounter
+from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.storage import Blob, MemoryStore, PutMode
 from vactor_cloud.testing.faults import FaultConfig, FaultRule
 from vactor_cloud.testing.lanes import Lane, StoreSpec

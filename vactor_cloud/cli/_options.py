@@ -510,6 +510,12 @@ def memory_hint(url: str | None = None) -> str:
     )
 
 
+def describe_storage() -> str:
+    from vactor_cloud.runtime import get_runtime
+
+    return get_runtime().store.describe()
+
+
 def local_path(url: str) -> str | None:
     """The directory a local store's URL names (a path, ``file://``); ``None`` for another scheme."""
     from vactor_cloud.storage import local_root

@@ -14,49 +14,75 @@ local directory or an emulator show what a remote bucket would; ``--rows``
 picks row groups.
 
 The command line (``vactor bench``) lives in :mod:`vactor_cloud.cli.bench`;
-this module is the measurement harness.
+this module is the measurement harness: the benchmark's actor class, the rows, what runs
+inside the benchmark's child processes, and the run. It builds on
+:mod:`vactor_cloud.cli.bench_model` (profiles, target, rows as data),
+:mod:`vactor_cloud.cli.request_trace` (requests counted), :mod:`vactor_cloud.cli.bench_baselines`
+(the raw baselines and the drivers) and :mod:`vactor_cloud.cli.bench_processes` (child
+processes, from the parent's side).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import json
 import multiprocessing
 import os
-import queue
 import shutil
-import signal
-import statistics
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.actor import ActorClass
-from vactor_cloud.child_reports import take_report
-from vactor_cloud.cli._options import CliError
-from vactor_cloud.errors import AlreadyExistsError, NotFoundError, PreconditionFailedError
+from vactor_cloud.cli.bench_baselines import (
+    _CONCURRENCY,
+    _PAYLOAD,
+    _boto3_cas_loop,
+    _cpu_per_call,
+    _delete_prefix,
+    _drive,
+    _raw_puts,
+    _store_cas_loop,
+)
+from vactor_cloud.cli.bench_model import (
+    PROFILES,
+    Profile,
+    Row,
+    Target,
+    _known,
+    _median,
+    _no_baseline_row,
+    _p50,
+    _ratio,
+    _shown,
+)
+from vactor_cloud.cli.bench_processes import (
+    _CHILD_TIMEOUT,
+    _READY_LIMIT,
+    _bare_put_script,
+    _cold_start_script,
+    _ended,
+    _joined,
+    _rss_mb,
+    _run_captured,
+    _taken,
+    _time_child,
+    _wait_ready,
+)
+from vactor_cloud.cli.request_trace import RequestTrace, sequential_round_trips
+from vactor_cloud.errors import AlreadyExistsError
 from vactor_cloud.log_records import CallRecord, StepRecord
-from vactor_cloud.runtime import Settings, get_runtime
-from vactor_cloud.storage import IfMatch, ObjectStore
-from vactor_cloud.testing.latency import Latency, install
+from vactor_cloud.runtime import get_runtime
 
 __all__ = ["PROFILES", "ROW_GROUPS", "BenchCounter", "Profile", "Row", "Target", "run_bench"]
-
-#: the state payload every benchmark actor carries (1 KB)
-_PAYLOAD = "x" * 1000
-_CONCURRENCY = 64
-#: a child process that has not answered by then is reported, not waited for
-_CHILD_TIMEOUT = 900.0
 
 
 class _Counter:
@@ -79,221 +105,7 @@ class _Counter:
 BenchCounter: ActorClass[Any] = vc.virtual_actor(_Counter)
 
 
-@dataclass(frozen=True)
-class Profile:
-    """How much work each row does. ``quick`` keeps a run to a few minutes per store."""
-
-    name: str
-    repeats: int
-    #: sequential calls per latency/CPU sample
-    samples: int
-    #: seconds per throughput sample
-    duration: float
-    #: steps of the long actor in the "100,000 steps" row
-    long_steps: int
-    #: actors touched in the RSS row
-    rss_actors: int
-    #: processes in the multi-process row
-    processes: int
-
-
-PROFILES: dict[str, Profile] = {
-    "full": Profile(
-        "full", repeats=5, samples=200, duration=5.0, long_steps=100_000, rss_actors=10_000, processes=8
-    ),
-    "quick": Profile(
-        "quick", repeats=3, samples=50, duration=2.0, long_steps=2_000, rss_actors=1_000, processes=8
-    ),
-    # for the smoke test: every row runs, nothing is meaningful
-    "tiny": Profile("tiny", repeats=1, samples=3, duration=0.2, long_steps=12, rss_actors=10, processes=2),
-}
-
-
-@dataclass
-class Row:
-    """One line of the result table."""
-
-    name: str
-    target: str
-    value: str
-    ok: bool | None
-    note: str = ""
-    raw: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the benchmark writes: a URL, fsspec options and the environment child processes need."""
-
-    url: str
-    options: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
-    #: added to every request of every process the benchmark runs
-    latency: Latency | None = None
-
-    @property
-    def scheme(self) -> str:
-        return self.url.split("://", 1)[0].lower() if "://" in self.url else "file"
-
-    @property
-    def multiprocess(self) -> bool:
-        return self.scheme != "memory"
-
-    def sub(self, name: str) -> Target:
-        if self.scheme == "memory":  # memory://NAME-name (a memory store's name has no folders)
-            scheme, _, store_name = self.url.partition("://")
-            stem = store_name.rstrip("/")
-            return replace(self, url=f"{scheme}://{stem}-{name}" if stem else f"{scheme}://{name}")
-        return replace(self, url=f"{self.url.rstrip('/')}/{name}")
-
-    def init(self, settings: Settings | None = None) -> None:
-        os.environ.update(self.env)
-        if settings is None:
-            vc.init(self.url, **self.options)
-        else:
-            vc.init(self.url, settings=settings, **self.options)
-        if self.latency is not None:
-            install(self.latency)
-
-
-# -- request tracing -------------------------------------------------------------------
-@dataclass(frozen=True)
-class Request:
-    kind: str
-    key: str
-    started: float
-    ended: float
-
-
-class RequestTrace:
-    """Records every request a store sends, with its key and interval, while installed."""
-
-    def __init__(self, store: ObjectStore, *, latency: float = 0.0) -> None:
-        self.store = store
-        #: added to every request, so that requests issued together overlap even on a
-        #: store that answers at once (memory): round trips then show the protocol's shape
-        self.latency = latency
-        self.requests: list[Request] = []
-        self._lock = threading.Lock()
-
-    def _wrap(self, kind: str) -> Callable[..., Awaitable[Any]]:
-        method = getattr(type(self.store), kind)
-
-        async def traced(key: str, *args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                if self.latency:
-                    await asyncio.sleep(self.latency)
-                return await method(self.store, key, *args, **kwargs)
-            finally:
-                with self._lock:
-                    self.requests.append(Request(kind, key, started, time.perf_counter()))
-
-        return traced
-
-    def _wrap_delete_many(self) -> Callable[[Iterable[str]], Coroutine[Any, Any, None]]:
-        method = type(self.store).delete_many
-
-        async def traced(keys: Iterable[str]) -> None:
-            keys = list(keys)
-            started = time.perf_counter()
-            try:
-                if self.latency:
-                    await asyncio.sleep(self.latency)
-                await method(self.store, keys)
-            finally:
-                ended = time.perf_counter()
-                with self._lock:
-                    # One row per key, as kind "delete": what was deleted, and when.
-                    self.requests.extend(Request("delete", key, started, ended) for key in keys)
-
-        return traced
-
-    def _wrap_delete_unchanged(self) -> Callable[[Mapping[str, str]], Coroutine[Any, Any, None]]:
-        method = type(self.store).delete_unchanged
-
-        async def traced(versions: Mapping[str, str]) -> None:
-            versions = dict(versions)
-            started = time.perf_counter()
-            try:
-                if self.latency:
-                    await asyncio.sleep(self.latency)
-                await method(self.store, versions)
-            finally:
-                ended = time.perf_counter()
-                with self._lock:
-                    # One row per key, as kind "delete" (as ``delete_many``'s).
-                    self.requests.extend(Request("delete", key, started, ended) for key in versions)
-
-        return traced
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[RequestTrace]:
-        kinds = ("get", "head", "put", "list", "delete")
-        for kind in kinds:
-            setattr(self.store, kind, self._wrap(kind))
-        self.store.delete_many = self._wrap_delete_many()  # type: ignore[method-assign,assignment]
-        self.store.delete_unchanged = self._wrap_delete_unchanged()  # type: ignore[method-assign,assignment]
-        try:
-            yield self
-        finally:
-            for kind in (*kinds, "delete_many", "delete_unchanged"):
-                with contextlib.suppress(AttributeError):
-                    delattr(self.store, kind)
-
-    def on_path(self) -> list[Request]:
-        """Requests other than HEAD moves (those happen in the background, off the critical path)."""
-        return [r for r in self.requests if not (r.kind == "put" and r.key.endswith("/HEAD"))]
-
-
-def sequential_round_trips(requests: list[Request]) -> int:
-    """The longest chain of requests each of which started after the previous one ended."""
-    ordered = sorted(requests, key=lambda r: r.started)
-    depth: list[int] = []
-    for i, request in enumerate(ordered):
-        before = [depth[j] for j in range(i) if ordered[j].ended <= request.started]
-        depth.append(1 + max(before, default=0))
-    return max(depth, default=0)
-
-
 # -- small pieces ------------------------------------------------------------------------
-def _shown(value: float, digits: int = 0) -> float:
-    """``value`` as a row shows it (``:.{digits}f``): a row is judged on the figure it prints,
-    never "<= 100 us | 100 us | MISS" for a measured 100.4."""
-    return float(f"{value:.{digits}f}")
-
-
-def _median(values: list[float]) -> float:
-    return float(statistics.median(values)) if values else float("nan")
-
-
-def _p50(samples: list[float]) -> float:
-    return _median(samples)
-
-
-def _ratio(measured: float, baseline: float) -> float | None:
-    """``measured / baseline``; None for a baseline of no calls (no ratio: it was ``inf``,
-    judged "ok" against a lower bound, or ``nan``, which a median sorted anywhere)."""
-    return measured / baseline if baseline > 0 else None
-
-
-def _known(ratios: list[float | None]) -> list[float]:
-    return [ratio for ratio in ratios if ratio is not None]
-
-
-def _no_baseline_row(name: str, goal: str, baseline: str, ratios: list[float | None]) -> Row:
-    """The row of a ratio whose baseline made no call in some repeat: a MISS that says so."""
-    zero = ratios.count(None)
-    return Row(
-        name,
-        goal,
-        "no baseline",
-        False,
-        f"{baseline} made 0 calls in {zero} of {len(ratios)} repeats: no ratio to judge; see "
-        "whether the store answers (vactor doctor) and run the row again",
-    )
-
-
 def _run_on_loop(coro: Awaitable[Any]) -> Any:
     """Run ``coro`` on the IO loop and wait for it. Interrupted (SIGINT, or SIGTERM as the CLI
     maps it), the coroutine is cancelled and waited for (at most 10 s) before the interrupt
@@ -794,235 +606,7 @@ def _timers_row(target: Target, profile: Profile) -> Row:
     return Row(TIMERS_ROW, goal, f"{p99:.3f} s", _shown(p99, 3) <= 2.0 and complete, note)
 
 
-def _run_captured(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """``subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout)``, its
-    wait in slices on the main thread (``_sync.interruptible_wait``): ``run``'s one ``select``
-    on the child's pipes lasts until the child ends, and SIGTERM's handler, taken by another
-    thread, waited for it. The child is killed if the wait is interrupted or times out (as
-    ``run`` does), and so is every process it started (its own session and process group: the
-    timers row's runner processes, which would go on writing into the bench's prefix)."""
-    popen = functools.partial(subprocess.Popen, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with popen(args, env=env, start_new_session=True) as proc:
-        outputs: list[tuple[str, str]] = []
-
-        def ended(timeout: float | None) -> bool:
-            try:  # (called again after a timeout, communicate loses no output)
-                outputs.append(proc.communicate(timeout=timeout))
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-
-        try:
-            if not _sync.interruptible_wait(ended, timeout, forever=None):
-                raise subprocess.TimeoutExpired(args, timeout)
-        except BaseException:
-            _kill_group(proc.pid)
-            proc.kill()
-            raise
-    _kill_group(proc.pid)  # (any process of the child's left behind it)
-    stdout, stderr = outputs[0]
-    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
-
-
-def _kill_group(group: int) -> None:
-    """SIGKILL every process of the process group ``group`` (none left: nothing to do)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
-
-
-def _time_child(script: str, target: Target) -> float:
-    """Wall seconds of ``python -c script`` in a fresh process, from start to exit."""
-    env = {**os.environ, **target.env}
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=_CHILD_TIMEOUT)
-    return time.perf_counter() - started
-
-
-def _cold_start_script(target: Target, actor_id: str) -> str:
-    """What a serverless function does: import, init, one writer call on a new actor, exit."""
-    return (
-        "import vactor_cloud as vc\n"
-        "@vc.virtual_actor\n"
-        "class Counter:\n"
-        "    def __init__(self): self.n = 0\n"
-        "    def incr(self):\n"
-        "        self.n += 1\n"
-        "        return self.n\n"
-        f"vc.init({target.url!r}, storage_options={target.options!r})\n"
-        f"assert Counter.get_or_create({actor_id!r}).incr.run() == 1\n"
-    )
-
-
-def _bare_put_script(target: Target, name: str) -> str:
-    """The floor: a fresh process writing one object with the store's own client and nothing else."""
-    if target.scheme in ("s3", "s3a"):
-        bucket, _, prefix = target.url.split("://", 1)[1].partition("/")
-        key = f"{prefix.strip('/')}/{name}".lstrip("/")
-        options = target.options
-        region = (options.get("client_kwargs") or {}).get("region_name")
-        return (
-            "import boto3\n"
-            f"boto3.client('s3', endpoint_url={options.get('endpoint_url')!r}, "
-            f"aws_access_key_id={options.get('key')!r}, aws_secret_access_key={options.get('secret')!r}, "
-            f"region_name={region!r}).put_object(Bucket={bucket!r}, Key={key!r}, Body=b'x')\n"
-        )
-    if target.scheme in ("gs", "gcs"):
-        return (
-            "import gcsfs\n"
-            f"fs = gcsfs.GCSFileSystem(**{target.options!r})\n"
-            f"fs.pipe({(target.url.split('://', 1)[1].rstrip('/') + '/' + name)!r}, b'x')\n"
-        )
-    root = target.url.removeprefix("file://")
-    return (
-        f"import os\nos.makedirs({root!r}, exist_ok=True)\n"
-        f"open(os.path.join({root!r}, {name!r}), 'wb').write(b'x')\n"
-    )
-
-
-def _cpu_per_call(call: Callable[[int], Any], n: int) -> float:
-    """Process CPU seconds (all threads) per call over ``n`` sequential calls."""
-    started = time.process_time()
-    for i in range(n):
-        call(i)
-    return (time.process_time() - started) / n
-
-
 # -- drivers -------------------------------------------------------------------------------------
-async def _drive(call: Callable[[int], Awaitable[Any]], concurrency: int, duration: float) -> float:
-    """Calls per second with ``concurrency`` calls in flight on this loop for ``duration`` seconds."""
-    deadline = time.perf_counter() + duration
-    counter = iter(range(10**12))
-    done = 0
-    started = time.perf_counter()
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            await call(next(counter))
-            done += 1
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return done / (time.perf_counter() - started)
-
-
-async def _raw_puts(store: ObjectStore, prefix: str, data: bytes, duration: float) -> float:
-    deadline = time.perf_counter() + duration
-    done = 0
-    started = time.perf_counter()
-
-    async def worker(w: int) -> None:
-        nonlocal done
-        i = 0
-        while time.perf_counter() < deadline:
-            await store.put(f"{prefix}/{w}-{i}", data, mode="create")
-            i += 1
-            done += 1
-
-    await asyncio.gather(*(worker(w) for w in range(_CONCURRENCY)))
-    rate = done / (time.perf_counter() - started)
-    # Leave no clutter behind: later rows list prefixes of this store.
-    await _delete_prefix(store, prefix + "/")
-    return rate
-
-
-async def _store_cas_loop(store: ObjectStore, key: str, duration: float) -> float:
-    """The naive design: read the state object, modify it, write it back with If-Match; retry on 412."""
-    await store.put(key, json.dumps({"n": 0, "payload": _PAYLOAD}).encode(), mode="create")
-    deadline = time.perf_counter() + duration
-    done = 0
-    started = time.perf_counter()
-
-    async def worker() -> None:
-        nonlocal done
-        while time.perf_counter() < deadline:
-            blob = await store.get(key)
-            state = json.loads(blob.data)
-            state["n"] += 1
-            try:
-                await store.put(key, json.dumps(state).encode(), mode=IfMatch(blob.version))
-            except PreconditionFailedError:
-                continue
-            done += 1
-
-    await asyncio.gather(*(worker() for _ in range(_CONCURRENCY)))
-    return done / (time.perf_counter() - started)
-
-
-def _boto3_cas_loop(target: Target, name: str, threads: int, duration: float) -> float:
-    """The same loop hand-rolled with boto3: GET, modify, PUT If-Match, 64 threads."""
-    import boto3
-    import botocore.config
-    import botocore.exceptions
-
-    bucket, _, prefix = target.url.split("://", 1)[1].partition("/")
-    key = f"{prefix.strip('/')}/{name}".lstrip("/")
-    options = target.options
-    client_kwargs = dict(options.get("client_kwargs") or {})
-    client = boto3.client(
-        "s3",
-        endpoint_url=options.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL"),
-        aws_access_key_id=options.get("key"),
-        aws_secret_access_key=options.get("secret"),
-        region_name=client_kwargs.get("region_name"),
-        config=botocore.config.Config(max_pool_connections=threads, retries={"max_attempts": 3}),
-    )
-    client.put_object(Bucket=bucket, Key=key, Body=json.dumps({"n": 0, "payload": _PAYLOAD}).encode())
-    deadline = time.perf_counter() + duration
-    counts = [0] * threads
-    #: what ended a worker early: raised here once every worker is joined (a thread's exception
-    #: was printed and dropped, and the baseline, short of that thread, made the ratio look better)
-    failures: list[BaseException] = []
-    #: set at an interrupt: each worker stops at its next round (else it went on writing the
-    #: object to the row's end, after the bench's cleanup had deleted its prefix)
-    interrupted = threading.Event()
-
-    def worker(w: int) -> None:
-        while time.perf_counter() < deadline and not failures and not interrupted.is_set():
-            got = client.get_object(Bucket=bucket, Key=key)
-            state = json.loads(got["Body"].read())
-            state["n"] += 1
-            try:
-                client.put_object(
-                    Bucket=bucket, Key=key, Body=json.dumps(state).encode(), IfMatch=got["ETag"]
-                )
-            except botocore.exceptions.ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-                    continue
-                raise
-            counts[w] += 1
-
-    def guarded(w: int) -> None:
-        try:
-            worker(w)
-        except BaseException as exc:
-            failures.append(exc)
-
-    started = time.perf_counter()
-    workers = [threading.Thread(target=guarded, args=(w,)) for w in range(threads)]
-    try:
-        for t in workers:
-            t.start()
-        for t in workers:
-            # (joined from a helper thread, waited for in slices on the main thread: SIGTERM's
-            # handler runs meanwhile, and an interrupt does not mark a running thread ended)
-            _sync.wait_aside(
-                functools.partial(t.join, duration + 60), duration + 61, name="vactor-bench-join"
-            )
-    except BaseException:
-        interrupted.set()
-        for t in workers:
-            if t.is_alive():  # (one round of GET + PUT at most; started ones only)
-                t.join(30)
-        raise
-    elapsed = time.perf_counter() - started
-    with contextlib.suppress(Exception):
-        client.delete_object(Bucket=bucket, Key=key)
-    if failures:
-        raise failures[0]
-    return sum(counts) / elapsed
-
-
 async def _write_steps(actor_id: str, count: int) -> None:
     """Give ``actor_id`` ``count`` steps by writing step objects directly (commits would take hours)."""
     runtime = get_runtime()
@@ -1081,12 +665,6 @@ def _cold_call(actor_id: str, delayed: bool = False) -> dict[str, int]:
     }
 
 
-#: seconds the processes row waits for its writers to load (each says when it has), and a
-#: writer for the row's start: one slower to load than the others started its window late,
-#: overlapped less, and flattered the aggregate (a fixed 3 s + 0.5 s per process, before)
-_READY_LIMIT = 120.0
-
-
 def _process_writer(
     target: Target, actor_id: str, start: Any, duration: float, results: Any, index: int, ready: Any
 ) -> None:
@@ -1139,44 +717,6 @@ def _processes(target: Target, actor_id: str, count: int, duration: float) -> li
     return counts
 
 
-def _ended(procs: Sequence[Any]) -> None:
-    """Kill each of ``procs`` (started ones) still alive, and reap it (5 s at most each)."""
-    for proc in procs:
-        if proc.is_alive():
-            proc.kill()
-    for proc in procs:
-        proc.join(5)
-
-
-def _taken(results: Any, timeout: float, procs: Sequence[Any]) -> Any:
-    """:func:`~vactor_cloud.child_reports.take_report`; a child that failed is the command's error."""
-    try:
-        return take_report(results, timeout, procs)
-    except ChildProcessError as exc:
-        raise CliError(f"{exc}; the bench stops") from None
-    except queue.Empty:
-        raise CliError(f"a bench process did not report within {timeout:.0f} s; the bench stops") from None
-
-
-def _joined(proc: Any, timeout: float | None) -> bool:
-    proc.join(timeout)
-    return not proc.is_alive()
-
-
-def _wait_ready(procs: list[Any], seconds: float, ready: Any = None) -> None:
-    """Wait until each of ``procs`` put its index on ``ready`` (with None: ``seconds`` go by),
-    ``seconds`` at most, and no longer once one of them died (its failure is said next)."""
-    deadline = time.monotonic() + seconds
-    waiting = len(procs)
-    while waiting and time.monotonic() < deadline and all(p.is_alive() for p in procs):
-        if ready is None:
-            time.sleep(0.1)
-            continue
-        with contextlib.suppress(queue.Empty):
-            ready.get(timeout=0.1)
-            waiting -= 1
-
-
 def _rss_in_child(target: Target, prefix: str, count: int) -> float:
     target.init()
     handles = [BenchCounter.get_or_create(f"warmup-{prefix}-{i}") for i in range(4)]
@@ -1199,12 +739,6 @@ def _rss_in_child(target: Target, prefix: str, count: int) -> float:
     growth = _rss_mb() - before
     vc.shutdown()
     return growth
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 @contextlib.contextmanager
@@ -1318,15 +852,3 @@ def _steps_for(profile: Profile, groups: Sequence[str] = ROW_GROUPS, multiproces
     skipped = ("timers",) if multiprocess else ("timers", *_OTHER_PROCESSES_GROUPS)
     per_repeat = len([g for g in groups if g not in skipped])
     return profile.repeats * per_repeat + (1 if "long" in groups else 0) + (1 if "timers" in groups else 0)
-
-
-async def _delete_prefix(store: ObjectStore, prefix: str = "") -> None:
-    keys = await store.list(prefix)
-    semaphore = asyncio.Semaphore(_CONCURRENCY)
-
-    async def delete(key: str) -> None:
-        async with semaphore:
-            with contextlib.suppress(NotFoundError):
-                await store.delete(key)
-
-    await asyncio.gather(*(delete(k) for k in keys))
