@@ -131,7 +131,7 @@ class ActorFuture(concurrent.futures.Future[T]):
         return self._by_value(super().result(self._waited(timeout, started)))
 
     def copies_from(self, result: object, frozen: Frozen, *, read_only: bool = False) -> None:
-        """(For :mod:`vactor_cloud.batch`) ``result``, if it is what this future is settled with
+        """(For :mod:`vactor_cloud.batch_apply`) ``result``, if it is what this future is settled with
         (or, for ``catch_exceptions=True``, ``(result, None)``), was read back from ``frozen``
         (``read_only``: the result of a read-only call, which applies nothing):
         the settled future holds ``frozen`` alone, and each read, the first too, unpickles its
