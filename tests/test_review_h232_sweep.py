@@ -8,12 +8,15 @@ from typing import Any
 
 import pytest
 from store_helpers import init
+from test_review_h131_history_pages import FakeLog, record
 
 import vactor_cloud as vc
 from vactor_cloud.creation import CreationTurns
 
 from vactor_cloud.deletion import DELETE_CALL, DELETED
-from vactor_cloud.history import HistoryEntry
+from vactor_cloud import _sync
+from vactor_cloud import history as history_module
+from vactor_cloud.history import HistoryEntry, _history
 from vactor_cloud.ids import event_dedup_key, resume_dedup_key
 from vactor_cloud.log_records import CallRecord, ClassRef, StepRecord
 from vactor_cloud.testing.lanes import StoreSpec
@@ -32,6 +35,24 @@ class Counted:
     @vc.virtual_actor.readonly
     def whose(self) -> str:
         return self.name
+
+
+@vc.virtual_actor
+class Slotted:
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __getstate__(self) -> int:
+        return self.count
+
+    def __setstate__(self, state: int) -> None:
+        self.count = state
+
+    def incr(self) -> int:
+        self.count += 1
+        return self.count
 
 
 def _call(method: str = "add", *, ok: bool = True, args: str = "1", result: str = "2", key: str | None = None) -> CallRecord:
@@ -107,3 +128,48 @@ def test_a_creation_that_ended_after_the_caller_looked_is_not_run_again(
     a.join(30)
     assert got == {"A": "c-raced", "B": "c-raced"}
     assert INITS["c-raced"] == 1
+
+
+@pytest.mark.parametrize("gap", [1, 30])
+def test_a_step_missing_above_the_watermark_ends_the_history(gap: int) -> None:
+    """H14, H15: compaction deletes the oldest steps first, so past a missing step nothing
+    older is history: the walk ends there (in the read-ahead batch the gap is in, or in a
+    later one), and the steps below it are neither listed nor read further."""
+    steps = {s: record(s) for s in range(40) if s != gap}
+    log = FakeLog(steps, gc=0, newest=39)
+    entries = _sync.sync(_history(log, None))  # type: ignore[arg-type]
+    assert [e.step for e in entries] == list(range(39, gap, -1))
+
+
+def test_a_page_ending_at_the_watermark_ends_the_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """H18: steps 0-9 below the watermark 10 not deleted yet (a compaction under way): a page
+    that ends at step 10 ends the walk, without reading the steps below (they are not history)."""
+    monkeypatch.setattr(history_module, "_HISTORY_PAGE", 10)
+    log = FakeLog({s: record(s) for s in range(40)}, gc=10, newest=39)
+    entries = _sync.sync(_history(log, None))  # type: ignore[arg-type]
+    assert [e.step for e in entries] == list(range(39, 9, -1))
+    assert log.reads == 29  # (steps 38 to 10)
+
+
+def test_the_newest_step_read_is_listed_though_a_compaction_passed_it_since() -> None:
+    """H17: the newest step was read, then writers went on and a compaction raised the
+    watermark past it before the older steps were read: those go (below the watermark), the
+    newest as read stays, not an empty history of an actor that has steps."""
+    log = FakeLog({s: record(s) for s in range(6)}, gc=10, newest=5)
+    assert [e.step for e in _sync.sync(_history(log, None))] == [5]  # type: ignore[arg-type]
+
+
+def test_a_past_view_of_a_class_with_slots_refuses_changes(spec: StoreSpec) -> None:
+    """H30, H31: ``state_at``'s view of a class keeping its state in ``__slots__`` is guarded
+    as any other (its subclass adds no slot, so the instance can take it): assigning or
+    deleting an attribute raises, and the view keeps the step's value."""
+    init(spec)
+    handle = Slotted.get_or_create("slotted")
+    handle.incr.run()
+    handle.incr.run()
+    view = handle.state_at(1)
+    with pytest.raises(AttributeError, match="read-only view of a past step"):
+        view.count = 5
+    with pytest.raises(AttributeError, match="read-only view of a past step"):
+        del view.count
+    assert view.count == 1
