@@ -17,6 +17,7 @@ from vactor_cloud.deletion import DELETE_CALL, DELETED
 from vactor_cloud import _sync
 from vactor_cloud import history as history_module
 from vactor_cloud.history import HistoryEntry, _history
+from vactor_cloud.init_settings import settings_for_init
 from vactor_cloud.ids import event_dedup_key, resume_dedup_key
 from vactor_cloud.log_records import CallRecord, ClassRef, StepRecord
 from vactor_cloud.testing.lanes import StoreSpec
@@ -53,6 +54,30 @@ class Slotted:
     def incr(self) -> int:
         self.count += 1
         return self.count
+
+
+#: (the cycle test) set once thread A's creation waits for thread B's creation of "cyc-b"
+A_WAITS = threading.Event()
+#: what B's ``__init__`` met when it created "cyc-a"
+MET: list[str] = []
+
+
+@vc.virtual_actor
+class CycleB:
+    def __init__(self, a_thread: int) -> None:
+        if not MET:  # (its first run, on thread B: waits until A waits for it)
+            assert A_WAITS.wait(30), "A never waited for this creation"
+        try:
+            CycleA.get_or_create("cyc-a")
+            MET.append("created cyc-a")
+        except vc.ReentrantCallError:
+            MET.append("refused")
+
+
+@vc.virtual_actor
+class CycleA:
+    def __init__(self) -> None:
+        CycleB.get_or_create("cyc-b", 0)
 
 
 def _call(method: str = "add", *, ok: bool = True, args: str = "1", result: str = "2", key: str | None = None) -> CallRecord:
@@ -173,3 +198,101 @@ def test_a_past_view_of_a_class_with_slots_refuses_changes(spec: StoreSpec) -> N
     with pytest.raises(AttributeError, match="read-only view of a past step"):
         del view.count
     assert view.count == 1
+
+
+def test_a_prefix_reaching_past_an_id_lists_no_actor(spec: StoreSpec) -> None:
+    """H34: ``list_actors("a/steps")`` lists the keys of actor ``a`` (``actors/a/steps/...``):
+    they are that actor's objects, not an actor whose id starts with the prefix."""
+    init(spec)
+    Slotted.get_or_create("a")
+    assert [i.actor_id for i in vc.list_actors("a")] == ["a"]
+    for prefix in ("a/", "a/steps", "a/HEAD"):
+        assert vc.list_actors(prefix) == [], prefix
+
+
+def test_a_deleted_actor_is_not_listed(spec: StoreSpec) -> None:
+    """H37: an actor whose newest step is its tombstone is no actor: ``list_actors`` leaves it
+    out (its history still reads)."""
+    init(spec)
+    Slotted.get_or_create("gone")
+    Slotted.get_or_create("kept")
+    vc.delete_actor("gone")
+    assert [i.actor_id for i in vc.list_actors()] == ["kept"]
+    assert vc.ActorHandle("gone").history()[0].deleted
+
+
+def test_a_creation_waiting_through_another_thread_for_its_own_is_refused(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """C02: thread B creates "cyc-b"; thread A creates "cyc-a", whose ``__init__`` waits for
+    B's creation of "cyc-b"; then "cyc-b"'s ``__init__`` creates "cyc-a", whose creation waits
+    (through "cyc-b") for B itself. It raises ``ReentrantCallError`` there, not waits: each
+    creation waiting for the other held both threads for good."""
+    init(spec)
+    MET.clear()
+    A_WAITS.clear()
+    turns = vc.get_runtime()._turns  # type: ignore[attr-defined]
+    turn = CreationTurns.turn
+
+    def noted_turn(self: CreationTurns, actor_id: str, looked: int) -> Any:
+        if threading.current_thread().name == "A" and actor_id == "cyc-b":
+            me = threading.get_ident()
+
+            def note() -> None:  # (once A is down as waiting for "cyc-b")
+                while me not in turns._waiting:
+                    A_WAITS.wait(0.01)
+                A_WAITS.set()
+
+            threading.Thread(target=note, daemon=True).start()
+        return turn(self, actor_id, looked)
+
+    monkeypatch.setattr(CreationTurns, "turn", noted_turn)
+    b = threading.Thread(target=CycleB.get_or_create, args=("cyc-b", 0), name="B", daemon=True)
+    b.start()
+    a = threading.Thread(target=CycleA.get_or_create, args=("cyc-a",), name="A", daemon=True)
+    a.start()
+    b.join(30)
+    a.join(30)
+    assert not b.is_alive() and not a.is_alive(), "the two creations wait for each other"
+    assert MET == ["refused"]
+    assert [e.step for e in vc.ActorHandle("cyc-a").history()] == [0]
+
+
+def _settings(
+    storage: str | None = "s3://bucket/p",
+    options: dict[str, Any] | None = None,
+    *,
+    signing_key: str | bytes | None = None,
+    **extra: Any,
+) -> vc.Settings:
+    """``init()``'s settings, checked: nothing is opened."""
+    return settings_for_init(
+        storage,
+        storage_options=options,
+        extra_options=extra,
+        signing_key=signing_key,
+        load_classes_from_storage=True,
+        subtask_executor=None,
+    )
+
+
+def test_init_settings_given_two_ways_are_refused_or_merged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """I02, I07-I09, I12, I14: a storage option or a signing key given two ways, an empty key, and
+    what ``settings=`` supplies when ``init()`` does not."""
+    monkeypatch.delenv("VACTOR_SIGNING_KEY", raising=False)
+    with pytest.raises(TypeError, match=r"\['endpoint_url'\] given both in storage_options= and as keywords"):
+        _settings(options={"endpoint_url": "http://a"}, endpoint_url="http://b")
+    for empty in ("", b""):
+        with pytest.raises(ValueError, match="is empty: pass the signing key"):
+            _settings(signing_key=empty)
+    monkeypatch.setenv("VACTOR_SIGNING_KEY", "")
+    with pytest.raises(ValueError, match=r"\$VACTOR_SIGNING_KEY is set but empty"):
+        _settings()
+    monkeypatch.setenv("VACTOR_SIGNING_KEY", "from-the-environment")
+    assert _settings(signing_key="given").signing_key == b"given"
+    assert _settings().signing_key == b"from-the-environment"
+    given = vc.Settings(subtask_executor="process", storage_options={"endpoint_url": "http://a"})
+    assert _settings(settings=given).subtask_executor == "process"
+    assert _settings(settings=given, endpoint_url="http://a").storage_options == {"endpoint_url": "http://a"}
+    with pytest.raises(TypeError, match=r"storage options are given both to init\(\) \(\['endpoint_url'\]\)"):
+        _settings(settings=given, endpoint_url="http://b")
