@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,6 +12,7 @@ from store_helpers import init
 from test_review_h131_history_pages import FakeLog, record
 
 import vactor_cloud as vc
+from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.creation import CreationTurns
 
 from vactor_cloud.deletion import DELETE_CALL, DELETED
@@ -78,6 +80,39 @@ class CycleB:
 class CycleA:
     def __init__(self) -> None:
         CycleB.get_or_create("cyc-b", 0)
+
+
+#: runs of ``Launches.again``'s body, and the children ``double`` ran
+RUNS: list[int] = []
+DOUBLED: list[int] = []
+
+
+def double(x: int) -> int:
+    DOUBLED.append(x)
+    return 2 * x
+
+
+@vc.virtual_actor
+class Launches:
+    def __init__(self) -> None:
+        self.got: list[int] = []
+
+    def again(self) -> int:
+        """Its first run launches ``double(1)`` and raises; the next launches ``double(2)`` at the
+        same position (another child: a body that is not deterministic)."""
+        RUNS.append(1)
+        value = vc.subtask(double).run(len(RUNS))
+        if len(RUNS) == 1:
+            raise ConnectionError("after the child")
+        return value
+
+    def two_launches(self) -> list[int]:
+        """Two launches of one child each; its first run raises after both."""
+        RUNS.append(1)
+        values = [vc.subtask(double).run(10), *vc.subtask(double).map([20, 30])]
+        if len(RUNS) == 1:
+            raise ConnectionError("after the children")
+        return values
 
 
 def _call(method: str = "add", *, ok: bool = True, args: str = "1", result: str = "2", key: str | None = None) -> CallRecord:
@@ -296,3 +331,35 @@ def test_init_settings_given_two_ways_are_refused_or_merged(monkeypatch: pytest.
     assert _settings(settings=given, endpoint_url="http://a").storage_options == {"endpoint_url": "http://a"}
     with pytest.raises(TypeError, match=r"storage options are given both to init\(\) \(\['endpoint_url'\]\)"):
         _settings(settings=given, endpoint_url="http://b")
+
+
+def test_a_checkpoint_of_another_child_is_neither_used_nor_written_over(
+    spec: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """S01: the retry of a call launches another child at a checkpointed position: that child
+    runs, its result is returned, one warning says why it is not memoized, and no write of
+    its checkpoint is tried (the position is taken: the write failed, and a second warning
+    blamed "another run" of the call)."""
+    init(spec)
+    RUNS.clear()
+    DOUBLED.clear()
+    handle = Launches.get_or_create("launches")
+    caplog.set_level(logging.WARNING, logger="vactor_cloud.subtask")
+    with RequestTrace(vc.get_runtime().store).installed() as trace:
+        assert handle.again.options(max_retries=1).run() == 4
+    assert DOUBLED == [1, 2]
+    task_puts = [r.key for r in trace.requests if r.kind == "put" and "/tasks/" in r.key]
+    assert len(task_puts) == 1, task_puts
+    warned = [r.getMessage() for r in caplog.records if r.name == "vactor_cloud.subtask"]
+    assert len(warned) == 1 and "was written for another child" in warned[0], warned
+
+
+def test_a_retry_reads_back_the_children_of_every_launch(spec: StoreSpec) -> None:
+    """S03, S04, S07: positions count on across the launches of one run (0, then 1 and 2): the
+    retry of the call reads back every child, of the second launch too, and runs none."""
+    init(spec)
+    RUNS.clear()
+    DOUBLED.clear()
+    handle = Launches.get_or_create("two-launches")
+    assert handle.two_launches.options(max_retries=1).run() == [20, 40, 60]
+    assert sorted(DOUBLED) == [10, 20, 30]  # (each child once: the retry ran none)
