@@ -115,6 +115,31 @@ class Launches:
         return values
 
 
+#: what ``stamp`` returns before its argument, and its runs
+STAMP = ["first"]
+STAMPED: list[str] = []
+#: ``Keyed.stamped`` raises after its child this many more times
+FAIL_AFTER_CHILD: list[int] = []
+
+
+def stamp(x: int) -> str:
+    STAMPED.append(STAMP[0])
+    return f"{STAMP[0]}:{x}"
+
+
+@vc.virtual_actor
+class Keyed:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def stamped(self, x: int) -> str:
+        value = vc.subtask(stamp).run(x)
+        if FAIL_AFTER_CHILD:
+            FAIL_AFTER_CHILD.pop()
+            raise ConnectionError("after the child")
+        return value
+
+
 def _call(method: str = "add", *, ok: bool = True, args: str = "1", result: str = "2", key: str | None = None) -> CallRecord:
     return CallRecord(method, "c1", ok, 0.0, args, result, key)
 
@@ -363,3 +388,21 @@ def test_a_retry_reads_back_the_children_of_every_launch(spec: StoreSpec) -> Non
     handle = Launches.get_or_create("two-launches")
     assert handle.two_launches.options(max_retries=1).run() == [20, 40, 60]
     assert sorted(DOUBLED) == [10, 20, 30]  # (each child once: the retry ran none)
+
+
+def test_an_actor_made_again_under_the_id_runs_its_keyed_calls_children_again(spec: StoreSpec) -> None:
+    """S06, S16, S19, S26: a keyed call's checkpoint keys are the same on the actor made again
+    under a deleted actor's id. The earlier actor's checkpoint is not used (nor, found at the
+    position when the new one is written, taken for it): the child runs again and its result
+    counts; the new actor's own checkpoint is read back by a retry of its call."""
+    init(spec)
+    STAMP[0] = "first"
+    STAMPED.clear()
+    FAIL_AFTER_CHILD.clear()
+    assert Keyed.get_or_create("keyed").stamped.options(idempotency_key="k").run(1) == "first:1"
+    vc.delete_actor("keyed")
+    STAMP[0] = "second"
+    FAIL_AFTER_CHILD.append(1)
+    again = Keyed.get_or_create("keyed").stamped.options(idempotency_key="k", max_retries=1)
+    assert again.run(1) == "second:1"
+    assert STAMPED == ["first", "second"]  # (the retry read the new actor's checkpoint back)
