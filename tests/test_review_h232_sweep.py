@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from store_helpers import init
+from store_helpers import init, raw_get, raw_put
 from test_review_h131_history_pages import FakeLog, record
 
 import vactor_cloud as vc
@@ -20,6 +20,7 @@ from vactor_cloud import _sync
 from vactor_cloud import history as history_module
 from vactor_cloud.history import HistoryEntry, _history
 from vactor_cloud.init_settings import settings_for_init
+from vactor_cloud.keys import task_key
 from vactor_cloud.ids import event_dedup_key, resume_dedup_key
 from vactor_cloud.log_records import CallRecord, ClassRef, StepRecord
 from vactor_cloud.testing.lanes import StoreSpec
@@ -85,6 +86,8 @@ class CycleA:
 #: runs of ``Launches.again``'s body, and the children ``double`` ran
 RUNS: list[int] = []
 DOUBLED: list[int] = []
+#: the call ids of ``Launches.twins``'s runs
+CALL_IDS: list[str] = []
 
 
 def double(x: int) -> int:
@@ -111,6 +114,18 @@ class Launches:
         RUNS.append(1)
         values = [vc.subtask(double).run(10), *vc.subtask(double).map([20, 30])]
         if len(RUNS) == 1:
+            raise ConnectionError("after the children")
+        return values
+
+    def twins(self) -> list[int]:
+        """Two children alike (one function, the same argument) at positions 0 and 1; its first
+        run raises after them, the next copies checkpoint 0 over checkpoint 1 first."""
+        call_id = vc.current_call().call_id  # type: ignore[union-attr]
+        CALL_IDS.append(call_id)
+        if len(CALL_IDS) == 2:
+            raw_put(task_key("twins", call_id, 1), raw_get(task_key("twins", call_id, 0)))
+        values = vc.subtask(double).map([5, 5])
+        if len(CALL_IDS) == 1:
             raise ConnectionError("after the children")
         return values
 
@@ -406,3 +421,15 @@ def test_an_actor_made_again_under_the_id_runs_its_keyed_calls_children_again(sp
     again = Keyed.get_or_create("keyed").stamped.options(idempotency_key="k", max_retries=1)
     assert again.run(1) == "second:1"
     assert STAMPED == ["first", "second"]  # (the retry read the new actor's checkpoint back)
+
+
+def test_a_checkpoint_copied_to_another_position_is_refused(spec: StoreSpec) -> None:
+    """S11: on a store without a signing key an object's digest does not bind its key: a
+    checkpoint copied to another position (of a child alike, so with the same fingerprint)
+    verifies, and is refused by the position it records, not taken for that position's."""
+    init(spec)
+    CALL_IDS.clear()
+    handle = Launches.get_or_create("twins")
+    with pytest.raises(vc.IntegrityError, match="not a sub-task checkpoint of this position"):
+        handle.twins.options(max_retries=1).run()
+    assert len(CALL_IDS) == 2
