@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -16,13 +17,14 @@ from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.creation import CreationTurns
 
 from vactor_cloud.deletion import DELETE_CALL, DELETED
-from vactor_cloud import _sync
+from vactor_cloud import _sync, codec
 from vactor_cloud import history as history_module
 from vactor_cloud.history import HistoryEntry, _history
 from vactor_cloud.init_settings import settings_for_init
 from vactor_cloud.keys import task_key
 from vactor_cloud.ids import event_dedup_key, resume_dedup_key
 from vactor_cloud.log_records import CallRecord, ClassRef, StepRecord
+from vactor_cloud.subtask_checkpoints import fingerprint_of
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL
 
@@ -128,6 +130,26 @@ class Launches:
         if len(CALL_IDS) == 1:
             raise ConnectionError("after the children")
         return values
+
+
+@vc.virtual_actor(serializer="json")
+class JsonLaunches:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def once(self) -> int:
+        """Its first run raises after its child; the next finds the child's checkpoint replaced
+        by one that says it is pickled (a forger's: json actors never unpickle)."""
+        call_id = vc.current_call().call_id  # type: ignore[union-attr]
+        CALL_IDS.append(call_id)
+        if len(CALL_IDS) == 2:
+            key = task_key("json-launches", call_id, 0)
+            meta = {"kind": "task", "position": 0, "fingerprint": fingerprint_of(double, (7,), {})}
+            raw_put(key, codec.encode(key, {**meta, "serializer": "pickle"}, {"result": pickle.dumps(99)}))
+        value = vc.subtask(double).run(7)
+        if len(CALL_IDS) == 1:
+            raise ConnectionError("after the child")
+        return value
 
 
 #: what ``stamp`` returns before its argument, and its runs
@@ -432,4 +454,15 @@ def test_a_checkpoint_copied_to_another_position_is_refused(spec: StoreSpec) -> 
     handle = Launches.get_or_create("twins")
     with pytest.raises(vc.IntegrityError, match="not a sub-task checkpoint of this position"):
         handle.twins.options(max_retries=1).run()
+    assert len(CALL_IDS) == 2
+
+
+def test_a_json_actors_checkpoint_that_says_it_is_pickled_is_refused_unread(spec: StoreSpec) -> None:
+    """S13: a checkpoint is decoded with its actor class's serializer: one of a json actor that
+    says it is pickled is refused (``IntegrityError``) before a byte of it is unpickled."""
+    init(spec)
+    CALL_IDS.clear()
+    handle = JsonLaunches.get_or_create("json-launches")
+    with pytest.raises(vc.IntegrityError, match="stored with serializer 'pickle', but the actor's class uses 'json'"):
+        handle.once.options(max_retries=1).run()
     assert len(CALL_IDS) == 2
