@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 import threading
@@ -19,6 +20,7 @@ from vactor_cloud.creation import CreationTurns
 from vactor_cloud.deletion import DELETE_CALL, DELETED
 from vactor_cloud import _sync, codec
 from vactor_cloud import history as history_module
+from vactor_cloud.errors import RateLimitedError
 from vactor_cloud.history import HistoryEntry, _history
 from vactor_cloud.init_settings import settings_for_init
 from vactor_cloud.keys import task_key
@@ -97,6 +99,13 @@ def double(x: int) -> int:
     return 2 * x
 
 
+LOCK = threading.Lock()
+
+
+def double_of(given: dict[str, Any]) -> int:
+    return double(given["n"])
+
+
 @vc.virtual_actor
 class Launches:
     def __init__(self) -> None:
@@ -108,6 +117,20 @@ class Launches:
         RUNS.append(1)
         value = vc.subtask(double).run(len(RUNS))
         if len(RUNS) == 1:
+            raise ConnectionError("after the child")
+        return value
+
+    def differs(self, kind: str) -> int:
+        """Its first run launches a child and raises; the next launches another child at that
+        position, which differs only in a partial's own argument, or in a dict's value beside
+        a part that cannot be pickled (a lock)."""
+        RUNS.append(1)
+        n = len(RUNS)
+        if kind == "partial":
+            value = vc.subtask(functools.partial(double, n)).run()
+        else:
+            value = vc.subtask(double_of).run({"lock": LOCK, "n": n})
+        if n == 1:
             raise ConnectionError("after the child")
         return value
 
@@ -416,8 +439,24 @@ def test_a_checkpoint_of_another_child_is_neither_used_nor_written_over(
     assert len(warned) == 1 and "was written for another child" in warned[0], warned
 
 
+@pytest.mark.parametrize("kind", ["partial", "dict"])
+def test_a_checkpoint_of_a_child_that_differs_only_in_a_partials_or_a_dicts_part_is_not_used(
+    spec: StoreSpec, kind: str
+) -> None:
+    """S22, S23: the child at a checkpointed position differs from the one the checkpoint was
+    written for in a ``functools.partial``'s own argument, or in a dict's value beside a lock
+    (a part that cannot be pickled: digested part by part): its fingerprint differs, so it
+    runs and its own result is returned, not the other child's."""
+    init(spec)
+    RUNS.clear()
+    DOUBLED.clear()
+    handle = Launches.get_or_create(f"differs-{kind}")
+    assert handle.differs.options(max_retries=1).run(kind) == 4
+    assert DOUBLED == [1, 2]
+
+
 def test_a_retry_reads_back_the_children_of_every_launch(spec: StoreSpec) -> None:
-    """S03, S04, S07: positions count on across the launches of one run (0, then 1 and 2): the
+    """S03, S04, S07, S17: positions count on across the launches of one run (0, then 1 and 2): the
     retry of the call reads back every child, of the second launch too, and runs none."""
     init(spec)
     RUNS.clear()
@@ -466,3 +505,26 @@ def test_a_json_actors_checkpoint_that_says_it_is_pickled_is_refused_unread(spec
     with pytest.raises(vc.IntegrityError, match="stored with serializer 'pickle', but the actor's class uses 'json'"):
         handle.once.options(max_retries=1).run()
     assert len(CALL_IDS) == 2
+
+
+def test_a_checkpoint_write_refused_once_in_transit_is_written_again(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S20: the store refuses the first write of a checkpoint with a transient error (rate
+    limited): the write is tried again, the call returns, and its child ran once."""
+    init(spec)
+    RUNS[:] = [1]  # (``again``: no raise after its child)
+    DOUBLED.clear()
+    store = vc.get_runtime().store
+    put = store.put
+    refused: list[str] = []
+
+    async def refusing_put(key: str, data: bytes, **kwargs: Any) -> Any:
+        if "/tasks/" in key and not refused:
+            refused.append(key)
+            raise RateLimitedError("slow down")
+        return await put(key, data, **kwargs)
+
+    monkeypatch.setattr(store, "put", refusing_put)
+    assert Launches.get_or_create("refused-once").again.run() == 4
+    assert len(refused) == 1 and DOUBLED == [2]
