@@ -134,6 +134,20 @@ class Launches:
             raise ConnectionError("after the child")
         return value
 
+    def damaged(self) -> int:
+        """Its first run raises after its child; the next finds the child's checkpoint damaged
+        at rest (its last byte changed)."""
+        call_id = vc.current_call().call_id  # type: ignore[union-attr]
+        CALL_IDS.append(call_id)
+        if len(CALL_IDS) == 2:
+            key = task_key("damaged", call_id, 0)
+            data = raw_get(key)
+            raw_put(key, data[:-1] + bytes([data[-1] ^ 1]))
+        value = vc.subtask(double).run(3)
+        if len(CALL_IDS) == 1:
+            raise ConnectionError("after the child")
+        return value
+
     def two_launches(self) -> list[int]:
         """Two launches of one child each; its first run raises after both."""
         RUNS.append(1)
@@ -528,3 +542,17 @@ def test_a_checkpoint_write_refused_once_in_transit_is_written_again(
     monkeypatch.setattr(store, "put", refusing_put)
     assert Launches.get_or_create("refused-once").again.run() == 4
     assert len(refused) == 1 and DOUBLED == [2]
+
+
+def test_a_damaged_checkpoint_is_not_used_and_its_child_runs_again(
+    spec: StoreSpec, caplog: pytest.LogCaptureFixture
+) -> None:
+    """S25: documented: a checkpoint that does not verify is not used (no ``IntegrityError``,
+    which would fail every later run of the call): its child runs again, a warning names it."""
+    init(spec)
+    CALL_IDS.clear()
+    DOUBLED.clear()
+    caplog.set_level(logging.WARNING, logger="vactor_cloud.subtask")
+    assert Launches.get_or_create("damaged").damaged.options(max_retries=1).run() == 6
+    assert DOUBLED == [3, 3]
+    assert any("cannot be used" in r.getMessage() for r in caplog.records)
