@@ -6,7 +6,8 @@ import functools
 import logging
 import pickle
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from vactor_cloud.errors import RateLimitedError
 from vactor_cloud.history import HistoryEntry, _history
 from vactor_cloud.init_settings import settings_for_init
 from vactor_cloud.keys import task_key
+from vactor_cloud.runtime import own_runtime
 from vactor_cloud.ids import event_dedup_key, resume_dedup_key
 from vactor_cloud.log_records import CallRecord, ClassRef, StepRecord
 from vactor_cloud.subtask_checkpoints import fingerprint_of
@@ -102,6 +104,26 @@ def double(x: int) -> int:
 LOCK = threading.Lock()
 
 
+class StartedPool(ThreadPoolExecutor):
+    """A thread pool whose ``submit`` returns once a thread of the pool runs the task (so the
+    method's waiting thread never takes it to run itself)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        started = threading.Event()
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            started.set()
+            return fn(*args, **kwargs)
+
+        future = super().submit(run, *args, **kwargs)
+        assert started.wait(30), "the pool never started the task"
+        return future
+
+
+def runtime_id() -> int:
+    return id(vc.get_runtime())
+
+
 def double_of(given: dict[str, Any]) -> int:
     return double(given["n"])
 
@@ -147,6 +169,12 @@ class Launches:
         if len(CALL_IDS) == 1:
             raise ConnectionError("after the child")
         return value
+
+    def same_runtime(self) -> bool:
+        """Whether its child, on a pool's thread, uses the runtime this method uses."""
+        mine = id(vc.get_runtime())
+        with StartedPool(1) as pool:
+            return vc.subtask(runtime_id, executor=pool).run() == mine
 
     def two_launches(self) -> list[int]:
         """Two launches of one child each; its first run raises after both."""
@@ -556,3 +584,12 @@ def test_a_damaged_checkpoint_is_not_used_and_its_child_runs_again(
     assert Launches.get_or_create("damaged").damaged.options(max_retries=1).run() == 6
     assert DOUBLED == [3, 3]
     assert any("cannot be used" in r.getMessage() for r in caplog.records)
+
+
+def test_a_child_on_a_pool_thread_uses_the_runtime_of_its_method_in_an_own_runtime(spec: StoreSpec) -> None:
+    """E02: documented (``own_runtime``): the threads vactor_cloud starts for code in a runtime
+    of its own, sub-tasks' included, use that runtime, not the process's."""
+    init(spec)
+    with own_runtime():
+        vc.init("memory://h232-own-runtime")
+        assert Launches.get_or_create("own").same_runtime.run()
