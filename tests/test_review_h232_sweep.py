@@ -120,6 +120,18 @@ class StartedPool(ThreadPoolExecutor):
         return future
 
 
+#: set by child 1 of ``Launches.detached``
+CHILD_1_RAN = threading.Event()
+
+
+def outside_the_call(i: int) -> bool:
+    if i == 0:
+        assert CHILD_1_RAN.wait(30), "child 1 never ran"
+    else:
+        CHILD_1_RAN.set()
+    return vc.current_call() is None
+
+
 def runtime_id() -> int:
     return id(vc.get_runtime())
 
@@ -175,6 +187,13 @@ class Launches:
         mine = id(vc.get_runtime())
         with StartedPool(1) as pool:
             return vc.subtask(runtime_id, executor=pool).run() == mine
+
+    def detached(self) -> list[bool]:
+        """Whether each of two children ran outside this call: child 1 runs on this waiting
+        thread (the pool's one thread holds child 0 until child 1 ran)."""
+        CHILD_1_RAN.clear()
+        with ThreadPoolExecutor(1) as pool:
+            return vc.subtask(outside_the_call, executor=pool).map(range(2))
 
     def two_launches(self) -> list[int]:
         """Two launches of one child each; its first run raises after both."""
@@ -593,3 +612,11 @@ def test_a_child_on_a_pool_thread_uses_the_runtime_of_its_method_in_an_own_runti
     with own_runtime():
         vc.init("memory://h232-own-runtime")
         assert Launches.get_or_create("own").same_runtime.run()
+
+
+def test_a_child_the_waiting_thread_runs_runs_outside_the_call(spec: StoreSpec) -> None:
+    """E10: a child the method's waiting thread runs itself (none of the pool's threads is
+    free) runs as a pool's thread runs it: outside the actor call that thread is in (no
+    ``current_call()``: a sub-task it launched was checkpointed as the method's own)."""
+    init(spec)
+    assert Launches.get_or_create("detached").detached.run() == [True, True]
