@@ -27,7 +27,7 @@ from vactor_cloud.init_settings import settings_for_init
 from vactor_cloud.keys import task_key
 from vactor_cloud.runtime import own_runtime
 from vactor_cloud.ids import event_dedup_key, resume_dedup_key
-from vactor_cloud.log_records import CallRecord, ClassRef, StepRecord
+from vactor_cloud.log_records import CallRecord, ClassRef, StepRecord, unrecordable
 from vactor_cloud.subtask_checkpoints import fingerprint_of
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL
@@ -620,3 +620,14 @@ def test_a_child_the_waiting_thread_runs_runs_outside_the_call(spec: StoreSpec) 
     ``current_call()``: a sub-task it launched was checkpointed as the method's own)."""
     init(spec)
     assert Launches.get_or_create("detached").detached.run() == [True, True]
+
+
+def test_metadata_too_deep_to_encode_is_said_unrecordable() -> None:
+    """L04: ``options(metadata=...)`` too deeply nested for ``json.dumps`` (``RecursionError``)
+    is a reason the call's metadata cannot be recorded, not an error out of the check."""
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(10_000):
+        inner["a"] = inner = {}
+    reason = unrecordable(None, deep)
+    assert reason is not None and reason.startswith("metadata must be JSON-serializable"), reason
