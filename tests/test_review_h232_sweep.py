@@ -27,7 +27,15 @@ from vactor_cloud.init_settings import settings_for_init
 from vactor_cloud.keys import task_key
 from vactor_cloud.runtime import own_runtime
 from vactor_cloud.ids import event_dedup_key, resume_dedup_key
-from vactor_cloud.log_records import CallRecord, ClassRef, StepRecord, unrecordable
+from vactor_cloud.log_records import (
+    CallRecord,
+    ClassRef,
+    GcWatermark,
+    LateCommit,
+    StepRecord,
+    classify_late_commit,
+    unrecordable,
+)
 from vactor_cloud.subtask_checkpoints import fingerprint_of
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL
@@ -631,3 +639,13 @@ def test_metadata_too_deep_to_encode_is_said_unrecordable() -> None:
         inner["a"] = inner = {}
     reason = unrecordable(None, deep)
     assert reason is not None and reason.startswith("metadata must be JSON-serializable"), reason
+
+
+def test_a_late_commit_is_classified_only_below_the_watermark() -> None:
+    """L09: a step at the watermark is not compacted (steps *below* it may be): asking what
+    became of it is a caller's mistake, refused, not answered from the record."""
+    gc = GcWatermark(5, compacted={4: "w1"}, recorded_from=4)
+    assert classify_late_commit(gc, 4, "w1") is LateCommit.COMMITTED
+    assert classify_late_commit(gc, 4, "w2") is LateCommit.NOT_COMMITTED
+    with pytest.raises(ValueError, match="step 5 is not below the watermark 5"):
+        classify_late_commit(gc, 5, "w1")
