@@ -649,3 +649,14 @@ def test_a_late_commit_is_classified_only_below_the_watermark() -> None:
     assert classify_late_commit(gc, 4, "w2") is LateCommit.NOT_COMMITTED
     with pytest.raises(ValueError, match="step 5 is not below the watermark 5"):
         classify_late_commit(gc, 5, "w1")
+
+
+def test_a_key_nested_under_steps_is_no_step(spec: StoreSpec) -> None:
+    """A02: a key one level down under ``steps/`` (``steps/x/steps/<20 digits>``, a copy by
+    hand) also ends as a step key does: the listing of the steps passes over it."""
+    init(spec)
+    handle = Slotted.get_or_create("nested")
+    handle.incr.run()
+    log = vc.get_runtime().log("nested")
+    raw_put(log.steps_prefix + "x/" + log.step_key(7)[len(log.prefix) :], b"not a step")
+    assert _sync.sync(log.list_steps()) == [0, 1]
