@@ -660,3 +660,16 @@ def test_a_key_nested_under_steps_is_no_step(spec: StoreSpec) -> None:
     log = vc.get_runtime().log("nested")
     raw_put(log.steps_prefix + "x/" + log.step_key(7)[len(log.prefix) :], b"not a step")
     assert _sync.sync(log.list_steps()) == [0, 1]
+
+
+def test_a_watermark_of_a_newer_format_says_upgrade(spec: StoreSpec) -> None:
+    """A11: a ``gc`` object a newer release wrote is not "damaged, restore it from a backup"
+    (advice that would have an operator replace a sound object): ``FormatVersionError``,
+    whose message says to upgrade."""
+    init(spec)
+    Slotted.get_or_create("newer-gc").incr.run()
+    log = vc.get_runtime().log("newer-gc")
+    meta = {"kind": "gc", "min_step": 0}
+    raw_put(log.gc_key, codec.encode(log.gc_key, meta, {}, version=codec.FORMAT_VERSION + 1))
+    with pytest.raises(vc.FormatVersionError, match="upgrade vactor_cloud"):
+        vc.ActorHandle("newer-gc").history()
