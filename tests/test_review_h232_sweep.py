@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import pickle
 import threading
@@ -673,3 +674,20 @@ def test_a_watermark_of_a_newer_format_says_upgrade(spec: StoreSpec) -> None:
     raw_put(log.gc_key, codec.encode(log.gc_key, meta, {}, version=codec.FORMAT_VERSION + 1))
     with pytest.raises(vc.FormatVersionError, match="upgrade vactor_cloud"):
         vc.ActorHandle("newer-gc").history()
+
+
+def test_another_bodys_class_object_under_a_sha_is_refused_and_repaired(spec: StoreSpec) -> None:
+    """A13: without a signing key an object's digest does not bind its key: a class object
+    holding another body than its sha names verifies, and is refused by its content hash
+    (read), or replaced by the body whose sha it is (``restore_class``)."""
+    init(spec)
+    log = vc.get_runtime().log("bodies")
+    body, other = b"the body", b"another body"
+    sha = hashlib.sha256(body).hexdigest()
+    key = log.class_key(sha)
+    raw_put(key, log._class_object(key, other, "tests.Other", None))
+    with pytest.raises(vc.IntegrityError, match="class body does not match its content hash"):
+        _sync.sync(log.read_class(sha))
+    repaired = _sync.sync(log.restore_class(sha, body, "tests.Body", None))
+    assert repaired == "damaged (class body does not match its content hash)"
+    assert _sync.sync(log.read_class(sha))[0] == body
