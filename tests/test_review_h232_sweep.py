@@ -134,6 +134,7 @@ from typing import Any
 
 import pytest
 from store_helpers import init, raw_get, raw_put
+from test_review_api import SlotsWithState
 from test_review_h131_history_pages import FakeLog, record
 
 import vactor_cloud as vc
@@ -176,25 +177,9 @@ class Counted:
         return self.name
 
 
-@vc.virtual_actor
-class Slotted:
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __getstate__(self) -> int:
-        return self.count
-
-    def __setstate__(self, state: int) -> None:
-        self.count = state
-
-    def incr(self) -> int:
-        self.count += 1
-        return self.count
-
-
-#: (the cycle test) set once thread A's creation waits for thread B's creation of "cyc-b"
+#: (the cycle test) set once thread B runs the creation of "cyc-b", and once thread A's
+#: creation waits for it
+B_CREATES = threading.Event()
 A_WAITS = threading.Event()
 #: what B's ``__init__`` met when it created "cyc-a"
 MET: list[str] = []
@@ -204,6 +189,7 @@ MET: list[str] = []
 class CycleB:
     def __init__(self, a_thread: int) -> None:
         if not MET:  # (its first run, on thread B: waits until A waits for it)
+            B_CREATES.set()
             assert A_WAITS.wait(30), "A never waited for this creation"
         try:
             CycleA.get_or_create("cyc-a")
@@ -505,7 +491,7 @@ def test_a_past_view_of_a_class_with_slots_refuses_changes(spec: StoreSpec) -> N
     as any other (its subclass adds no slot, so the instance can take it): assigning or
     deleting an attribute raises, and the view keeps the step's value."""
     init(spec)
-    handle = Slotted.get_or_create("slotted")
+    handle = SlotsWithState.get_or_create("slotted")
     handle.incr.run()
     handle.incr.run()
     view = handle.state_at(1)
@@ -520,7 +506,7 @@ def test_a_prefix_reaching_past_an_id_lists_no_actor(spec: StoreSpec) -> None:
     """H34: ``list_actors("a/steps")`` lists the keys of actor ``a`` (``actors/a/steps/...``):
     they are that actor's objects, not an actor whose id starts with the prefix."""
     init(spec)
-    Slotted.get_or_create("a")
+    SlotsWithState.get_or_create("a")
     assert [i.actor_id for i in vc.list_actors("a")] == ["a"]
     for prefix in ("a/", "a/steps", "a/HEAD"):
         assert vc.list_actors(prefix) == [], prefix
@@ -530,8 +516,8 @@ def test_a_deleted_actor_is_not_listed(spec: StoreSpec) -> None:
     """H37: an actor whose newest step is its tombstone is no actor: ``list_actors`` leaves it
     out (its history still reads)."""
     init(spec)
-    Slotted.get_or_create("gone")
-    Slotted.get_or_create("kept")
+    SlotsWithState.get_or_create("gone")
+    SlotsWithState.get_or_create("kept")
     vc.delete_actor("gone")
     assert [i.actor_id for i in vc.list_actors()] == ["kept"]
     assert vc.ActorHandle("gone").history()[0].deleted
@@ -546,6 +532,7 @@ def test_a_creation_waiting_through_another_thread_for_its_own_is_refused(
     creation waiting for the other held both threads for good."""
     init(spec)
     MET.clear()
+    B_CREATES.clear()
     A_WAITS.clear()
     turns = vc.get_runtime()._turns  # type: ignore[attr-defined]
     turn = CreationTurns.turn
@@ -565,6 +552,7 @@ def test_a_creation_waiting_through_another_thread_for_its_own_is_refused(
     monkeypatch.setattr(CreationTurns, "turn", noted_turn)
     b = threading.Thread(target=CycleB.get_or_create, args=("cyc-b", 0), name="B", daemon=True)
     b.start()
+    assert B_CREATES.wait(30), "B never began the creation"
     a = threading.Thread(target=CycleA.get_or_create, args=("cyc-a",), name="A", daemon=True)
     a.start()
     b.join(30)
@@ -784,7 +772,7 @@ def test_a_key_nested_under_steps_is_no_step(spec: StoreSpec) -> None:
     """A02: a key one level down under ``steps/`` (``steps/x/steps/<20 digits>``, a copy by
     hand) also ends as a step key does: the listing of the steps passes over it."""
     init(spec)
-    handle = Slotted.get_or_create("nested")
+    handle = SlotsWithState.get_or_create("nested")
     handle.incr.run()
     log = vc.get_runtime().log("nested")
     raw_put(log.steps_prefix + "x/" + log.step_key(7)[len(log.prefix) :], b"not a step")
@@ -796,7 +784,7 @@ def test_a_watermark_of_a_newer_format_says_upgrade(spec: StoreSpec) -> None:
     (advice that would have an operator replace a sound object): ``FormatVersionError``,
     whose message says to upgrade."""
     init(spec)
-    Slotted.get_or_create("newer-gc").incr.run()
+    SlotsWithState.get_or_create("newer-gc").incr.run()
     log = vc.get_runtime().log("newer-gc")
     meta = {"kind": "gc", "min_step": 0}
     raw_put(log.gc_key, codec.encode(log.gc_key, meta, {}, version=codec.FORMAT_VERSION + 1))
