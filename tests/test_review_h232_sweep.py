@@ -135,7 +135,7 @@ from typing import Any
 import pytest
 from store_helpers import init, raw_get, raw_put
 from test_review_api import SlotsWithState
-from test_review_h131_history_pages import FakeLog, record
+from test_review_h131_history_pages import DAMAGED, FakeLog, record
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
@@ -807,3 +807,26 @@ def test_another_bodys_class_object_under_a_sha_is_refused_and_repaired(spec: St
     repaired = _sync.sync(log.restore_class(sha, body, "tests.Body", None))
     assert repaired == "damaged (class body does not match its content hash)"
     assert _sync.sync(log.read_class(sha))[0] == body
+
+
+def test_bad_limits_are_refused_and_no_step_below_zero_is_read(spec: StoreSpec) -> None:
+    """H11, H13, H38: ``history``'s limit below 0 and ``list_actors``' below 1 are refused
+    (not an empty answer); damaged steps left out of a page leave its reading no room to go
+    below step 0 (a read of key ``steps/-0000000000000000001``)."""
+    log = FakeLog({s: record(s) for s in range(41)}, gc=0, newest=40)
+    with pytest.raises(ValueError, match="limit must be >= 0 or None, got -1"):
+        _sync.sync(_history(log, -1))  # type: ignore[arg-type]
+    log.steps[30] = DAMAGED
+    read: list[int] = []
+    read_step = log.read_step
+
+    async def noted(step: int) -> Any:
+        read.append(step)
+        return await read_step(step)
+
+    log.read_step = noted  # type: ignore[method-assign]
+    entries = _sync.sync(_history(log, None, lambda step, exc: None))  # type: ignore[arg-type]
+    assert len(entries) == 40 and min(read) == 0
+    init(spec)
+    with pytest.raises(ValueError, match="limit must be >= 1 or None, got 0"):
+        vc.list_actors(limit=0)
