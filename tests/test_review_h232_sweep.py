@@ -376,6 +376,35 @@ class Keyed:
         return value
 
 
+#: (the waiter's entry test) the runtime's creation turns, and who each creation waits for
+STALE: dict[str, Any] = {}
+
+
+def _until_waiting(thread: int) -> None:
+    """Wait (at most 30 s) until ``thread`` waits for a creation."""
+    for _ in range(3000):
+        if thread in STALE["turns"]._waiting:
+            return
+        threading.Event().wait(0.01)
+
+
+@vc.virtual_actor
+class StaleX:
+    def __init__(self) -> None:
+        if not STALE["x_begun"].is_set():  # (the first creation: until thread W waits for it)
+            STALE["x_begun"].set()
+            _until_waiting(STALE["w"])
+        else:  # (made again after a delete, on the test's thread: needs W's "stale-y")
+            StaleY.get_or_create("stale-y")
+
+
+@vc.virtual_actor
+class StaleY:
+    def __init__(self) -> None:
+        STALE["y_begun"].set()
+        _until_waiting(STALE["main"])  # (until the test's thread waits for this creation)
+
+
 def _call(
     method: str = "add", *, ok: bool = True, args: str = "1", result: str = "2", key: str | None = None
 ) -> CallRecord:
@@ -405,7 +434,7 @@ def _step(*calls: CallRecord, extra: dict[str, object] | None = None) -> StepRec
 
 
 def test_history_json_marks_a_tombstone_and_says_what_calls_mean() -> None:
-    """H05, H09, H10, L01, L02: ``vactor history --json``'s entry (``to_json``) of a tombstone
+    """H05, H09, H10, H42, L01, L02: ``vactor history --json``'s entry (``to_json``) of a tombstone
     and of a plain step, and its calls read back (``CallRecord.from_json``)."""
     tombstone = HistoryEntry.from_record(
         _step(_call(DELETE_CALL, args="", result=""), extra={DELETED: {"time": 0.0}})
@@ -418,6 +447,7 @@ def test_history_json_marks_a_tombstone_and_says_what_calls_mean() -> None:
     assert not plain.deleted
     as_json = plain.to_json()
     assert "deleted" not in as_json
+    assert as_json["when"] == "1970-01-01T00:00:00+00:00"  # (an aware UTC time)
     (call,) = as_json["calls"]
     assert "meaning" not in call and "key" not in call  # (nothing to say: no null written)
     assert CallRecord.from_json(call) == _call(ok=False, result="ValueError('no')")
@@ -830,3 +860,31 @@ def test_bad_limits_are_refused_and_no_step_below_zero_is_read(spec: StoreSpec) 
     init(spec)
     with pytest.raises(ValueError, match="limit must be >= 1 or None, got 0"):
         vc.list_actors(limit=0)
+
+
+def test_a_thread_that_waited_for_a_creation_is_not_taken_for_waiting_still(spec: StoreSpec) -> None:
+    """C04: thread W waits for the creation of "stale-x" (by thread C), then creates "stale-y".
+    Meanwhile "stale-x" is deleted and made again on this thread, and its ``__init__`` gets
+    "stale-y": that waits for W's creation (W waits for nothing now). W still noted as waiting
+    for "stale-x", whose creation this thread runs, took this thread for waiting for itself:
+    ``ReentrantCallError``, and "stale-x" was not made."""
+    init(spec)
+    STALE.clear()
+    STALE.update(turns=vc.get_runtime()._turns, main=threading.get_ident())  # type: ignore[attr-defined]
+    STALE.update(x_begun=threading.Event(), y_begun=threading.Event())
+    creator = threading.Thread(target=StaleX.get_or_create, args=("stale-x",), daemon=True)
+
+    def waiter() -> None:
+        STALE["w"] = threading.get_ident()
+        creator.start()
+        assert STALE["x_begun"].wait(30), "C never began the creation of stale-x"
+        StaleX.get_or_create("stale-x")
+        StaleY.get_or_create("stale-y")
+
+    w = threading.Thread(target=waiter, daemon=True)
+    w.start()
+    assert STALE["y_begun"].wait(30), "W never began the creation of stale-y"
+    vc.delete_actor("stale-x")
+    StaleX.get_or_create("stale-x")
+    w.join(30)
+    assert [e.step for e in vc.ActorHandle("stale-x").history()] == [2, 1, 0]
