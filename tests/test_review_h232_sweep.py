@@ -158,6 +158,7 @@ from vactor_cloud.log_records import (
     unrecordable,
 )
 from vactor_cloud.runtime import own_runtime
+from vactor_cloud.storage import MemoryStore
 from vactor_cloud.subtask_checkpoints import fingerprint_of
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL
@@ -207,6 +208,8 @@ class CycleA:
 #: runs of ``Launches.again``'s body, and the children ``double`` ran
 RUNS: list[int] = []
 DOUBLED: list[int] = []
+#: (``Launches.damaged``) a checkpoint of a newer format in place of the damaged one
+NEWER: list[bool] = []
 #: the call ids of ``Launches.twins``'s runs
 CALL_IDS: list[str] = []
 
@@ -288,7 +291,11 @@ class Launches:
         at rest (its last byte changed)."""
         call_id = vc.current_call().call_id  # type: ignore[union-attr]
         CALL_IDS.append(call_id)
-        if len(CALL_IDS) == 2:
+        if len(CALL_IDS) == 2 and NEWER:
+            key = task_key("damaged", call_id, 0)
+            meta = {"kind": "task", "position": 0, "fingerprint": fingerprint_of(double, (3,), {})}
+            raw_put(key, codec.encode(key, meta, {"result": b""}, version=codec.FORMAT_VERSION + 1))
+        elif len(CALL_IDS) == 2:
             key = task_key("damaged", call_id, 0)
             data = raw_get(key)
             raw_put(key, data[:-1] + bytes([data[-1] ^ 1]))
@@ -611,7 +618,7 @@ def _settings(
 
 
 def test_init_settings_given_two_ways_are_refused_or_merged(monkeypatch: pytest.MonkeyPatch) -> None:
-    """I02, I07-I09, I12, I14: a storage option or a signing key given two ways, an empty key, and
+    """I01-I03, I06-I09, I12, I14: a storage option or a signing key given two ways, an empty key, and
     what ``settings=`` supplies when ``init()`` does not."""
     monkeypatch.delenv("VACTOR_SIGNING_KEY", raising=False)
     with pytest.raises(TypeError, match=r"\['endpoint_url'\] given both in storage_options= and as keywords"):
@@ -630,6 +637,20 @@ def test_init_settings_given_two_ways_are_refused_or_merged(monkeypatch: pytest.
     assert _settings(settings=given, endpoint_url="http://a").storage_options == {"endpoint_url": "http://a"}
     with pytest.raises(TypeError, match=r"storage options are given both to init\(\) \(\['endpoint_url'\]\)"):
         _settings(settings=given, endpoint_url="http://b")
+    with pytest.raises(TypeError, match=r"init\(settings=...\) takes a vactor_cloud.Settings, got int"):
+        _settings(settings=5)
+    with pytest.raises(TypeError, match="an ObjectStore instance takes no storage options"):
+        _settings(MemoryStore("h232"), endpoint_url="http://a")  # type: ignore[arg-type]
+    timed = settings_for_init(
+        "memory://h232",
+        storage_options=None,
+        extra_options={"settings": vc.Settings()},
+        signing_key=None,
+        load_classes_from_storage=True,
+        subtask_executor=None,
+        timeout=7.0,
+    )
+    assert timed.timeout == 7.0  # (the settings' timeout is the default: not given)
 
 
 def test_a_checkpoint_of_another_child_is_neither_used_nor_written_over(
@@ -888,3 +909,16 @@ def test_a_thread_that_waited_for_a_creation_is_not_taken_for_waiting_still(spec
     StaleX.get_or_create("stale-x")
     w.join(30)
     assert [e.step for e in vc.ActorHandle("stale-x").history()] == [2, 1, 0]
+
+
+def test_a_checkpoint_of_a_newer_format_says_upgrade(spec: StoreSpec) -> None:
+    """S10: documented: a checkpoint of a newer format is not skipped as a damaged one: it
+    raises ``FormatVersionError`` ("upgrade")."""
+    init(spec)
+    CALL_IDS.clear()
+    NEWER[:] = [True]
+    try:
+        with pytest.raises(vc.FormatVersionError, match="upgrade vactor_cloud"):
+            Launches.get_or_create("damaged").damaged.options(max_retries=1).run()
+    finally:
+        NEWER.clear()
