@@ -128,12 +128,15 @@ import hashlib
 import logging
 import pickle
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from store_helpers import init, raw_get, raw_put
+from garbage import full_collection
+from store_helpers import init, raw_get, raw_put, retune
+from test_failed_creation_locals import _GIVEN, Blob, _check
 from test_review_api import SlotsWithState
 from test_review_h131_history_pages import DAMAGED, FakeLog, record
 
@@ -410,6 +413,16 @@ class StaleY:
     def __init__(self) -> None:
         STALE["y_begun"].set()
         _until_waiting(STALE["main"])  # (until the test's thread waits for this creation)
+
+
+@vc.virtual_actor
+class RefusesItImplicitly:
+    def __init__(self, blob: Blob) -> None:
+        _GIVEN.append(weakref.ref(blob))
+        try:
+            _check(blob)
+        except ValueError:
+            raise RuntimeError("the creation failed")  # noqa: B904 (chained as __context__ only)
 
 
 def _call(
@@ -922,3 +935,17 @@ def test_a_checkpoint_of_a_newer_format_says_upgrade(spec: StoreSpec) -> None:
             Launches.get_or_create("damaged").damaged.options(max_retries=1).run()
     finally:
         NEWER.clear()
+
+
+def test_a_failed_creation_holds_not_its_arguments_through_an_implicit_chain(spec: StoreSpec) -> None:
+    """C11: the failure of a background creation is kept (``ready()`` raises it for as long as
+    its handle lives): the frames of the exception it was raised while handling (its
+    ``__context__``, no ``from``) are cleared too, so the argument is not held."""
+    init(spec)
+    retune(wait_for_init=False)
+    _GIVEN.clear()
+    handle = RefusesItImplicitly.get_or_create("implicit", Blob())
+    with pytest.raises(RuntimeError, match="the creation failed"):
+        handle.ready().result(30)
+    full_collection()
+    assert len(_GIVEN) == 1 and _GIVEN[0]() is None, "the failed creation's argument is held"
