@@ -211,7 +211,8 @@ class CycleA:
 #: runs of ``Launches.again``'s body, and the children ``double`` ran
 RUNS: list[int] = []
 DOUBLED: list[int] = []
-#: (``Launches.damaged``) a checkpoint of a newer format in place of the damaged one
+#: (``Launches.damaged``) a checkpoint of a newer format in place of the damaged one;
+#: (``JsonLaunches.once``) one in json that does not decode in place of the pickled one
 NEWER: list[bool] = []
 #: the call ids of ``Launches.twins``'s runs
 CALL_IDS: list[str] = []
@@ -354,7 +355,12 @@ class JsonLaunches:
         if len(CALL_IDS) == 2:
             key = task_key("json-launches", call_id, 0)
             meta = {"kind": "task", "position": 0, "fingerprint": fingerprint_of(double, (7,), {})}
-            raw_put(key, codec.encode(key, {**meta, "serializer": "pickle"}, {"result": pickle.dumps(99)}))
+            if NEWER:  # (here: one in json that does not decode)
+                raw_put(key, codec.encode(key, {**meta, "serializer": "json"}, {"result": b"{not json"}))
+            else:
+                raw_put(
+                    key, codec.encode(key, {**meta, "serializer": "pickle"}, {"result": pickle.dumps(99)})
+                )
         value = vc.subtask(double).run(7)
         if len(CALL_IDS) == 1:
             raise ConnectionError("after the child")
@@ -949,3 +955,16 @@ def test_a_failed_creation_holds_not_its_arguments_through_an_implicit_chain(spe
         handle.ready().result(30)
     full_collection()
     assert len(_GIVEN) == 1 and _GIVEN[0]() is None, "the failed creation's argument is held"
+
+
+def test_a_checkpointed_result_that_does_not_decode_is_an_integrity_error(spec: StoreSpec) -> None:
+    """S14: a checkpoint that verifies but whose result does not decode with the class's
+    serializer fails as ``IntegrityError`` naming it, not as the decoder's own error."""
+    init(spec)
+    CALL_IDS.clear()
+    NEWER[:] = [True]
+    try:
+        with pytest.raises(vc.IntegrityError, match="the checkpointed result cannot be decoded here"):
+            JsonLaunches.get_or_create("json-launches").once.options(max_retries=1).run()
+    finally:
+        NEWER.clear()
