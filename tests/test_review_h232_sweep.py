@@ -147,7 +147,7 @@ from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.creation import CreationTurns
 from vactor_cloud.deletion import DELETE_CALL, DELETED
 from vactor_cloud.errors import RateLimitedError
-from vactor_cloud.history import HistoryEntry, _history
+from vactor_cloud.history import HistoryEntry, _history, raw_state_at
 from vactor_cloud.ids import event_dedup_key, resume_dedup_key
 from vactor_cloud.init_settings import settings_for_init
 from vactor_cloud.keys import task_key
@@ -968,3 +968,17 @@ def test_a_checkpointed_result_that_does_not_decode_is_an_integrity_error(spec: 
             JsonLaunches.get_or_create("json-launches").once.options(max_retries=1).run()
     finally:
         NEWER.clear()
+
+
+def test_a_pickled_state_whose_class_is_missing_says_so(spec: StoreSpec) -> None:
+    """H27: ``raw_state_at`` of a pickled step whose class cannot be had here (not importable,
+    class bodies not loaded from storage) says why (``ActorDefinitionError``), not that the
+    step looks forged (without its class a step is read only if it says json)."""
+    init(spec, load_classes_from_storage=False)
+    SlotsWithState.get_or_create("no-class")
+    log = vc.get_runtime().log("no-class")
+    missing = ClassRef("f" * 64, "nowhere.Missing")
+    step = StepRecord(1, 0, missing, "pickle", pickle.dumps(1), "w", 0.0)
+    raw_put(log.step_key(1), step.encode(log.step_key(1), None))
+    with pytest.raises(vc.ActorDefinitionError):
+        raw_state_at("no-class")
