@@ -161,7 +161,7 @@ from vactor_cloud.log_records import (
     unrecordable,
 )
 from vactor_cloud.runtime import own_runtime
-from vactor_cloud.storage import MemoryStore
+from vactor_cloud.storage import IfMatch, MemoryStore
 from vactor_cloud.subtask_checkpoints import fingerprint_of
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL
@@ -982,3 +982,31 @@ def test_a_pickled_state_whose_class_is_missing_says_so(spec: StoreSpec) -> None
     raw_put(log.step_key(1), step.encode(log.step_key(1), None))
     with pytest.raises(vc.ActorDefinitionError):
         raw_state_at("no-class")
+
+
+def test_an_earlier_actors_checkpoint_gone_before_its_replacement_is_created_anew(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S27: the new actor's checkpoint replaces the earlier actor's by if-match; that one is
+    deleted just before (a compaction): the write creates the checkpoint, it does not keep
+    asking to replace an object that is gone (which failed the call)."""
+    init(spec)
+    STAMP[0] = "first"
+    STAMPED.clear()
+    FAIL_AFTER_CHILD.clear()
+    Keyed.get_or_create("replaced").stamped.options(idempotency_key="k").run(1)
+    vc.delete_actor("replaced")
+    store = vc.get_runtime().store
+    put = store.put
+    gone: list[str] = []
+
+    async def compacted_first(key: str, data: bytes, mode: Any = "overwrite", **kwargs: Any) -> Any:
+        if "/tasks/" in key and isinstance(mode, IfMatch) and not gone:
+            gone.append(key)
+            await store.delete(key)
+        return await put(key, data, mode=mode, **kwargs)
+
+    monkeypatch.setattr(store, "put", compacted_first)
+    STAMP[0] = "second"
+    assert Keyed.get_or_create("replaced").stamped.options(idempotency_key="k").run(1) == "second:1"
+    assert len(gone) == 1
