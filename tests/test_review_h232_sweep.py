@@ -130,7 +130,7 @@ import pickle
 import threading
 import weakref
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -254,6 +254,46 @@ def outside_the_call(i: int) -> bool:
     return vc.current_call() is None
 
 
+class ForwardingPool(Executor):
+    """No ``ThreadPoolExecutor``: children reach it pickled, as a process pool's do (the
+    waiting thread runs none), and run in this process on one thread. With ``hold``, the
+    tasks after the first are held (not started) until ``release``."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.inner = ThreadPoolExecutor(1)
+        self.hold = hold
+        self.submitted = 0
+        self.held: list[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        if not self.hold or self.submitted == 1:
+            return self.inner.submit(fn, *args)
+        future: Future[Any] = Future()
+        self.held.append((future, fn, args))
+        return future
+
+    def release(self) -> None:
+        for future, fn, args in self.held:
+            if future.set_running_or_notify_cancel():
+                future.set_result(fn(*args))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.inner.shutdown(wait=wait)
+
+
+#: the pool ``Launches.forwarded`` launches on, and the children ``numbered`` ran
+FORWARDING: list[ForwardingPool] = []
+NUMBERED: list[int] = []
+
+
+def numbered(i: int) -> int:
+    if i == 0 and FORWARDING[0].hold:
+        raise SystemExit("child 0 stops the method")
+    NUMBERED.append(i)
+    return i
+
+
 def runtime_id() -> int:
     return id(vc.get_runtime())
 
@@ -320,6 +360,9 @@ class Launches:
         CHILD_1_RAN.clear()
         with ThreadPoolExecutor(1) as pool:
             return vc.subtask(outside_the_call, executor=pool).map(range(2))
+
+    def forwarded(self, children: list[int]) -> list[int]:
+        return vc.subtask(numbered, executor=FORWARDING[0]).map(children)
 
     def two_launches(self) -> list[int]:
         """Two launches of one child each; its first run raises after both."""
@@ -1010,3 +1053,26 @@ def test_an_earlier_actors_checkpoint_gone_before_its_replacement_is_created_ane
     STAMP[0] = "second"
     assert Keyed.get_or_create("replaced").stamped.options(idempotency_key="k").run(1) == "second:1"
     assert len(gone) == 1
+
+
+def test_children_sent_pickled_to_an_executor_in_this_process(spec: StoreSpec) -> None:
+    """E04, E16: an executor that is no thread pool gets each child pickled, as a worker
+    process would, and runs it here: the worker's side does not start a runtime of its own
+    over this process's (``init()`` again, which shut down the one the method ran on). A child
+    raising an interrupt ends the method at once, and its siblings not started yet are
+    cancelled: they never run (they ran after the call had failed)."""
+    init(spec)
+    runtime = vc.get_runtime()
+    NUMBERED.clear()
+    FORWARDING[:] = [ForwardingPool()]
+    handle = Launches.get_or_create("forwarded")
+    assert handle.forwarded.run([1, 2, 3]) == [1, 2, 3]
+    assert vc.get_runtime() is runtime
+    FORWARDING[0].shutdown()
+    NUMBERED.clear()
+    FORWARDING[:] = [pool := ForwardingPool(hold=True)]
+    with pytest.raises(SystemExit, match="child 0 stops the method"):
+        handle.forwarded.run([0, 1, 2])
+    pool.release()
+    pool.shutdown()
+    assert NUMBERED == [] and len(pool.held) == 2
