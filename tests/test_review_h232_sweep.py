@@ -152,6 +152,7 @@ from vactor_cloud.ids import event_dedup_key, resume_dedup_key
 from vactor_cloud.init_settings import settings_for_init
 from vactor_cloud.keys import task_key
 from vactor_cloud.log_records import (
+    OUTCOMES_MAGIC,
     CallRecord,
     ClassRef,
     GcWatermark,
@@ -163,6 +164,7 @@ from vactor_cloud.log_records import (
 from vactor_cloud.runtime import own_runtime
 from vactor_cloud.storage import IfMatch, MemoryStore
 from vactor_cloud.subtask_checkpoints import fingerprint_of
+from vactor_cloud.subtask_executors import function_name
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL
 
@@ -861,7 +863,7 @@ def test_a_child_the_waiting_thread_runs_runs_outside_the_call(spec: StoreSpec) 
 
 
 def test_metadata_too_deep_to_encode_is_said_unrecordable() -> None:
-    """L04: ``options(metadata=...)`` too deeply nested for ``json.dumps`` (``RecursionError``)
+    """L03, L04: ``options(metadata=...)`` too deeply nested for ``json.dumps`` (``RecursionError``)
     is a reason the call's metadata cannot be recorded, not an error out of the check."""
     deep: dict[str, Any] = {}
     inner = deep
@@ -869,6 +871,8 @@ def test_metadata_too_deep_to_encode_is_said_unrecordable() -> None:
         inner["a"] = inner = {}
     reason = unrecordable(None, deep)
     assert reason is not None and reason.startswith("metadata must be JSON-serializable"), reason
+    reason = unrecordable("caf\udce9", None)  # (L03: a name a lone surrogate is in)
+    assert reason is not None and reason.startswith("name cannot be recorded as UTF-8"), reason
 
 
 def test_a_late_commit_is_classified_only_below_the_watermark() -> None:
@@ -1076,3 +1080,31 @@ def test_children_sent_pickled_to_an_executor_in_this_process(spec: StoreSpec) -
     pool.release()
     pool.shutdown()
     assert NUMBERED == [] and len(pool.held) == 2
+
+
+@pytest.mark.parametrize(
+    ("meta", "parts", "reason"),
+    [
+        ({"step": float("inf")}, {}, "cannot convert float infinity to integer"),
+        ({}, {"posted": OUTCOMES_MAGIC + b"..."}, "part 'posted' not a pickle"),
+        ({}, {"outcomes": b"\x80..."}, "part 'outcomes' not encoded per call"),
+    ],
+)
+def test_a_malformed_step_object_is_an_integrity_error(
+    meta: dict[str, Any], parts: dict[str, bytes], reason: str
+) -> None:
+    """L06-L08: a step object that verifies but is malformed (a step number of ``Infinity``,
+    outcomes under the other encoding's part) is refused as ``IntegrityError``, not as the
+    error its decoding met."""
+    key = "actors/a/steps/00000000000000000001"
+    whole = {"kind": "step", "step": 1, "parent": 0, "class": {"sha": "0" * 64, "name": "t.C"}}
+    whole |= {"serializer": "pickle", "writer": "w", "time": 0.0, "calls": [], "extra": {}} | meta
+    data = codec.encode(key, whole, {"state": b"", **parts})
+    with pytest.raises(vc.IntegrityError, match=f"malformed step object: {reason}"):
+        StepRecord.decode(key, data, None)
+
+
+def test_the_name_of_a_partials_function_is_its_functions() -> None:
+    """E17: a ``functools.partial`` child is named (in fingerprints and warnings) by the
+    function it wraps."""
+    assert function_name(functools.partial(double, 1)) == f"{__name__}.double"
