@@ -146,7 +146,7 @@ from vactor_cloud import history as history_module
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.creation import CreationTurns
 from vactor_cloud.deletion import DELETE_CALL, DELETED
-from vactor_cloud.errors import RateLimitedError
+from vactor_cloud.errors import RateLimitedError, StorageTimeoutError
 from vactor_cloud.history import HistoryEntry, _history, raw_state_at
 from vactor_cloud.ids import event_dedup_key, resume_dedup_key
 from vactor_cloud.init_settings import settings_for_init
@@ -159,6 +159,7 @@ from vactor_cloud.log_records import (
     LateCommit,
     StepRecord,
     classify_late_commit,
+    decode_gc,
     unrecordable,
 )
 from vactor_cloud.runtime import own_runtime
@@ -1108,3 +1109,52 @@ def test_the_name_of_a_partials_function_is_its_functions() -> None:
     """E17: a ``functools.partial`` child is named (in fingerprints and warnings) by the
     function it wraps."""
     assert function_name(functools.partial(double, 1)) == f"{__name__}.double"
+
+
+def test_an_earlier_releases_watermark_records_from_its_oldest_compacted_step() -> None:
+    """L11: a ``gc`` object without ``recorded_from`` (an earlier release's) covers the steps
+    it records from the oldest of them, not from its watermark."""
+    key = "actors/a/gc"
+    data = codec.encode(key, {"kind": "gc", "min_step": 9}, {"compacted": b'[[3,"w3"],[8,"w8"]]'})
+    gc = decode_gc(key, data, None, None)
+    assert gc.recorded_from == 3 and classify_late_commit(gc, 3, "w3") is LateCommit.COMMITTED
+
+
+def test_the_objects_of_an_actor_read_and_written_as_documented(
+    spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A04, A07, A09, A10: ``by_value_at_most`` of ``True`` is not a size; an outcome object
+    found at its name but stored with another serializer is refused; a HEAD whose read timed
+    out is the store's trouble, raised (not a damaged HEAD ignored); HEAD already at a step is
+    not written again."""
+    init(spec)
+    SlotsWithState.get_or_create("objects")
+    log = vc.get_runtime().log("objects")
+    key = log.dedup_key("c1")
+    raw_put(
+        key,
+        codec.encode(
+            key, {"kind": "dedup", "serializer": "pickle", "by_value_at_most": True}, {"table": b""}
+        ),
+    )
+    assert _sync.sync(log.read_dedup_checkpoint_rows("c1"))[2] is None
+    outcome = b"an outcome"
+    name = f"{1:020d}-{hashlib.sha256(outcome).hexdigest()}"
+    _sync.sync(log.put_dedup_outcome(name, outcome, "pickle"))
+    with pytest.raises(vc.IntegrityError, match="stored with serializer 'pickle', not 'json'"):
+        _sync.sync(log.put_dedup_outcome(name, outcome, "json"))
+    ref = _sync.sync(log.read_step(0)).class_ref  # type: ignore[union-attr]
+    head = _sync.sync(log.advance_head(0, ref, _sync.sync(log.read_head())))
+    with RequestTrace(vc.get_runtime().store).installed() as trace:
+        assert _sync.sync(log.advance_head(head.step, head.class_ref, head)) == head
+    assert trace.requests == []
+    get = log.store.get
+
+    async def timing_out(key: str, *args: Any, **kwargs: Any) -> Any:
+        if key == log.head_key:
+            raise StorageTimeoutError("the read of HEAD timed out")
+        return await get(key, *args, **kwargs)
+
+    monkeypatch.setattr(log.store, "get", timing_out)
+    with pytest.raises(StorageTimeoutError, match="the read of HEAD timed out"):
+        _sync.sync(log.read_head())
