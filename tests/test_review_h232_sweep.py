@@ -911,9 +911,10 @@ def test_a_watermark_of_a_newer_format_says_upgrade(spec: StoreSpec) -> None:
 
 
 def test_another_bodys_class_object_under_a_sha_is_refused_and_repaired(spec: StoreSpec) -> None:
-    """A13: without a signing key an object's digest does not bind its key: a class object
+    """A13, A14: without a signing key an object's digest does not bind its key: a class object
     holding another body than its sha names verifies, and is refused by its content hash
-    (read), or replaced by the body whose sha it is (``restore_class``)."""
+    (read), or replaced by the body whose sha it is (``restore_class``); one in a newer
+    release's format is left as it is."""
     init(spec)
     log = vc.get_runtime().log("bodies")
     body, other = b"the body", b"another body"
@@ -925,6 +926,12 @@ def test_another_bodys_class_object_under_a_sha_is_refused_and_repaired(spec: St
     repaired = _sync.sync(log.restore_class(sha, body, "tests.Body", None))
     assert repaired == "damaged (class body does not match its content hash)"
     assert _sync.sync(log.read_class(sha))[0] == body
+    newer_sha = hashlib.sha256(other).hexdigest()  # (A14: a newer release's object is not ours)
+    newer_key = log.class_key(newer_sha)
+    newer = codec.encode(newer_key, {"kind": "class"}, {"body": other}, version=codec.FORMAT_VERSION + 1)
+    raw_put(newer_key, newer)
+    assert _sync.sync(log.restore_class(newer_sha, other, "tests.Other", None)) is None
+    assert raw_get(newer_key) == newer
 
 
 def test_bad_limits_are_refused_and_no_step_below_zero_is_read(spec: StoreSpec) -> None:
