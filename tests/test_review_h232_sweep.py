@@ -94,11 +94,11 @@ S06  _earlier_actors: its own incarnation taken as earlier         yes      h232
 S07  _load: a later launch lists from position 0                   yes      h232 (every launch)
 S08  _load: one checkpoint listed                                  no       subtask_shutdown
 S09  _load: a checkpoint gone meanwhile fails the call             no       h140_subtask
-S10  decode: a newer release's checkpoint ignored                  yes      h232 (newer checkpoint)
+S10  decode: a newer release's checkpoint ignored                  yes      h232 (newer, undecodable)
 S11  decode: position not checked                                  yes      h232 (another position)
 S12  decode: kind not checked                                      yes      equivalent (c)
 S13  decode: the stored serializer trusted                         yes      h232 (json says pickled)
-S14  decode: an undecodable result not an IntegrityError           yes      h232 (does not decode)
+S14  decode: an undecodable result not an IntegrityError           yes      h232 (newer, undecodable)
 S15  decode: fingerprint lost                                      no       subtask_shutdown
 S16  store: incarnation not recorded                               yes      h232 (made again)
 S17  store: position without the launch's first                    yes      h232 (every launch)
@@ -1056,15 +1056,31 @@ def test_a_thread_that_waited_for_a_creation_is_not_taken_for_waiting_still(spec
     assert [e.step for e in vc.ActorHandle("stale-x").history()] == [2, 1, 0]
 
 
-def test_a_checkpoint_of_a_newer_format_says_upgrade(spec: StoreSpec) -> None:
-    """S10: documented: a checkpoint of a newer format is not skipped as a damaged one: it
-    raises ``FormatVersionError`` ("upgrade")."""
+@pytest.mark.parametrize(
+    ("newer", "error", "match"),
+    [
+        (True, vc.FormatVersionError, "upgrade vactor_cloud"),
+        (False, vc.IntegrityError, "the checkpointed result cannot be decoded here"),
+    ],
+)
+def test_a_checkpoint_of_a_newer_format_or_whose_result_does_not_decode_fails_the_call(
+    spec: StoreSpec, newer: bool, error: type[Exception], match: str
+) -> None:
+    """S10, S14: documented: a checkpoint of a newer format is not skipped as a damaged one:
+    it raises ``FormatVersionError`` ("upgrade"). One that verifies but whose result does not
+    decode with the class's serializer fails as ``IntegrityError`` naming it, not as the
+    decoder's own error."""
     init(spec)
     CALL_IDS.clear()
     NEWER[:] = [True]
+    launch = (
+        Launches.get_or_create("damaged").damaged
+        if newer
+        else JsonLaunches.get_or_create("json-launches").once
+    )
     try:
-        with pytest.raises(vc.FormatVersionError, match="upgrade vactor_cloud"):
-            Launches.get_or_create("damaged").damaged.options(max_retries=1).run()
+        with pytest.raises(error, match=match):
+            launch.options(max_retries=1).run()
     finally:
         NEWER.clear()
 
@@ -1081,19 +1097,6 @@ def test_a_failed_creation_holds_not_its_arguments_through_an_implicit_chain(spe
         handle.ready().result(30)
     full_collection()
     assert len(_GIVEN) == 1 and _GIVEN[0]() is None, "the failed creation's argument is held"
-
-
-def test_a_checkpointed_result_that_does_not_decode_is_an_integrity_error(spec: StoreSpec) -> None:
-    """S14: a checkpoint that verifies but whose result does not decode with the class's
-    serializer fails as ``IntegrityError`` naming it, not as the decoder's own error."""
-    init(spec)
-    CALL_IDS.clear()
-    NEWER[:] = [True]
-    try:
-        with pytest.raises(vc.IntegrityError, match="the checkpointed result cannot be decoded here"):
-            JsonLaunches.get_or_create("json-launches").once.options(max_retries=1).run()
-    finally:
-        NEWER.clear()
 
 
 def test_a_pickled_state_whose_class_is_missing_says_so(spec: StoreSpec) -> None:
