@@ -124,7 +124,7 @@ class Memo:
 
     @classmethod
     def start(cls, context: CallContext, count: int) -> Memo:
-        # Positions restart at 0 on every run of the method: batch.py gives each run (first
+        # Positions restart at 0 on every run of the method: batch_apply.py gives each run (first
         # run, conflict retry, max_retries retry, replay) its own CallContext object. The
         # cursor holds it weakly (a strong reference kept the thread's last call, its runtime
         # and that runtime's cache alive after shutdown()); a dead reference is no context,
