@@ -193,13 +193,14 @@ def test_an_actor_without_timers_keeps_one_put_per_warm_commit(actors: StoreSpec
     handle.incr.run()
     with RequestTrace(vc.get_runtime().store).installed() as t:
         handle.incr.run()
-    assert [r.kind for r in t.requests] == ["put"]
+    # (HEAD moves in the background, off the commit's path: on a slow server one may land here)
+    assert [r.kind for r in t.on_path()] == ["put"], [(r.kind, r.key) for r in t.requests]
     # and an actor whose commit leaves its timers alone pays nothing more either
     session = Session.get_or_create("quiet")
     session.touch.run(60)
     with RequestTrace(vc.get_runtime().store).installed() as t:
         session.tick.run()
-    assert [r.kind for r in t.requests] == ["put"]
+    assert [r.kind for r in t.on_path()] == ["put"], [(r.kind, r.key) for r in t.requests]
 
 
 def test_the_session_timeout_example_runs(tmp_path: Path) -> None:
