@@ -25,12 +25,12 @@ from vactor_cloud import (
     class_bodies,
     head_flusher,
     init_settings,
+    method_calls,
     runtime_creation,
     runtime_shutdown,
     runtime_work,
 )
 from vactor_cloud import creation as creation_module
-from vactor_cloud import handle as handle_module
 from vactor_cloud import runtime as runtime_module
 from vactor_cloud.core import ActorCore
 from vactor_cloud.creation import Creation
@@ -179,7 +179,7 @@ def test_an_interrupt_in_a_hand_over_before_the_call_reaches_the_actor_fails_tha
 
     def hand_overs(frame: FrameType, event: str, arg: Any) -> Any:
         code = frame.f_code
-        return local if code.co_filename == handle_module.__file__ and code.co_name == "submit" else None
+        return local if code.co_filename == method_calls.__file__ and code.co_name == "submit" else None
 
     before = sys.gettrace()
     sys.settrace(hand_overs)

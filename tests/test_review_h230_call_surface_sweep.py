@@ -154,7 +154,7 @@ no thread can go on, but a wait for a read was no edge of the process's wait-for
 (``reentrancy.refuse_wait_cycle``), so the call back waited ``max(deadline, commit_timeout)``
 (120 s by default) for ``ActorBusyError``, where docs/concepts.md says such a cycle is refused
 at once. A writer's wait for a read another thread runs is now such an edge
-(``handle._ReadRun``), and the call closing the cycle is refused with ``ReentrantCallError``
+(``pooled_reads._ReadRun``), and the call closing the cycle is refused with ``ReentrantCallError``
 (``test_a_cycle_through_a_read_another_thread_runs_is_refused_at_once``, which also fails with
 each of: no edge, the edge never checked, the read's thread not named).
 
@@ -216,7 +216,7 @@ from test_review_h150_ready_after_failed_creation import FailsToInit, _hold_spaw
 from test_review_own_runtime_waits import HANG, HELD, _answered, _handler_ran_while_waiting
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, pooled_reads, stand_ins
 from vactor_cloud import future as future_module
 from vactor_cloud import handle as handle_module
 from vactor_cloud.core import ActorCore
@@ -862,13 +862,13 @@ def test_shutdown_refusing_a_read_a_waiter_runs_leaves_its_outcome_to_the_read(
     SECOND_READING.clear()
     SECOND_LET_GO.clear()
     refused = threading.Event()
-    refuse = handle_module._refuse
+    refuse = pooled_reads._refuse
 
     def noted(call: Any, error: BaseException) -> None:
         refuse(call, error)
         refused.set()
 
-    monkeypatch.setattr(handle_module, "_refuse", noted)
+    monkeypatch.setattr(pooled_reads, "_refuse", noted)
     holding = _pool_held(store_spec, "refused-while-run", "hold_read")
     a = Surface.get_or_create("refused-while-run")
     second = a.hold_second_read.run_async()  # its task queued behind
@@ -1057,15 +1057,15 @@ def test_a_keyed_calls_id_is_the_one_every_process_derives(actor_store: StoreSpe
 
 def test_a_stand_in_method_given_at_step_is_checked_as_its_class_defines_it(actor_store: StoreSpec) -> None:
     """H69, H70: a method of a class this process does not define (a handle unpickled where
-    it is not: ``handle._stand_in``) given ``at_step``, resolved to the class's method: the
+    it is not: ``stand_ins._stand_in``) given ``at_step``, resolved to the class's method: the
     actor holding another class now ran that class's method of the name (not
     ``ActorClassChangedError``); a writer of the name ran at a step (not ``ValueError``)."""
     a = Surface.get_or_create("stand-in-at-step")
     a.incr.run()
-    other = handle_module.ActorMethod("stand-in-at-step", handle_module._stand_in("elsewhere:Other", "count"))
+    other = handle_module.ActorMethod("stand-in-at-step", stand_ins._stand_in("elsewhere:Other", "count"))
     with pytest.raises(vc.ActorClassChangedError):
         other.options(at_step=0).run()
-    own = handle_module._stand_in(Surface.name, "incr")  # type: ignore[attr-defined]
+    own = stand_ins._stand_in(Surface.name, "incr")  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="at_step"):
         handle_module.ActorMethod("stand-in-at-step", own).options(at_step=0).run()
     assert a.count.run() == 1

@@ -321,7 +321,7 @@ def _apply_batch(
 def _at_step_of_a_stand_in(info: MethodInfo, call: PendingCall) -> ValueError | None:
     """The error of a call that passes ``at_step`` to ``info``, a method that a handle of its
     class gives ``run(at_step=N)`` as an option: a call made through a method of a class not
-    defined where it was made (``handle._stand_in``), which could not tell. As a handle of the
+    defined where it was made (``stand_ins._stand_in``), which could not tell. As a handle of the
     class: a writer's is refused so; a read of a past step, which the call (made as a writer's)
     cannot be, is refused saying how to make it. None for any other call (cheaply: at_step
     named in its arguments' pickle, if pickled). (A stand-in given ``at_step`` looks its
@@ -357,7 +357,7 @@ def _no_writer_of_the_class(
     runtime: CallRuntime,
 ) -> Outcome:
     """The outcome of a call that names no writer method of the actor's class: one made through
-    a method of a class not defined where it was made (``handle._stand_in``, a writer taking any
+    a method of a class not defined where it was made (``stand_ins._stand_in``, a writer taking any
     arguments there). Held to what a handle of the class allows: a name that is no method of it
     fails as there (``AttributeError``); a read-only method runs as a read, on a private copy
     of the state ``good``. Either way nothing of it is committed."""

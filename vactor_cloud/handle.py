@@ -5,28 +5,33 @@ name); it talks to the current runtime, so it keeps working after ``fork`` and w
 another process. Calls go by
 value: arguments are copied when the call is made (an unpicklable argument
 fails here, at the call site) and results reach the caller as copies.
+
+This module holds :class:`ActorHandle` (what the handle is, how it pickles, how it finds its
+methods, and the actor-wide operations it offers) and :class:`ActorMethod` (its ``options``,
+``run`` and ``run_async``, how it pickles), with the functions a pickle of either names. Their
+parts below this module:
+
+* :mod:`vactor_cloud.method_calls`: :class:`~vactor_cloud.method_calls.MethodCalls`, the part
+  of ``ActorMethod`` (a mixin) that makes a call and applies or queues it;
+* :mod:`vactor_cloud.pooled_reads`: a read-only ``run_async`` call on the read pool, and the
+  waiters that may run it instead;
+* :mod:`vactor_cloud.stand_ins`: the methods of a class this process does not define, for a
+  handle unpickled here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import inspect
 import itertools
-import os
-import sys
-import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, Self, TypeVar, overload
 
 from vactor_cloud import _sync
-from vactor_cloud.batch import _NO_OPTIONS, CallContext, CallOptions, PendingCall, current_call
+from vactor_cloud.batch import _NO_OPTIONS, CallOptions, current_call
 from vactor_cloud.commit_notes import started_elsewhere_note
 from vactor_cloud.compaction import DEFAULT_MIN_AGE, CompactionReport, compact_actor
-from vactor_cloud.core import ActorCore
 from vactor_cloud.creation import Creation
 from vactor_cloud.definition import (
     ActorDefinition,
@@ -51,14 +56,15 @@ from vactor_cloud.events import (
     wait_for_event,
     wait_for_event_async,
 )
-from vactor_cloud.future import ActorFuture, CallFuture, Waker
-from vactor_cloud.handle_timers import cancel_timer, list_timers, scheduling_call
+from vactor_cloud.future import ActorFuture, CallFuture
+from vactor_cloud.handle_timers import cancel_timer, list_timers
 from vactor_cloud.history import HistoryEntry, check_at_step, history, state_at
 from vactor_cloud.ids import validate_idempotency_key
 from vactor_cloud.log_records import unrecordable
-from vactor_cloud.read_room import Read, current_read
-from vactor_cloud.reentrancy import WaitingInsideWriter, refuse_wait_cycle, unblock, writers_on_this_thread
+from vactor_cloud.method_calls import MethodCalls
+from vactor_cloud.reentrancy import WaitingInsideWriter
 from vactor_cloud.runtime import Runtime, get_runtime, storage_chosen, store_in_use
+from vactor_cloud.stand_ins import _is_stand_in, _stand_in
 from vactor_cloud.timers import TimerInfo
 
 __all__ = ["ActorHandle", "ActorMethod", "ReentrantCallError"]
@@ -69,131 +75,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _refuse(call: PendingCall, error: BaseException) -> None:
-    """Settle a call that will never run (the runtime shut down before it started)."""
-    if call.claim():
-        call.future.set_exception(error)
-
-
-class _ReadRun:
-    """Who runs a read-only ``run_async`` call: the first of its pool task and the threads
-    waiting for its future to start it (the others leave it to that one). To the wait-for graph
-    (``reentrancy.refuse_wait_cycle``) it is what a writer waiting for the read waits for: the
-    thread running it, which the read's own calls may make wait for that writer."""
-
-    __slots__ = ("_drainer", "_starts", "actor_id")
-
-    def __init__(self, actor_id: str) -> None:
-        self.actor_id = actor_id
-        #: the thread that runs the read (in the graph, as a core's thread applying its calls)
-        self._drainer: int | None = None
-        self._starts = itertools.count()
-
-    def start(self) -> bool:
-        """True for exactly one caller (``next`` on a count is atomic): who runs the read."""
-        if next(self._starts) != 0:
-            return False
-        self._drainer = threading.get_ident()
-        return True
-
-    def _withdraw(self, future: concurrent.futures.Future[Any], error: BaseException) -> bool:
-        return False  # (a read another thread started cannot be taken back)
-
-
-class _PooledRead:
-    """A read-only ``run_async`` call's task on the read pool (reads run side by side: one task
-    each). It lets go of its call once the call's future is cancelled: behind a read pool that
-    slow reads kept busy, each cancelled read's task waited in the pool's queue with its call,
-    arguments and all."""
-
-    __slots__ = ("call", "core", "inside", "run")
-
-    def __init__(self, core: ActorCore, call: PendingCall, inside: Read | None, run: _ReadRun) -> None:
-        self.core: ActorCore | None = core
-        self.call: PendingCall | None = call
-        self.inside = inside
-        self.run = run
-
-    def __call__(self) -> None:
-        core, call = self.core, self.call
-        if core is not None and call is not None and self.run.start():
-            core.read(call, self.inside)  # (inside: the read it was made in, see read_room)
-
-    def refuse(self, error: BaseException) -> None:
-        """(The runtime shut down before the task started.)"""
-        call = self.call
-        if call is not None:
-            _refuse(call, error)
-
-    def let_go_if_cancelled(self, future: concurrent.futures.Future[Any]) -> None:
-        if future.cancelled():
-            self.core = self.call = None
-            if isinstance(future, ActorFuture):
-                future._help = None  # (it holds them too)
-
-
-def _read_waiting(
-    core: ActorCore, call: PendingCall, inside: Read | None, run: _ReadRun, timeout: float | None
-) -> None:
-    """A waiter on a read-only call's future runs it (a writer waiting stays on its thread's list),
-    unless another thread started it. A writer method waiting here without a timeout for a read
-    another thread runs is an edge of the wait-for graph, to that thread: a call the read makes
-    to the writer's actor closes a cycle, refused at once (``reentrancy.refuse_wait_cycle``).
-
-    As work of the runtime (``working``), as a read on the pool is: shutdown waits for it. On
-    the thread of its own a bounded wait or an ``await`` starts, it ran on after shutdown."""
-    if run.start():
-        with WaitingInsideWriter(), core.env.working():
-            core.read(call, inside)
-        return
-    future = call.future
-    if timeout is not None or future.done() or not writers_on_this_thread():
-        return
-    wake = threading.Event()
-    future.add_done_callback(Waker(lambda _: wake.set()))
-    try:
-        while not future.done():
-            if not refuse_wait_cycle(run, future):
-                _sync.interruptible_wait(wake.wait, None, forever=None)
-    finally:
-        unblock()
-
-
-#: frames a call keeps free below the recursion limit for the runtime's own work: a call chain
-#: meeting the limit inside the runtime (settling a batch, giving an actor up) left that actor
-#: held by nobody for the rest of the process
-_FRAMES_KEPT = 100
-
 #: what a compaction cut off by ``Settings.deadline`` tells its caller to do
 _COMPACT_AGAIN = (
     "compacting again is safe and goes on where this one stopped; raise Settings.deadline for an "
     "actor with many steps to delete"
 )
-
-
-def _too_deep() -> bool:
-    """Whether this thread's stack is within ``_FRAMES_KEPT`` frames of the recursion limit
-    (one walk in C: ``sys._getframe(n)`` fails when the stack is shallower than ``n``)."""
-    try:
-        sys._getframe(sys.getrecursionlimit() - _FRAMES_KEPT)
-    except ValueError:
-        return False
-    return True
-
-
-def _help_after_creation(
-    runtime: Runtime, core: ActorCore, future: concurrent.futures.Future[Any], timeout: float | None
-) -> None:
-    """A waiter on a call queued behind this process's pending creation of the actor runs that
-    creation if no thread has started it (caller runs), then applies the call as any waiter.
-    Interrupted (Ctrl-C) meanwhile, the call is withdrawn with its wait, as ``core.help``
-    withdraws one queued behind another thread: never applied once the creation commits."""
-    try:
-        runtime.wait_created(core.actor_id)
-    except BaseException:
-        future.cancel()
-        raise
-    core.help(future, timeout)
 
 
 def _unpickled_method(
@@ -215,27 +101,6 @@ def _get_actor_handle(actor_id: str, origin: str | tuple[str | None, str] | None
         origin, handle._class_name = origin
     handle._origin = origin
     return handle
-
-
-def _any_arguments(self: Any, *args: Any, **kwargs: Any) -> None:
-    """(The signature of a method of a class this process does not define: see ``_stand_in``.)"""
-
-
-def _is_stand_in(info: MethodInfo) -> bool:
-    """Whether ``info`` is a method of a class this process does not define (``_stand_in``)."""
-    return info.function is _any_arguments
-
-
-def _stand_in(owner: str, name: str) -> MethodInfo:
-    """The method ``name`` of the class ``owner``, which this process does not define, for a
-    handle unpickled here: a writer taking any arguments, made for ``owner``, refused where it
-    runs on an actor of another class. Not the method of that name of the class this process
-    knows the id by: if the id holds an ``owner`` again, unknown to this process, its method
-    runs (a read-only one of the known class made it a read, and a writer's change was lost)."""
-    signature = inspect.signature(_any_arguments)
-    return MethodInfo(
-        name=name, function=_any_arguments, readonly=False, event=None, signature=signature, owner=owner
-    )
 
 
 class ActorHandle(Generic[T_co]):
@@ -551,7 +416,7 @@ class ActorHandle(Generic[T_co]):
         return hash(("ActorHandle", self.actor_id))
 
 
-class ActorMethod(Generic[P, R]):
+class ActorMethod(MethodCalls[P, R]):
     """One method of one actor: ``run`` blocks, ``run_async`` returns an :class:`ActorFuture`."""
 
     __slots__ = ("_actor_id", "_handle", "_info", "_options", "_timer")
@@ -794,28 +659,6 @@ class ActorMethod(Generic[P, R]):
         with WaitingInsideWriter():  # a call back into this writer's actor is refused meanwhile
             return self._run(runtime, core, call, creating)
 
-    def _run(self, runtime: Runtime, core: ActorCore, call: PendingCall, creating: Creation | None) -> R:
-        if creating is not None:
-            try:
-                if self._after_creation(runtime, call, creating):
-                    if isinstance(call.future, ActorFuture):
-                        call.future._help = functools.partial(
-                            _help_after_creation, runtime, core, call.future
-                        )
-                    return call.future.result()  # type: ignore[no-any-return]
-            except BaseException as exc:
-                # Interrupted (Ctrl-C) while queued behind this process's pending creation of the
-                # actor: withdrawn with it, as a call queued behind another thread is, never
-                # applied once the creation commits, behind its caller's back.
-                if not call.future.done() and not call.future.cancel():
-                    exc.add_note(started_elsewhere_note(self._actor_id))
-                raise
-        if call.readonly:
-            core.read(call)
-        else:
-            core.call(call)
-        return call.future.result()  # type: ignore[no-any-return]
-
     def run_async(self, *args: P.args, **kwargs: P.kwargs) -> ActorFuture[R]:
         """Queue the call and return at once; ``await`` the future or call ``.result()``.
 
@@ -843,131 +686,6 @@ class ActorMethod(Generic[P, R]):
                     exc.add_note(note)
             raise
 
-    def _queue(self, call: PendingCall, future: ActorFuture[R]) -> ActorFuture[R]:
-        """(``run_async``) Queue ``call``: on the actor, behind its pending creation, or on the
-        read pool; ``future``, its future."""
-        runtime = get_runtime()
-        core = runtime.core(self._actor_id)
-        if self._after_creation(runtime, call):
-            future._help = functools.partial(_help_after_creation, runtime, core, future)
-        elif call.readonly:
-            inside = current_read()
-            run = _ReadRun(self._actor_id)
-            future._help = functools.partial(_read_waiting, core, call, inside, run)
-            future._read_only = True
-            task = _PooledRead(core, call, inside, run)
-            future.add_done_callback(Waker(task.let_go_if_cancelled))
-            runtime.spawn(task, on_shutdown=task.refuse, read=True)
-        else:
-            future._help = functools.partial(core.help, future)
-            core.submit(call)
-        return future
-
-    def _after_creation(self, runtime: Runtime, call: PendingCall, creation: Creation | None = None) -> bool:
-        """While this process creates the actor without waiting: a writer is queued behind the
-        creation (and fails with its exception, or is submitted, if it has settled since the
-        look), a read-only call fails (Ray's behaviour). False when no such creation is
-        pending: the caller goes on as usual. ``creation``: the one the caller found pending.
-
-        A writer also goes behind a creation that has settled but is still listed: it may still
-        be handing the calls queued behind it over to the actor, and a call made now, sent to
-        the actor at once, went ahead of them (one thread's calls applied out of order); its
-        ``defer`` waits for the hand-over. A read goes on as usual then."""
-        if creation is None:
-            creation = runtime.creation_listed(self._actor_id)
-            if creation is None or (creation.settled and call.readonly):
-                return False
-        if call.readonly:
-            if call.claim():
-                call.future.set_exception(
-                    VirtualActorNotInitializedError(self._actor_id, runtime.store.describe())
-                )
-            return True
-
-        handing = [False]  # (set as the call is given to the actor: ``core.submit`` answers for it then)
-
-        def submit(error: BaseException | None) -> None:
-            # Interrupted (Ctrl-C) before the call reached the actor, as the core was looked up,
-            # the call was left with no outcome: its caller waited for good. It is withdrawn,
-            # failed with the interrupt (never applied behind its caller's back).
-            try:
-                if error is None:
-                    core = runtime.core(self._actor_id)
-                    handing[0] = True
-                    core.submit(call)
-                elif call.claim():
-                    call.future.set_exception(error)
-            except BaseException as exc:
-                if not handing[0] and call.claim():
-                    call.future.set_exception(exc)
-                raise
-
-        creation.defer(submit)
-        return True
-
-    def _make_call(
-        self,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        future: concurrent.futures.Future[Any],
-        *,
-        waits: bool,
-    ) -> PendingCall:
-        if _too_deep():
-            raise RecursionError(
-                f"{self._info.name}() of actor {self._actor_id!r} was called with fewer than "
-                f"{_FRAMES_KEPT} frames left below the recursion limit ({sys.getrecursionlimit()}): "
-                "actor calls nested that deep (a chain of methods calling other actors, or deep "
-                "recursion around a call) would leave the runtime no room to settle them; the call "
-                "was not made"
-            )
-        options = self._options
-        if (
-            _is_stand_in(self._info)
-            and self._timer is None
-            and ("at_step" in kwargs or options.at_step is not None)
-        ):
-            return self._as_its_class()._make_call(args, kwargs, future, waits=waits)
-        if "at_step" in kwargs and self._info.at_step_is_an_option():
-            at_step = kwargs.pop("at_step")
-            check_at_step(self._info, at_step)
-            options = replace(options, at_step=at_step)
-        self._info.check_arguments(args, kwargs)
-        if self._timer is not None:
-            running = current_call()
-            if running is not None and running.actor_id == self._actor_id and not running.readonly:
-                raise ReentrantCallError(
-                    f"{running.method}() of actor {self._actor_id!r} scheduled {self._info.name}() of "
-                    "the same actor through a handle (a commit on the actor its own method holds: it "
-                    "would wait for itself); schedule it with the call instead: "
-                    f"vc.current_call().schedule({self._info.name!r}, after=...)"
-                )
-            return scheduling_call(
-                self._info.name,
-                args,
-                kwargs,
-                idempotency_key=options.idempotency_key,
-                for_class=self._info.owner or None,
-                **self._timer,
-            )
-        running = current_call()
-        if running is not None and options.at_step is None:  # (a committed step waits for no writer)
-            self._refuse_reentry(running, waits)
-        key = options.idempotency_key
-        call_id = (
-            uuid.uuid5(uuid.NAMESPACE_URL, f"{self._actor_id}/{key}").hex if key else os.urandom(16).hex()
-        )
-        return PendingCall.by_value(
-            self._info.name,
-            args,
-            kwargs,
-            readonly=self._info.readonly or options.at_step is not None,
-            future=future,
-            call_id=call_id,
-            options=options,
-            for_class=self._info.owner or None,
-        )
-
     def _as_its_class(self) -> ActorMethod[P, R]:
         """(A stand-in given ``at_step``, which it cannot tell from an argument of the method)
         This method as its class defines it, from the class's stored body, where the actor
@@ -986,55 +704,6 @@ class ActorMethod(Generic[P, R]):
         if self._options.at_step is not None:
             check_at_step(found, self._options.at_step)
         return ActorMethod(self._actor_id, found, self._options, self._timer)
-
-    def _refuse_reentry(self, running: CallContext, waits: bool) -> None:
-        """``ReentrantCallError`` if a writer of this actor runs on this thread: the call would
-        wait for itself (directly, or through other actors: A -> B -> A). Not asked of a read
-        of a given step (``run(at_step=N)``): an immutable committed step, read without the
-        actor's queue, which neither waits for a writer nor sees a writer's uncommitted change.
-
-        A call through other actors that is not waited for here (``run_async``) is queued: it
-        waits for nothing. Refused, it failed a call that another thread's writer, waiting for
-        this thread's actor, happened to apply (its batch-mates run on the waiter's thread).
-        Waiting for it later is refused then (``ActorCore.help``)."""
-        held = writers_on_this_thread()
-        if self._actor_id not in held:
-            return
-        if running.actor_id == self._actor_id and not running.readonly and self._info.readonly:
-            # (Such a read waits for nothing: let through, it answered from the last commit.)
-            raise ReentrantCallError(
-                f"{running.method}() of actor {self._actor_id!r} called the read-only "
-                f"{self._info.name}() of the same actor through a handle: a read through a handle "
-                "answers from the actor's last committed step, without the changes "
-                f"{running.method}() has made and not yet committed; call self.{self._info.name}() "
-                f"directly instead ({self._info.name}.run(at_step=N) reads a committed step N)"
-            )
-        if running.actor_id == self._actor_id and not running.readonly:
-            raise ReentrantCallError(
-                f"{running.method}() of actor {self._actor_id!r} called {self._info.name}() of the same "
-                "actor: a writer cannot call its own actor through a handle (it would wait for itself); "
-                "call the method directly on self instead"
-            )
-        if not waits:
-            return
-        chain = held[held.index(self._actor_id) :] + ([running.actor_id] if running.readonly else [])
-        cycle = " -> ".join([*chain, self._actor_id])
-        if self._info.readonly:  # (a read waits for no writer: what it would miss is the reason)
-            raise ReentrantCallError(
-                f"{running.method}() of actor {running.actor_id!r} called the read-only "
-                f"{self._info.name}() of actor {self._actor_id!r}, whose writer method runs further "
-                f"up this thread (a call cycle {cycle}): a read through a handle answers from the "
-                "actor's last committed step, without the changes that method has made and not yet "
-                f"committed. Pass what is needed as an argument, or read a committed step N with "
-                f"{self._info.name}.run(at_step=N)"
-            )
-        raise ReentrantCallError(
-            f"{running.method}() of actor {running.actor_id!r} called {self._info.name}() of actor "
-            f"{self._actor_id!r}, whose writer method is waiting for it on this same thread (a call "
-            f"cycle {cycle}): it would wait for itself, so nothing was queued. Break the cycle: let "
-            f"{running.actor_id!r} return what {self._actor_id!r} needs and apply it in "
-            f"{self._actor_id!r}'s own method, or make this call after that method has returned"
-        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         # By default pickle took the method's function along, by a name its module does not
