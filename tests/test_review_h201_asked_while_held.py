@@ -116,6 +116,10 @@ class PausedServingRound:
                 self.armed = False
                 self.paused.set()
                 assert self.resumed.wait(HANG), "the test never resumed the round"
+                # (Taken: a round armed later pauses until the test resumes it in turn. Left set,
+                # the next round paused and went on at once: it listed and folded while the test
+                # looked at what the round before had left.)
+                self.resumed.clear()
             gather(core, wake)
 
         monkeypatch.setattr(ActorCore, "_gather_posts", paused)
