@@ -33,6 +33,8 @@ BROKEN: list[Path] = []
 def publish(y: int) -> int:
     if BROKEN and BROKEN[0].exists():
         raise RuntimeError("publish is down")
+    if BROKEN and (BROKEN[0].parent / f"down-{y}").exists():
+        raise RuntimeError(f"publish {y} is down")
     return y + 1
 
 
@@ -47,6 +49,10 @@ class Publisher:
     def record(self, value: int) -> int:
         self.done.append(value)
         return value
+
+    @workflow.virtual_actor.readonly
+    def published(self) -> list[int]:
+        return self.done
 
 
 @pytest.fixture
@@ -85,3 +91,33 @@ def test_the_reruns_remembered_as_done_stay_within_their_bound(
     for actor_id in ids:
         assert vc.get(workflow.resume(actor_id)) == [2]
     assert len(workflow._rerun_done) == 1
+
+
+def test_a_resume_whose_first_call_fails_again_still_commits_the_others(
+    actor_store: StoreSpec, broken: Path
+) -> None:
+    """Of several calls run again, some failing again: the future raises the exception of the
+    first of those, in the order the calls first failed; the others still run, those that
+    succeed commit, and those that failed again stay recorded for the next resume."""
+    broken.unlink()
+    flags = broken.parent
+    job = Publisher.get_or_create("several")
+    for y in (10, 20, 30):
+        (flags / f"down-{y}").touch()
+        with pytest.raises(RuntimeError, match=f"publish {y} is down"):
+            job.run.run(y)
+    assert workflow.get_status("several") == workflow.FAILED
+    # 10 and 30 fail again, 20 is back: the future raises 10's failure, the first in order
+    (flags / "down-20").unlink()
+    with pytest.raises(RuntimeError, match="publish 10 is down"):
+        vc.get(workflow.resume("several"))
+    assert job.published.run() == [21]
+    (flags / "down-30").unlink()
+    with pytest.raises(RuntimeError, match="publish 10 is down"):
+        vc.get(workflow.resume("several"))
+    assert job.published.run() == [21, 31]
+    (flags / "down-10").unlink()
+    assert vc.get(workflow.resume("several")) == [11]
+    assert job.published.run() == [21, 31, 11]
+    assert workflow.get_status("several") == workflow.SUCCESSFUL
+    assert vc.get(workflow.resume("several")) == []
