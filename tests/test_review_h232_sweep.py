@@ -189,7 +189,7 @@ A16  strays set unbounded                                          yes      not 
 (k) L13: the meta is parsed afresh by each decode: nothing else holds its ``extra``.
 (m) H29, A16, not killed: memory only. H29 holds the step's fetched copy while ``state_at``
     waits for read room; A16 lets the set of keys warned about as no step grow past 1024.
-(n) A15, not killed: ``ActorObjects.exists`` has no caller (library, CLI or tests).
+(n) A15, not killed: ``ActorObjects.exists`` had no caller (library, CLI or tests); removed.
 """
 
 from __future__ import annotations

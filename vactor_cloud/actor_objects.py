@@ -448,10 +448,6 @@ class ActorObjects:
         await self.store.put(key, data, mode=IfMatch(blob.version))
         return f"damaged ({damage})"
 
-    async def exists(self) -> bool:
-        head, steps = await asyncio.gather(self.read_head(), self.list_steps(limit=1))
-        return head is not None or bool(steps)
-
 
 #: keys under steps/ naming no step that this process has warned about (once each; bounded)
 _STRAYS_SEEN: set[str] = set()
