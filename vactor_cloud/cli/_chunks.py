@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 from vactor_cloud import _sync
+from vactor_cloud.cli._output import listing_count
 
 __all__ = ["CHUNK", "IdChunks", "every_actor_id"]
 
@@ -37,6 +38,16 @@ class IdChunks:
 
     def _count(self) -> None:
         self.found()  # (whichever ``found`` is set now)
+
+    def first(self, label: str, *, counted: bool, plain: bool = True) -> list[str]:
+        """The first chunk, its listing counted as it goes (``listing_count``: ``label`` and the
+        ids so far on a terminal when ``counted``, else, with ``plain``, a line now and then on
+        stderr); the chunks after it are listed silently."""
+        with listing_count(label, enabled=counted, plain=plain) as found:
+            self.found = found
+            ids = self.next()
+        self.found = lambda: None
+        return ids
 
     def next(self) -> list[str]:
         """The next chunk of ids (:data:`CHUNK` of them, or what is left); ``[]`` once the

@@ -30,7 +30,7 @@ from vactor_cloud.cli._options import (
     init_runtime,
     memory_hint,
 )
-from vactor_cloud.cli._output import Advance, Output, listing_count, note, printable, progress
+from vactor_cloud.cli._output import Advance, Output, note, printable, progress
 
 __all__ = ["cmd_compact"]
 
@@ -78,12 +78,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
         if args.all:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
             # A chunk of ids at a time, each listed once the one before is compacted: ten million
             # ids held at once are gigabytes (the first, counted on a terminal while it is listed)
-            listing = f"listing the actors under {describe_storage()}:"
             chunks = IdChunks(_all_actor_ids)
-            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json, plain=True) as found:
-                chunks.found = found
-                ids = chunks.next()
-            chunks.found = lambda: None
+            listing = f"listing the actors under {describe_storage()}:"
+            ids = chunks.first(listing, counted=sys.stderr.isatty() and not out.json)
         else:
             ids = [args.actor_id]
     except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)

@@ -41,7 +41,7 @@ from vactor_cloud.cli._options import (
     init_runtime,
     memory_hint,
 )
-from vactor_cloud.cli._output import Advance, Output, listing_count, printable, progress, when
+from vactor_cloud.cli._output import Advance, Output, printable, progress, when
 from vactor_cloud.deletion import is_deleted
 from vactor_cloud.errors import ActorDeletedError, ActorNotFoundError, VactorError
 from vactor_cloud.events import _process, applied_event
@@ -334,10 +334,7 @@ def _drain(actors: list[str] | None, out: Output) -> tuple[int, list[str]]:
     chunks = IdChunks(lambda looked_at: _pages_with_events(actors, looked_at))
     looking = f"looking for events under {get_runtime().store.describe()}: actors asked"
     try:
-        with listing_count(looking, enabled=bar and actors is None, plain=actors is None) as looked_at:
-            chunks.found = looked_at
-            ids = chunks.next()
-        chunks.found = lambda: None
+        ids = chunks.first(looking, counted=bar and actors is None, plain=actors is None)
         return _drain_chunks(ids, chunks, out, bar)
     finally:
         chunks.close()

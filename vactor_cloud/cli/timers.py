@@ -48,7 +48,7 @@ from vactor_cloud.cli._options import (
     memory_hint,
     positive_float,
 )
-from vactor_cloud.cli._output import Output, listing_count, note, printable, progress
+from vactor_cloud.cli._output import Output, note, printable, progress
 from vactor_cloud.errors import ActorDefinitionError, IntegrityError
 from vactor_cloud.runtime import get_runtime, shutdown
 from vactor_cloud.timer_repair import repair_timer_index
@@ -175,12 +175,9 @@ def _repair(actor_ids: list[str] | None, out: Output) -> tuple[int, list[str]]:
         else:  # (a bucket of thousands takes a while to list: on a terminal, counted meanwhile)
             # A chunk of ids at a time, each listed once the one before is repaired: ten million
             # ids held at once are gigabytes (the first, counted on a terminal while it is listed)
-            listing = f"listing the actors under {get_runtime().store.describe()}:"
             chunks = IdChunks(_every_actor_id)
-            with listing_count(listing, enabled=sys.stderr.isatty() and not out.json, plain=True) as found:
-                chunks.found = found
-                ids = chunks.next()
-            chunks.found = lambda: None
+            listing = f"listing the actors under {get_runtime().store.describe()}:"
+            ids = chunks.first(listing, counted=sys.stderr.isatty() and not out.json)
     except KeyboardInterrupt:  # (a bucket of many actors takes a while to list)
         if chunks is not None:
             chunks.close()
