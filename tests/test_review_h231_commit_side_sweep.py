@@ -59,7 +59,7 @@ H67  _fold_unless_...: our post forgotten though not applied    yes      h231 (n
 H68  _release_unless_posts_wait: gives up, posts waiting        no       h178_orphaned_post
 H69  _left_if_cancelled: cancelled call stays queued            no       queues
 F01  mark: a pending move not moved to a newer step             no       h160_runtime_sweep
-F05  stop: periodic task not cancelled                          no       hang: shutdown's wait (below)
+F05  stop: periodic task not cancelled                          yes      h231 (flusher stopped; below)
 F06  _run: running never cleared (no later periodic flush)      no       h160_runtime_sweep
 F07  _due: a missing HEAD waits for the delay                   no       h160_runtime_sweep
 F08  _due: lag one step more                                    no       h160_runtime_sweep
@@ -123,13 +123,14 @@ Equivalent, or not killed:
   settled: evicting the core then strands nobody.
 * C22: ``advance_head`` returns at once, with no request, for a HEAD at or past the step.
   (``ActorCore.flush_head`` is called by tests only: left alone.)
-* F05: not killed by a failing test: ``stop()`` then waits for the periodic task, asleep for
-  ``head_interval`` while moves it will not make are pending, until shutdown's own timeout
-  ends it (the wider run hit the sweep's 600 s bound; a shutdown took 30 s in one test here).
+* F05: ``stop()`` then waits for the periodic task, asleep for ``head_interval``, until
+  shutdown's own timeout ends it (a shutdown took 30 s in one test, no test failed): the test
+  of the flusher's stop bounds that wait at 20 s, with an interval of an hour.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextvars
 import dataclasses
@@ -495,6 +496,34 @@ def test_shutdown_moves_a_head_that_is_not_due_yet_and_the_core_holds_what_a_flu
     store_spec.init(settings=_HEAD_WAITS)
     head = _sync.sync(vc.get_runtime().log("h").read_head())
     assert head is not None and head.step == 3
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_stopping_the_head_flusher_ends_its_periodic_flush_asleep_for_the_interval(
+    store_spec: StoreSpec,
+) -> None:
+    """``HeadFlusher.stop`` (shutdown's) makes its last flush, then ends the periodic one, asleep
+    for ``head_interval`` (here an hour): it cancels it, not waits it out. Bounded by 20 s, a
+    stop that waited for the task fails here, not at shutdown's own timeout."""
+    store_spec.init(settings=_HEAD_WAITS)
+    gate = Gate.get_or_create("h")
+    runtime = vc.get_runtime()
+    gate.add.run("one")
+    task = runtime.heads._task
+    assert task is not None and not task.done(), "no periodic flush ran to be stopped"
+
+    async def stopped_within_bound() -> bool:
+        stopping = asyncio.ensure_future(runtime.heads.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=20.0)
+        if not done:  # (cancelled here, so that the shutdown after the test is not held too)
+            stopping.cancel()
+            await asyncio.wait({stopping})
+        return bool(done)
+
+    assert _sync.sync(stopped_within_bound()), "stop waited for the periodic flush asleep for an hour"
+    assert task.done() and runtime.heads._task is None
+    head = _sync.sync(runtime.log("h").read_head())
+    assert head is not None and head.step == 1
 
 
 @pytest.mark.usefixtures("runtime_off")
