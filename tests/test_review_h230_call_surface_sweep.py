@@ -210,13 +210,14 @@ from child_processes import fork_and_report
 from garbage import full_collection
 from interrupts import Interrupted, InterruptOnce
 from store_helpers import retune
+from test_combining import wait_for
 from test_review_class_identity import _define
 from test_review_h135_future_copies import Unloadable
 from test_review_h150_ready_after_failed_creation import FailsToInit, _hold_spawned
 from test_review_own_runtime_waits import HANG, HELD, _answered, _handler_ran_while_waiting
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, pooled_reads, stand_ins
+from vactor_cloud import _sync, pooled_reads, reentrancy, stand_ins
 from vactor_cloud import future as future_module
 from vactor_cloud import handle as handle_module
 from vactor_cloud.core import ActorCore
@@ -682,6 +683,54 @@ def test_a_cycle_through_a_read_another_thread_runs_is_refused_at_once(
     assert not thread.is_alive(), f"writer -> read -> writer across threads ({how}): still waiting"
     assert len(outcome) == 1 and isinstance(outcome[0], vc.ReentrantCallError), outcome
     assert "cycle-writer -> cycle-reader -> cycle-writer" in str(outcome[0]), outcome[0]
+    assert writer.count.run() == 0
+
+
+@pytest.mark.parametrize("how", ["result", "get"])
+def test_a_cycle_is_refused_when_the_writer_waits_before_the_pool_thread_names_itself(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The window between the read pool's thread winning ``_ReadRun.start``'s count and recording
+    itself as the thread running the read: the writer of A, finding the read started, waits for
+    it then, its edge leading to no thread yet. The cycle is still refused at once: the read's
+    call back into A closes it from the pool thread's side, whose own thread the edge names by
+    then. The writer is held until the pool thread has won, and the pool thread until the writer
+    waits (bounded: a wait that times out fails the test)."""
+    store_spec.init(settings=vc.Settings(deadline=600, commit_timeout=600))
+    Surface.get_or_create("window-reader")
+    writer = Surface.get_or_create("window-writer")
+    start = pooled_reads._ReadRun.start
+    pool_won = threading.Event()
+    writer_waits: list[bool] = []
+
+    def held_start(run: pooled_reads._ReadRun) -> bool:
+        if reentrancy.writers_on_this_thread():  # the writer: after the pool thread won
+            assert pool_won.wait(HANG / 3), "the pool thread never started the read"
+            return start(run)
+        if next(run._starts) != 0:
+            return False
+        pool_won.set()
+        # (the writer, refused the start, waits for the read: its edge, to no thread yet)
+        writer_waits.append(wait_for(lambda: len(reentrancy._blocked) == 1, HANG / 3))
+        run._drainer = threading.get_ident()
+        return True
+
+    monkeypatch.setattr(pooled_reads._ReadRun, "start", held_start)
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(writer.wait_for_a_read_calling_back.run("window-reader", how))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(HANG / 2)
+    assert not thread.is_alive(), f"writer -> read -> writer across threads ({how}): still waiting"
+    assert writer_waits == [True], "the writer did not wait inside the window"
+    assert len(outcome) == 1 and isinstance(outcome[0], vc.ReentrantCallError), outcome
+    assert "window-writer -> window-reader -> window-writer" in str(outcome[0]), outcome[0]
     assert writer.count.run() == 0
 
 
