@@ -54,7 +54,7 @@ def test_sending_events_to_many_actors_remembers_a_bounded_number_of_them(store_
     """``send_event`` remembers which actors it found to exist (a LIST saved on the next send):
     one entry per actor id ever sent to, for the runtime's life, however few actors are cached."""
     store_spec.init(settings=vc.Settings(storage=store_spec.url, max_cached_actors=10))
-    ids = [f"inbox-{i}" for i in range(200)]
+    ids = [f"inbox-{i}" for i in range(50)]
     for actor_id in ids:
         Inbox.get_or_create(actor_id)
     for actor_id in ids:
