@@ -6,6 +6,7 @@ a test file that defines its own (``test_cli.py``'s ``store``) keeps it.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -29,6 +30,7 @@ __all__ = [
     "Vactor",
     "copy_long_actor",
     "interrupt_the_second_chunk_listing",
+    "made_once_per_run",
     "offline_aws_env",
     "one_line_error",
     "seed_long_actor",
@@ -131,6 +133,26 @@ def argparse_spelling(help_text: str) -> str:
     (``-o, --storage-option KEY=VALUE``; 3.11 and 3.12 give the short one its metavar too:
     ``-o KEY=VALUE, --storage-option KEY=VALUE``): the page shows one of them."""
     return re.sub(r"(?m)^(\s+-\w) (\S+), (--[\w-]+) \2$", r"\1, \3 \2", help_text)
+
+
+def made_once_per_run(
+    tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], None]
+) -> Path:
+    """``<dir>/name``, made by ``make(<dir>/name)`` once per test run: under pytest-xdist, by the
+    first worker that asks (under a lock; the others wait, then use it), not once per worker that
+    runs one of the module's tests. What is made must not change after: tests copy it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's: each worker's basetemp is a directory of it
+    made, done = base / "made-once" / name, base / "made-once" / f"{name}.done"
+    made.parent.mkdir(parents=True, exist_ok=True)
+    with open(base / "made-once" / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (released when the file closes)
+        if not done.exists():
+            shutil.rmtree(made, ignore_errors=True)  # (what a failed make left)
+            make(made)
+            done.touch()
+    return made
 
 
 def seed_long_actor(root: Path, steps: int) -> Path:

@@ -147,6 +147,10 @@ def test_a_child_run_by_its_waiting_parent_sees_no_actor_call(small_pool: Thread
 # -- a call chain deeper than the interpreter's recursion limit -------------------------------------
 
 
+#: the indexes of the links whose ``down`` ran (the chain stops about 50 links in)
+_links_run: set[int] = set()
+
+
 @vc.virtual_actor
 class Link:
     def __init__(self, index: int) -> None:
@@ -154,6 +158,7 @@ class Link:
         self.calls = 0
 
     def down(self, depth: int) -> int:
+        _links_run.add(self.index)
         self.calls += 1
         if depth == 0:
             return 0
@@ -168,20 +173,28 @@ def test_a_call_chain_past_the_recursion_limit_fails_and_wedges_no_actor() -> No
     actor held by nobody: every later call to it waited, then failed with ``ActorBusyError``,
     for the rest of the process. A nested call that would leave the runtime too few frames is
     now refused at its call site, before anything is queued."""
-    depth = sys.getrecursionlimit() // 4  # more links than the limit allows (about 10 frames each)
+    # More links than the limit allows: a link takes about 20 frames (at least 10), so the chain
+    # stops about 50 links in. (Were the links fewer than the limit allows, the chain would end
+    # on a missing actor, and the test would fail.)
+    depth = sys.getrecursionlimit() // 8
     for i in range(depth + 1):
         Link.get_or_create(f"link-{i}", i)
 
-    def every_link_answers() -> list[int]:
-        return [vc.get_actor(f"link-{i}").down.run(0) for i in range(depth + 1)]
+    def every_link_answers(links: int) -> list[int]:
+        return [vc.get_actor(f"link-{i}").down.run(0) for i in range(links)]
 
     # Started at each offset within a link's frames, the limit is met at each point of the runtime.
     for pad in range(16):
+        _links_run.clear()
         with pytest.raises(RecursionError, match="recursion limit"):
             _padded(pad, vc.get_actor("link-0").down.run, depth)
-        finished, result = _finishes(every_link_answers)
+        # The links the chain ran and the next two: the link left held by nobody was the one
+        # after the last that ran (its call met the limit inside the runtime). Links further
+        # down were never called.
+        links = min(max(_links_run) + 3, depth + 1)
+        finished, result = _finishes(every_link_answers, links)
         assert finished, f"(pad {pad}) an actor of the chain is held by nobody: its calls wait for it"
-        assert result == [0] * (depth + 1)
+        assert result == [0] * links
     # A shorter chain still runs end to end.
     assert vc.get_actor("link-0").down.run(20) == 20
 
