@@ -173,13 +173,17 @@ def test_cached_idempotency_tables_count_against_max_cache_bytes(store_spec: Sto
     10,000 keys or a day's, with their results). The actor cache weighed only the step's
     state and its 2 KB delta, so ``max_cache_bytes`` did not bound them: 12 actors with 20 keyed
     results of 20 KB held 4.8 MB against a 1 MB bound. (HEAD moves waiting to be flushed held
-    evicted actors' logs, with their checkpoints, for up to a minute too.)"""
+    evicted actors' logs, with their checkpoints, for up to a minute too.) Each actor ends with
+    keyed calls of small results: a step that writes a checkpoint weighs it in its own record, so
+    only steps after it leave the log's decoded copy to ``cached_bytes`` alone."""
     bound = 1_000_000
     store_spec.init(settings=vc.Settings(storage=store_spec.url, max_cache_bytes=bound))
     for n in range(12):
         actor = Keyed.get_or_create(f"keyed-{n}")
         for i in range(20):
             assert len(actor.work.options(idempotency_key=f"key-{i}").run(20_000)) == 20_000
+        for i in range(3):  # (steps that write no checkpoint: the one the log holds is older)
+            assert actor.work.options(idempotency_key=f"small-{i}").run(1) == b"x"
     assert Keyed.get_or_create("keyed-0").work.options(idempotency_key="key-3").run(1) == b"x" * 20_000
     assert _checkpoint_bytes_held(vc.get_runtime().store) <= 2 * bound
 
