@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vactor_cloud.storage import ObjectStore
 
-__all__ = ["RECOMMENDED_KEY_BYTES", "Settings", "default_storage"]
+__all__ = ["RECOMMENDED_KEY_BYTES", "Settings", "check_storage", "default_storage"]
 
 #: the shortest signing key taken without a warning: HMAC-SHA256's own output length
 RECOMMENDED_KEY_BYTES = 32
@@ -173,6 +173,31 @@ class Settings:
             raise TypeError(
                 f"Settings.storage_options must be a mapping, got {type(self.storage_options).__name__}"
             )
+        check_storage(self.storage, "Settings.storage")
+        executor = self.subtask_executor
+        if isinstance(executor, str) and executor not in ("thread", "process"):
+            raise ValueError(_EXECUTOR_MESSAGE.format(executor))
+        if executor is not None and not isinstance(executor, str) and not callable(getattr(executor, "submit", None)):
+            raise TypeError(_EXECUTOR_MESSAGE.format(executor))
+
+
+_EXECUTOR_MESSAGE = (
+    "Settings.subtask_executor must be 'thread', 'process', a concurrent.futures.Executor or a "
+    "dask.distributed.Client (anything with a submit method), or None for the default, got {!r}"
+)
+
+
+def check_storage(storage: object, what: str) -> None:
+    """``TypeError`` unless ``storage`` (``what``, in the message) is a storage URL or path, an
+    :class:`~vactor_cloud.storage.ObjectStore`, or ``None`` (the default storage)."""
+    if storage is None or isinstance(storage, str | os.PathLike):
+        return
+    from vactor_cloud.storage import ObjectStore  # (only for an object: a URL imports nothing)
+
+    if not isinstance(storage, ObjectStore):
+        raise TypeError(
+            f"{what} must be a storage URL or path (a str), or an ObjectStore instance, got {storage!r}"
+        )
 
 
 #: fields that are True or False (a string such as "False" is truthy: refused)

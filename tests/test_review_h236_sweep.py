@@ -1,0 +1,366 @@
+"""Review h236: a mutation sweep of ``definition.py``, ``actor.py``, ``settings.py``, ``keys.py``
+and ``class_tag.py``.
+
+TABLE
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import sys
+import threading
+import types
+from typing import Any
+
+import cloudpickle
+
+import pytest
+from store_helpers import init, spec
+
+import vactor_cloud as vc
+from vactor_cloud.cli.bench_harness import RequestTrace
+from vactor_cloud import definition
+from vactor_cloud import settings as settings_module
+from vactor_cloud.bytecode import BYTECODE
+from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.errors import ActorDefinitionError
+from vactor_cloud.testing.lanes import StoreSpec
+
+pytestmark = pytest.mark.vactor_lanes("memory", "local")
+
+__all__ = ["spec"]  # (the fixture, imported)
+
+#: a module-level value a stored method reads: data, stored by name (never in the body)
+TOKEN = "h236-token-never-stored"
+#: a number a stored method reads: stored with the body
+LIMIT = 7
+
+
+@vc.virtual_actor
+class Tally:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def add(self, amount: int, note: str = "") -> int:
+        self.total += amount
+        return self.total
+
+    @vc.virtual_actor.readonly
+    def peek(self) -> int:
+        return self.total
+
+
+def test_a_call_with_too_many_arguments_is_refused_before_it_is_sent(spec: StoreSpec) -> None:
+    """D01: ``MethodInfo.check_arguments`` taking the fast path for any count of at least the
+    fewest arguments. ``add(1, "n", 3)`` was sent (a request to the store) and failed only in the
+    actor, with Python's message naming no method."""
+    init(spec)
+    tally = Tally.get_or_create("d01")
+    with RequestTrace(vc.get_runtime().store).installed() as trace:
+        with pytest.raises(TypeError, match=r"add\(\): too many positional arguments"):
+            tally.add.run(1, "n", 3)
+    assert trace.requests == [], "a call that cannot bind was sent"
+    assert tally.peek.run() == 0
+
+
+def test_at_step_on_a_writer_says_it_is_a_writer(spec: StoreSpec) -> None:
+    """D04, D08: ``at_step_is_an_option`` false for a writer taking no ``**fields`` (``at_step``
+    passed on to the method: "unexpected keyword"), or ``check_at_step`` taking a writer. The
+    error is to say what at_step= is for, and what to use instead."""
+    init(spec)
+    tally = Tally.get_or_create("d04")
+    with pytest.raises(ValueError, match=r"add\(\) is a writer method.*handle\.state_at\(0\)"):
+        tally.add.run(1, at_step=0)
+    assert tally.peek.run() == 0
+
+
+@vc.virtual_actor
+class Dated:
+    @vc.virtual_actor.readonly
+    def echo(self, at_step: int) -> int:
+        return at_step
+
+
+def test_a_method_declaring_at_step_gets_it_as_its_argument(spec: StoreSpec) -> None:
+    """D05: ``at_step_is_an_option`` true for a method with its own ``at_step`` parameter: the
+    argument was taken for a step to time-travel to, and the method never got it."""
+    init(spec)
+    assert Dated.get_or_create("d05").echo.run(at_step=5) == 5
+
+
+def test_a_stored_body_keeps_the_name_its_steps_give_it() -> None:
+    """D10: ``ActorDefinition.from_stored`` naming the class as the rebuilt class spells itself.
+    A class defined in a function is rebuilt by cloudpickle under its bare name: its calls were
+    made for another class than the one the steps name (each refused as of another class)."""
+    loaded = ActorDefinition.from_stored(Tally.cls, name="elsewhere:Tally")
+    assert loaded.name == "elsewhere:Tally"
+    assert {info.owner for info in loaded.methods.values()} == {"elsewhere:Tally"}
+    assert ActorDefinition.from_stored(Tally.cls).name == Tally.name
+
+
+def _function() -> None:
+    return None
+
+
+@pytest.mark.parametrize(
+    ("decorate", "message"),
+    [
+        (lambda: vc.virtual_actor(_function), r"@virtual_actor decorates classes, not <function _function"),
+        (lambda: vc.virtual_actor(Tally), r"decorates classes, not <virtual actor class .*Tally>"),
+        (lambda: vc.virtual_actor(serializer="yaml")(Tally.cls), r"unknown serializer 'yaml'; choose one of \('pickle', 'json'\)"),
+    ],
+    ids=["a function", "decorated twice", "unknown serializer"],
+)
+def test_a_misuse_of_the_decorator_is_refused_saying_what_to_do(decorate: Any, message: str) -> None:
+    """D11: a non-class decorated (a function, the actor class once more) taken; D12: any
+    serializer name taken (each state then failed at its first commit, far from the typo)."""
+    with pytest.raises(ActorDefinitionError, match=message):
+        decorate()
+
+
+class Helper:
+    """A plain class of this module a stored method uses: pickled by value with the body."""
+
+
+@vc.virtual_actor
+class Reader:
+    def token(self) -> str:
+        return TOKEN
+
+    def limit(self) -> int:
+        return LIMIT
+
+    def helper(self) -> type:
+        return Helper
+
+    def other(self) -> Any:
+        return Tally
+
+
+def _stored_body() -> bytes:
+    """``Reader``'s body as a first commit stores it (a definition of its own: no cache)."""
+    return ActorDefinition(Reader.cls).body()[1]
+
+
+def test_a_stored_body_holds_code_and_numbers_and_names_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    """D31: data globals (a str) stored by value: a token a method reads went into the body
+    every reader of the bucket sees. D32, D33, D30: numbers, actor classes stored by name (or an
+    actor class by reference): a process whose module lacks them (or has no such module) got a
+    ``NameError`` from a method that reads a constant. Loaded as by a process whose module has
+    none of them: what the body holds is there, data is not."""
+    body = _stored_body()
+    assert TOKEN.encode() not in body
+    module = sys.modules[__name__]
+    for name in ("TOKEN", "LIMIT", "Tally"):
+        monkeypatch.delattr(module, name)
+    monkeypatch.setattr(definition, "_REPORTED", set())
+    loaded = pickle.loads(body)
+    instance = loaded()
+    assert instance.limit() == 7
+    assert isinstance(instance.other(), vc.ActorClass) and instance.other().name.endswith(":Tally")
+    with pytest.raises(NameError, match="TOKEN"):
+        instance.token()
+
+
+def test_each_class_of_a_body_is_loaded_as_itself() -> None:
+    """D42: every class pickled with the body given the class's own content-derived tracker id
+    (no salt): loading it, cloudpickle took ``Helper`` for the actor class itself. D27: the
+    random per-process tracker ids kept (each process stored its own copy of an unchanged
+    class under a new hash). D28: a body by value not noted as this Python's bytecode."""
+    fresh = ActorDefinition(Reader.cls)
+    body = fresh.body()[1]
+    assert cloudpickle.cloudpickle._get_or_create_tracker_id(Reader.cls).encode() not in body
+    assert fresh.bytecode == BYTECODE
+    loaded = pickle.loads(body)
+    helper = loaded().helper()
+    assert helper is not loaded and helper.__name__ == "Helper" and helper.__qualname__ == "Helper"
+
+
+def test_a_module_value_a_body_lacks_is_warned_of_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """D36, D37: the warning of a module value a loaded body reads and this process does not
+    have given at every load, or never (a ``NameError`` later, with no word of why)."""
+    body = _stored_body()
+    monkeypatch.delattr(sys.modules[__name__], "TOKEN")
+    monkeypatch.setattr(definition, "_REPORTED", set())
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        pickle.loads(body)
+        pickle.loads(body)
+    warned = [r.getMessage() for r in caplog.records if "not stored with the class" in r.getMessage()]
+    assert len(warned) == 1, warned
+    assert "(TOKEN)" in warned[0] and "import the module before using the actor" in warned[0], warned
+
+
+@vc.virtual_actor
+class Locked:
+    GUARD = threading.Lock()
+
+    def ping(self) -> str:
+        return "pong"
+
+
+def test_a_class_that_cannot_be_pickled_is_stored_by_reference_and_loads_as_itself(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """D38: a body stored by reference loaded as what the module holds under the name, the
+    ``@virtual_actor`` wrapper: ``TypeError`` ("not a class here") in every process."""
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        body = ActorDefinition(Locked.cls).body()[1]
+    warned = [r.getMessage() for r in caplog.records if "stored by reference" in r.getMessage()]
+    assert len(warned) == 1 and "Locked.GUARD" in warned[0], warned
+    assert pickle.loads(body) is Locked.cls
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error", "message"),
+    [
+        ("max_batch", True, TypeError, r"Settings\.max_batch must be an integer, got True"),
+        ("timeout", False, TypeError, r"Settings\.timeout must be a number, got False"),
+        ("max_cache_bytes", 1.5, TypeError, r"Settings\.max_cache_bytes must be an integer"),
+        ("lease_seconds", 0, ValueError, r"Settings\.lease_seconds must be > 0, got 0"),
+        ("wait_for_init", "False", TypeError, r"Settings\.wait_for_init must be True or False"),
+        ("dedup_window", (10, 60.0, 1), TypeError, r"Settings\.dedup_window must be a tuple \(keys, seconds\)"),
+        ("dedup_window", (10.5, 60.0), TypeError, r"Settings\.dedup_window\[0\] must be an integer"),
+        ("signing_key", b"", ValueError, r"Settings\.signing_key must be non-empty bytes or None"),
+        ("signing_key", "k" * 32, TypeError, r"Settings\.signing_key must be non-empty bytes or None"),
+        ("storage_options", None, TypeError, r"Settings\.storage_options must be a mapping, got NoneType"),
+    ],
+    ids=lambda v: repr(v)[:24],
+)
+def test_a_setting_of_no_sense_is_refused_naming_the_field(field: str, value: Any, error: type, message: str) -> None:
+    """S12 (a bool taken for a number), S16 (a float cache size), S15 (a zero lease: a lease
+    nobody can hold), S03 (a switch spelt as a string, truthy), S04, S05 (a dedup window of
+    three parts, or of half a key), S07, S08 (an empty key, which must not mean unsigned;
+    a str key, a type error), S11: each is refused when the settings are built, naming the field."""
+    with pytest.raises(error, match=message):
+        vc.Settings(storage="memory://h236", **{field: value})
+
+
+def test_the_lowest_values_a_setting_allows_are_taken() -> None:
+    """S17, S06: an inclusive bound refused (``head_max_delay=0``: move HEAD as soon as it
+    lags; ``dedup_window=(0, 0)``: keep no key)."""
+    taken = vc.Settings(storage="memory://h236", head_max_delay=0, dedup_window=(0, 0), fresh_window=0)
+    assert (taken.head_max_delay, taken.dedup_window, taken.fresh_window) == (0, (0, 0), 0)
+
+
+def test_a_short_signing_key_is_warned_of_once_and_a_long_enough_one_never(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """S09: a key of the recommended 32 bytes warned of; S10: a short key warned of at every
+    ``Settings`` built (``init``, each ``dataclasses.replace``), not once."""
+    monkeypatch.setattr(settings_module, "_short_key_warned", False)
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        vc.Settings(storage="memory://h236", signing_key=b"k" * 32)
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+        vc.Settings(storage="memory://h236", signing_key=b"k" * 31)
+        vc.Settings(storage="memory://h236", signing_key=b"k" * 31)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "31 bytes, shorter than the 32 bytes recommended" in warned[0], warned
+    assert "k" * 31 not in warned[0]
+
+
+def test_the_default_storage_skips_an_empty_variable_and_follows_xdg(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """S01: ``$VACTOR_STORAGE`` set but empty taken for the storage (an empty URL); S02:
+    ``$XDG_DATA_HOME`` ignored."""
+    monkeypatch.setenv("VACTOR_STORAGE", "")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert vc.Settings().storage == str(tmp_path / "vactor_cloud")
+
+
+_BAD_STORAGE = r"storage must be a storage URL or path \(a str\), or an ObjectStore instance, got 123"
+_BAD_EXECUTOR = r"Settings\.subtask_executor must be 'thread', 'process', a concurrent\.futures\.Executor or a dask"
+
+
+@pytest.mark.parametrize(
+    ("given", "error", "message", "from_init"),
+    [
+        ({"storage": 123}, TypeError, rf"Settings\.{_BAD_STORAGE}", rf"init\(\)'s {_BAD_STORAGE}"),
+        ({"subtask_executor": "threads"}, ValueError, rf"{_BAD_EXECUTOR}.*, got 'threads'", None),
+        ({"subtask_executor": 4}, TypeError, rf"{_BAD_EXECUTOR}.*, got 4", None),
+    ],
+    ids=["storage", "executor name", "executor"],
+)
+def test_a_storage_or_executor_of_no_sense_is_refused_when_the_settings_are_built(
+    given: dict[str, Any], error: type, message: str, from_init: str | None
+) -> None:
+    """A defect, fixed: a storage of another type (a number) was taken, and ``init`` then failed
+    with Python's ``expected str, bytes or os.PathLike object, not int``, naming no setting;
+    a misspelt executor name (``"threads"``) or an object that runs nothing was taken, and
+    failed only at the first sub-task an actor method launched, far from the setting."""
+    with pytest.raises(error, match=message):
+        vc.Settings(**given)
+    try:
+        with pytest.raises(error, match=from_init or message):
+            vc.init(**({"storage": "memory://h236"} | given))
+    finally:
+        vc.shutdown()  # (what a failure here left running)
+
+
+def test_the_storages_and_executors_settings_take(tmp_path: Any) -> None:
+    """What the refusal above leaves taken: a URL, a path, an ObjectStore; the executor kinds by
+    name, an executor object (what has ``submit``), or none (the default)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vactor_cloud.storage import MemoryStore
+
+    with ThreadPoolExecutor(1) as pool:
+        for given in (
+            {"storage": "memory://h236"},
+            {"storage": tmp_path},
+            {"storage": MemoryStore()},
+            {"subtask_executor": "thread"},
+            {"subtask_executor": "process"},
+            {"subtask_executor": pool},
+            {"subtask_executor": None},
+        ):
+            vc.Settings(**given)
+
+
+@vc.virtual_actor(serializer="json")
+class Note:
+    def __init__(self) -> None:
+        self.text = ""
+
+
+def test_a_stored_body_keeps_its_serializer() -> None:
+    """D17, D25: the class's serializer not marked on it, or not read back from a loaded body:
+    a json actor loaded from storage was taken for a pickled one (its steps, and its new
+    states, in the other encoding)."""
+    body = ActorDefinition(Note.cls, serializer="json").body()[1]
+    assert ActorDefinition.from_stored(pickle.loads(body)).serializer == "json"
+
+
+def test_a_stored_body_is_read_though_its_method_names_are_reserved_now() -> None:
+    """D20: a stored body checked as a class being defined: a body stored when a method name was
+    not yet the handle's own (``history``, ``timers`` ...) could no longer be loaded; it is read,
+    its shadowed methods as before (callable through ``vactor call``)."""
+
+    class Old:
+        def history(self) -> str:
+            return "mine"
+
+    loaded = ActorDefinition.from_stored(Old, name=f"{__name__}:Old")
+    assert "history" in loaded.methods
+    with pytest.raises(ActorDefinitionError, match=r"history are taken by the actor handle itself"):
+        ActorDefinition(Old)
+
+
+def test_a_class_of_a_module_no_other_process_has_keeps_its_data_in_the_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """D29: the data globals of a module without a spec (``__main__``, a module made at run
+    time) stored by name as for an importable module: no other process has that module, so its
+    methods found nothing there (``NameError``); they are stored by value where they pickle."""
+    module = types.ModuleType("h236_made_at_run_time")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(  # (a class of that module, as ``python script.py`` defines one in ``__main__``)
+        "PRICES = {'tea': 3}\nclass Menu:\n    def price(self, item):\n        return PRICES[item]\n",
+        vars(module),
+    )
+    body = ActorDefinition(module.Menu).body()[1]
+    monkeypatch.delattr(module, "PRICES")
+    assert pickle.loads(body)().price("tea") == 3
