@@ -20,11 +20,12 @@ from store_helpers import init, spec
 
 import vactor_cloud as vc
 from vactor_cloud.cli.bench_harness import RequestTrace
-from vactor_cloud import definition
+from vactor_cloud import definition, keys
 from vactor_cloud import settings as settings_module
 from vactor_cloud.bytecode import BYTECODE
 from vactor_cloud.definition import ActorDefinition
 from vactor_cloud.errors import ActorDefinitionError
+from vactor_cloud.ids import MAX_ID_BYTES, MAX_TIMER_KEY_BYTES, validate_actor_id
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -364,3 +365,120 @@ def test_a_class_of_a_module_no_other_process_has_keeps_its_data_in_the_body(
     body = ActorDefinition(module.Menu).body()[1]
     monkeypatch.delattr(module, "PRICES")
     assert pickle.loads(body)().price("tea") == 3
+
+
+def test_a_script_s_class_never_takes_the_globals_of_the_script_loading_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """D35: a body stored from a script (module ``__main__``) restoring the values it could not
+    store (a lock) from this process's ``__main__``, another program: its methods silently read
+    that program's value of the same name. They are undefined, with a warning that says why."""
+    script = types.ModuleType("__main__")  # (the storing program's, not this process's)
+    exec("import threading\nGUARD = threading.Lock()\nclass Job:\n    def guard(self):\n        return GUARD\n", vars(script))
+    body = definition._dumps_by_value(script.Job, script)
+    monkeypatch.setattr(sys.modules["__main__"], "GUARD", "this program's own", raising=False)
+    monkeypatch.setattr(definition, "_REPORTED", set())
+    with caplog.at_level(logging.WARNING, logger="vactor_cloud"):
+        loaded = pickle.loads(body)
+    with pytest.raises(NameError, match="GUARD"):
+        loaded().guard()
+    warned = [r.getMessage() for r in caplog.records if "not stored with the class" in r.getMessage()]
+    assert len(warned) == 1 and "defined in __main__ of another program" in warned[0], warned
+
+
+#: ids that differ by little: a prefix of another, dots, case, unicode, at the byte limit
+_IDS = ["a", "ab", "a.b", "a..", "A", "é", "e\u0301", "日本", "a b", "a-HEAD", "i" * MAX_ID_BYTES, "é" * (MAX_ID_BYTES // 2)]
+
+
+def _keys_of(actor_id: str) -> dict[str, str]:
+    """One key of each kind an actor has (``keys``' layout)."""
+    return {
+        "step": keys.step_key(actor_id, 12),
+        "head": keys.head_key(actor_id),
+        "gc": keys.gc_key(actor_id),
+        "class": keys.class_key(actor_id, "0" * 64),
+        "inbox": keys.inbox_key(actor_id, "HEAD"),
+        "task": keys.task_key(actor_id, "call", 3),
+        "failed": keys.failure_key(actor_id, "call"),
+        "post": keys.post_key(actor_id, "0123456789ab.x"),
+        "lease": keys.lease_key(actor_id),
+        "dedup": f"{keys.dedup_prefix(actor_id)}{12:020d}-t",
+        "outcome": f"{keys.dedup_outcomes_prefix(actor_id)}{12:020d}-{'0' * 64}",
+    }
+
+
+def test_no_key_of_one_actor_or_kind_is_listed_as_another_s() -> None:
+    """K14 (the lease put in the posts' folder: listed, and read, as a post): every key of an
+    actor is under its own folder and no other actor's, whatever the ids (a prefix of another,
+    dots, unicode, the byte limit), and under no listed prefix of another kind than its own."""
+    listed = {
+        "step": keys.steps_prefix,
+        "inbox": keys.inbox_prefix,
+        "task": keys.tasks_prefix,
+        "post": keys.posts_prefix,
+        "dedup": keys.dedup_prefix,
+    }
+    for actor_id in _IDS:
+        validate_actor_id(actor_id)
+        for kind, key in _keys_of(actor_id).items():
+            assert keys.actor_id_of(key) == actor_id, key
+            assert len(key.encode()) <= keys.LONGEST_KEY, key
+            for other in _IDS:
+                assert (other == actor_id) == key.startswith(keys.actor_prefix(other)), (key, other)
+            under = {name for name, prefix in listed.items() if key.startswith(prefix(actor_id))}
+            own = {"failed": {"task"}, "outcome": {"dedup"}}.get(kind, {kind} & set(listed))
+            assert under == own, (kind, key, under)
+
+
+def test_every_key_of_the_layout_starts_with_a_root_name_and_sorts_by_number() -> None:
+    """K13: ``ROOT_NAMES`` without ``mail-key`` (a folder holding only it taken by ``vactor``
+    for no store). K11: sub-task positions unpadded (position 10 listed before 2). Timer
+    index entries read back as written, for every id."""
+    roots = [
+        keys.actor_prefix("a"),
+        keys.timer_index_key(1, "a", "k", 2),
+        keys.timer_claim_key("a"),
+        keys.timer_runner_key("r"),
+        keys.mail_seal_key(),
+    ]
+    assert {key.split("/")[0] for key in roots} == keys.ROOT_NAMES
+    assert sorted(keys.task_key("a", "c", n) for n in (10, 2, 999_999, 100)) == [
+        keys.task_key("a", "c", n) for n in (2, 10, 100, 999_999)
+    ]
+    assert sorted(keys.step_key("a", n) for n in (10, 2)) == [keys.step_key("a", 2), keys.step_key("a", 10)]
+    for actor_id in _IDS:
+        for timer_key in ("k", "t" * MAX_TIMER_KEY_BYTES):
+            for gen in (None, 0, 10**20 - 1):
+                key = keys.timer_index_key(10**20 - 1, actor_id, timer_key, gen)
+                assert keys.timer_index_entry(key) == (10**20 - 1, actor_id, timer_key, gen)
+
+
+def _shop_with(handlers: str) -> Any:
+    """A class whose methods are ``handlers`` (source lines), decorated as an actor class."""
+    namespace: dict[str, Any] = {"vc": vc, "__name__": __name__}
+    exec(f"class Shop:\n{handlers}", namespace)
+    return vc.virtual_actor(namespace["Shop"])
+
+
+@pytest.mark.parametrize(
+    ("handlers", "message"),
+    [
+        (
+            "    @vc.virtual_actor.on_event('paid')\n    def _on_paid(self, payload): pass\n",
+            r"Shop\._on_paid is marked on_event\('paid'\) but its name starts with '_'.*rename it",
+        ),
+        (
+            "    @vc.virtual_actor.on_event('paid')\n    def on_paid(self, payload): pass\n"
+            "    @vc.virtual_actor.on_event('paid')\n    def on_payment(self, payload): pass\n",
+            r"Shop: methods on_paid, on_payment are all marked on_event\('paid'\).*keep one",
+        ),
+    ],
+    ids=["private", "two for one event"],
+)
+def test_an_event_handler_that_would_never_run_is_refused_at_definition(handlers: str, message: str) -> None:
+    """A defect, fixed: a method marked ``on_event(name)`` whose name starts with ``_`` was left
+    out of the actor's methods like any private one, so no event of that name was ever applied
+    (``process_events()`` applied none, each stayed in the inbox) and nothing said why; of two
+    methods marked for one event, the one defined last handled it, the other never ran."""
+    with pytest.raises(ActorDefinitionError, match=message):
+        _shop_with(handlers)

@@ -208,6 +208,7 @@ class ActorDefinition:
         if not stored:  # a body already in storage stays readable (its shadowed methods as before)
             _refuse_reserved_names(cls, self.methods)
             _refuse_generator_methods(cls, self.methods)
+            _refuse_unhandled_events(cls, self.methods)
         self._ref: ClassRef | None = None
         self._body: bytes | None = None
         self._bytecode: str | None = None
@@ -507,6 +508,37 @@ def _refuse_generator_methods(cls: type, methods: dict[str, MethodInfo]) -> None
             "calling one runs none of its body, and a generator cannot be passed back by value. "
             "Return the values instead (a list), or make it a plain or `async def` method"
         )
+
+
+#: what a mark (``on_event``, ``readonly``) can be put on: a function, or what wraps one
+_MARKABLE = (types.FunctionType, staticmethod, classmethod, functools.partial, functools.partialmethod)
+
+
+def _refuse_unhandled_events(cls: type, methods: dict[str, MethodInfo]) -> None:
+    # A private method is no actor method (no event reaches it), and of two methods marked for
+    # one event only one is called: either way events of that name would wait in the inbox, or
+    # a handler never run, with nothing to say why.
+    for klass in reversed(cls.__mro__[:-1]):
+        for name, value in vars(klass).items():
+            marked = isinstance(value, _MARKABLE) and name.startswith("_")
+            event = _mark(value, value, _EVENT) if marked else None
+            if event is not None:
+                raise ActorDefinitionError(
+                    f"{cls.__qualname__}.{name} is marked on_event({event!r}) but its name starts "
+                    "with '_': a private method is no actor method, so no event would ever reach "
+                    "it: rename it (without the leading '_')"
+                )
+    handlers: dict[str, list[str]] = {}
+    for name, info in methods.items():
+        if info.event is not None:
+            handlers.setdefault(info.event, []).append(name)
+    for event, names in handlers.items():
+        if len(names) > 1:
+            raise ActorDefinitionError(
+                f"{cls.__qualname__}: methods {', '.join(names)} are all marked on_event({event!r}): "
+                "an event is handled by one method, and the others would never run: keep one (a "
+                "subclass replaces its base's handler by defining a method of the same name)"
+            )
 
 
 def _with_content_tracker_id(cls: type, body: bytes) -> bytes:
