@@ -6,6 +6,7 @@ TABLE
 
 from __future__ import annotations
 
+import functools
 import logging
 import pickle
 import sys
@@ -23,7 +24,7 @@ from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud import definition, keys
 from vactor_cloud import settings as settings_module
 from vactor_cloud.bytecode import BYTECODE
-from vactor_cloud.definition import ActorDefinition
+from vactor_cloud.definition import ActorDefinition, with_fresh_defaults
 from vactor_cloud.errors import ActorDefinitionError
 from vactor_cloud.ids import MAX_ID_BYTES, MAX_TIMER_KEY_BYTES, validate_actor_id
 from vactor_cloud.testing.lanes import StoreSpec
@@ -47,20 +48,40 @@ class Tally:
         self.total += amount
         return self.total
 
+    def put(self, amount: int, times: int, note: str = "") -> int:
+        self.total += amount * times
+        return self.total
+
+    def label(self, *, text: str) -> str:
+        return text
+
     @vc.virtual_actor.readonly
     def peek(self) -> int:
         return self.total
 
 
-def test_a_call_with_too_many_arguments_is_refused_before_it_is_sent(spec: StoreSpec) -> None:
+@pytest.mark.parametrize(
+    ("method", "args", "message"),
+    [
+        ("add", (1, "n", 3), r"add\(\): too many positional arguments"),
+        ("put", (1,), r"put\(\): missing a required argument: 'times'"),
+        ("label", ("x",), r"label\(\): too many positional arguments"),
+    ],
+    ids=["too many", "too few", "keyword only"],
+)
+def test_a_call_that_cannot_bind_is_refused_before_it_is_sent(
+    spec: StoreSpec, method: str, args: tuple[Any, ...], message: str
+) -> None:
     """D01: ``MethodInfo.check_arguments`` taking the fast path for any count of at least the
-    fewest arguments. ``add(1, "n", 3)`` was sent (a request to the store) and failed only in the
-    actor, with Python's message naming no method."""
+    fewest arguments; D65: ``_arity`` counting the parameters with defaults as the required
+    ones; D66: a method with keyword-only parameters given an arity. Each such call was sent
+    (requests to the store) and failed only in the actor, with Python's message naming no
+    method."""
     init(spec)
-    tally = Tally.get_or_create("d01")
+    tally = Tally.get_or_create(f"d01-{method}")
     with RequestTrace(vc.get_runtime().store).installed() as trace:
-        with pytest.raises(TypeError, match=r"add\(\): too many positional arguments"):
-            tally.add.run(1, "n", 3)
+        with pytest.raises(TypeError, match=message):
+            getattr(tally, method).run(*args)
     assert trace.requests == [], "a call that cannot bind was sent"
     assert tally.peek.run() == 0
 
@@ -482,3 +503,76 @@ def test_an_event_handler_that_would_never_run_is_refused_at_definition(handlers
     methods marked for one event, the one defined last handled it, the other never ran."""
     with pytest.raises(ActorDefinitionError, match=message):
         _shop_with(handlers)
+
+
+#: a default compared by identity (``opts is _ALL``): a call omitting it must get this very list
+_ALL: list[str] = []
+
+
+def _logged(method: Any) -> Any:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return method(*args, **kwargs)
+
+    return wrapper
+
+
+@vc.virtual_actor
+class Picker:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def _bump(self) -> None:
+        self.count += 1
+
+    @_logged
+    def wrapped(self, opts: list[str] = _ALL) -> bool:
+        return opts is _ALL
+
+    def nested(self, opts: list[str] = _ALL) -> bool:
+        def is_all(given: list[str]) -> bool:
+            return given is _ALL
+
+        return is_all(opts)
+
+    def seen(self, into: list[int] = [], *, tags: list[str] = []) -> int:  # noqa: B006
+        into.append(1)
+        return len(into)
+
+
+def test_a_private_method_is_no_actor_method() -> None:
+    """D44: methods whose name starts with one ``_`` collected as actor methods: a writer a
+    durable timer could call, listed by ``vactor call`` among the actor's methods."""
+    assert set(Picker.methods) == {"wrapped", "nested", "seen"}
+    assert "_bump" not in Picker.definition.writer_names
+
+
+def test_a_sentinel_default_named_in_a_wrapped_or_nested_function_keeps_its_identity(spec: StoreSpec) -> None:
+    """D61, D62: the module objects a method names looked for in the wrapper alone (not the
+    function ``functools.wraps`` wraps), or not in its nested functions: the sentinel default
+    was copied for each call, and ``opts is _ALL`` was false for a call that omitted it."""
+    init(spec)
+    picker = Picker.get_or_create("d61")
+    assert picker.wrapped.run() is True
+    assert picker.nested.run() is True
+    assert picker.wrapped.run(["x"]) is False
+
+
+def test_fresh_defaults_leave_the_caller_s_arguments_as_they_were() -> None:
+    """D58: ``FreshDefaults.fill`` writing the copies into the caller's ``kwargs``: a call
+    applied again with them (a batch re-applied after a lost race) got the copy the first
+    application had mutated, not a fresh one."""
+    kwargs: dict[str, Any] = {}
+    args, filled = with_fresh_defaults(Picker.cls.seen, (), kwargs)
+    assert kwargs == {} and set(filled) == {"into", "tags"}
+    assert Picker.cls.seen(None, *args, **filled) == 1
+    args, filled = with_fresh_defaults(Picker.cls.seen, (), kwargs)
+    assert Picker.cls.seen(None, *args, **filled) == 1
+
+
+def test_an_event_name_no_event_can_carry_is_refused_at_definition() -> None:
+    """D67: ``on_event`` taking a name ``send_event`` refuses (control characters, past the
+    byte limit): a handler no event could ever reach."""
+    for name in ("a\x00b", "e" * (MAX_ID_BYTES + 1)):
+        with pytest.raises(ActorDefinitionError, match=r"on_event\(\): the event name"):
+            vc.virtual_actor.on_event(name)
