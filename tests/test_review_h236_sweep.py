@@ -6,6 +6,7 @@ TABLE
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import pickle
@@ -18,6 +19,7 @@ import cloudpickle
 
 import pytest
 from store_helpers import init, spec
+from test_wait_for_init import Gated, gate, nowait_store
 
 import vactor_cloud as vc
 from vactor_cloud.cli.bench_harness import RequestTrace
@@ -31,7 +33,7 @@ from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
-__all__ = ["spec"]  # (the fixture, imported)
+__all__ = ["gate", "nowait_store", "spec"]  # (the fixtures, imported)
 
 #: a module-level value a stored method reads: data, stored by name (never in the body)
 TOKEN = "h236-token-never-stored"
@@ -576,3 +578,16 @@ def test_an_event_name_no_event_can_carry_is_refused_at_definition() -> None:
     for name in ("a\x00b", "e" * (MAX_ID_BYTES + 1)):
         with pytest.raises(ActorDefinitionError, match=r"on_event\(\): the event name"):
             vc.virtual_actor.on_event(name)
+
+
+def test_get_actor_async_finds_an_actor_this_process_is_creating_as_get_actor_does(
+    nowait_store: StoreSpec, gate: Any
+) -> None:
+    """A defect, fixed: ``get_actor_async`` of an actor this process is creating without
+    waiting (``Settings(wait_for_init=False)``) loaded it from the store, where it is not yet:
+    ``ActorNotFoundError``, where ``get_actor`` (whose async twin it is) finds it at once."""
+    actor = Gated.get_or_create("async-pending", str(gate))
+    assert vc.get_actor("async-pending") == actor
+    assert asyncio.run(vc.get_actor_async("async-pending")) == actor
+    gate.touch()
+    assert actor.add.run(2) == 2
