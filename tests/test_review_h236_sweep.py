@@ -521,6 +521,8 @@ def _logged(method: Any) -> Any:
 
 @vc.virtual_actor
 class Picker:
+    __schema__ = 1  # (a dunder of the class's own)
+
     def __init__(self) -> None:
         self.count = 0
 
@@ -547,6 +549,15 @@ def test_a_private_method_is_no_actor_method() -> None:
     durable timer could call, listed by ``vactor call`` among the actor's methods."""
     assert set(Picker.methods) == {"wrapped", "nested", "seen"}
     assert "_bump" not in Picker.definition.writer_names
+
+
+def test_a_dunder_of_the_class_gets_the_plain_error_from_the_wrapper() -> None:
+    """A03: the hint (``use Picker.cls.<name>``) given for a dunder the class has, as for its
+    other attributes: protocols (pickle, copy, typing) probe dunders on the wrapper, and get
+    the plain error, as for one the class lacks."""
+    assert Picker.cls.__schema__ == 1
+    with pytest.raises(AttributeError, match=r"^'ActorClass' object has no attribute '__schema__'$"):
+        Picker.__schema__  # noqa: B018
 
 
 def test_a_sentinel_default_named_in_a_wrapped_or_nested_function_keeps_its_identity(spec: StoreSpec) -> None:
@@ -591,3 +602,38 @@ def test_get_actor_async_finds_an_actor_this_process_is_creating_as_get_actor_do
     assert asyncio.run(vc.get_actor_async("async-pending")) == actor
     gate.touch()
     assert actor.add.run(2) == 2
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's registry of actor classes as it was, after the test (its classes gone)."""
+    monkeypatch.setattr(definition, "_REGISTRY", dict(definition._REGISTRY))
+    monkeypatch.setattr(definition, "_TAGS", dict(definition._TAGS))
+
+
+@pytest.mark.usefixtures("registry")
+def test_an_actor_class_no_other_process_can_import_is_pickled_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A08: an actor class defined in a function pickled by reference (by a name its module
+    does not hold: ``PicklingError``, as a pool task's argument); A09: rebuilt from its pickle
+    without its serializer (a json actor class taken for a pickled one); A07: a script's actor
+    class (module ``__main__``, which no other process has under that name) pickled by
+    reference because the script's module holds it."""
+
+    def make() -> Any:
+        @vc.virtual_actor(serializer="json")
+        class Local:
+            pass
+
+        return Local
+
+    local = make()
+    loaded = cloudpickle.loads(cloudpickle.dumps(local))
+    assert loaded.cls is local.cls and loaded.name == local.name
+    assert loaded.serializer == loaded.definition.serializer == "json"
+
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec("class Script:\n    pass\n", namespace)
+    script = vc.virtual_actor(namespace["Script"])
+    monkeypatch.setattr(sys.modules["__main__"], "Script", script, raising=False)
+    reduced = script.__reduce__()
+    assert isinstance(reduced, tuple) and reduced[1] == (script.cls, "pickle"), reduced
