@@ -351,9 +351,11 @@ class Note:
 
 
 def test_a_stored_body_keeps_its_serializer() -> None:
-    """D17, D25: the class's serializer not marked on it, or not read back from a loaded body:
+    """A22: ``@virtual_actor(serializer="json")`` making a pickled actor class. D17, D25: the
+    class's serializer not marked on it, or not read back from a loaded body:
     a json actor loaded from storage was taken for a pickled one (its steps, and its new
     states, in the other encoding)."""
+    assert Note.serializer == Note.definition.serializer == "json"  # (A22: the option dropped)
     body = ActorDefinition(Note.cls, serializer="json").body()[1]
     assert ActorDefinition.from_stored(pickle.loads(body)).serializer == "json"
 
@@ -637,3 +639,37 @@ def test_an_actor_class_no_other_process_can_import_is_pickled_by_value(monkeypa
     monkeypatch.setattr(sys.modules["__main__"], "Script", script, raising=False)
     reduced = script.__reduce__()
     assert isinstance(reduced, tuple) and reduced[1] == (script.cls, "pickle"), reduced
+
+
+@pytest.mark.parametrize("how", ["sync", "async"])
+def test_a_delete_waits_for_this_process_s_pending_creation_first(
+    nowait_store: StoreSpec, gate: Any, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A20, A21: ``delete_actor`` (or its async twin) not waiting for this process's creation
+    still pending (``wait_for_init=False``): the delete, which follows the creation in the
+    program, found no actor (``ActorNotFoundError``), and the actor was then created. The
+    creation is let go only once the delete waits for it."""
+    runtime = vc.get_runtime()
+    waited = runtime.wait_created
+
+    def let_go_then_wait(actor_id: str, *args: Any) -> Any:
+        gate.touch()
+        return waited(actor_id, *args)
+
+    monkeypatch.setattr(runtime, "wait_created", let_go_then_wait)
+    Gated.get_or_create(f"del-{how}", str(gate))
+    if how == "sync":
+        assert vc.delete_actor(f"del-{how}") is True
+    else:
+        assert asyncio.run(vc.delete_actor_async(f"del-{how}")) is True
+
+
+def test_each_delete_of_an_id_made_again_has_a_key_of_its_own(spec: StoreSpec) -> None:
+    """A14: the key of a delete that committed kept as one left in doubt: the next delete of
+    the id (made again since) reused it, was answered as that delete ("deleted already",
+    False), and deleted nothing."""
+    init(spec)
+    for _ in range(2):
+        Tally.get_or_create("twice")
+        assert vc.delete_actor("twice") is True
+    assert vc.get_runtime().delete_keys == {}
