@@ -177,7 +177,8 @@ class Settings:
         executor = self.subtask_executor
         if isinstance(executor, str) and executor not in ("thread", "process"):
             raise ValueError(_EXECUTOR_MESSAGE.format(executor))
-        if executor is not None and not isinstance(executor, str) and not callable(getattr(executor, "submit", None)):
+        runs = executor is None or isinstance(executor, str) or callable(getattr(executor, "submit", None))
+        if not runs:
             raise TypeError(_EXECUTOR_MESSAGE.format(executor))
 
 
@@ -192,7 +193,7 @@ def check_storage(storage: object, what: str) -> None:
     :class:`~vactor_cloud.storage.ObjectStore`, or ``None`` (the default storage)."""
     if storage is None or isinstance(storage, str | os.PathLike):
         return
-    from vactor_cloud.storage import ObjectStore  # (only for an object: a URL imports nothing)
+    from vactor_cloud.storage import ObjectStore  # noqa: PLC0415 - only for an object: a URL imports nothing
 
     if not isinstance(storage, ObjectStore):
         raise TypeError(
