@@ -75,7 +75,10 @@ class Settings:
     """Everything ``init()`` configures. Defaults suit S3, GCS and local stores alike.
 
     Every field is optional: ``Settings(fresh_window=1.0)`` keeps all other defaults.
-    Numeric fields must be finite and in range; ``ValueError`` names the field otherwise.
+    Numeric fields must be finite and in range; ``ValueError`` names the field otherwise. The
+    storage must be a URL, a path or an ObjectStore, and the sub-task executor one of those
+    its field names: ``TypeError`` (``ValueError`` for an unknown executor name) names the
+    field otherwise.
     """
 
     #: a storage URL, or an ObjectStore instance (custom or wrapped stores, tests);
