@@ -10,14 +10,16 @@ those sets (a second run), 54 by the tests here (each test's docstring names its
 (``test_`` / ``test_review_`` left off) whose test failed first; "h236" a test here, by words
 of its name.
 
-Three defects of the unmutated code, each shown by a test here that failed before its fix:
+Four defects of the unmutated code, each shown by a test here that failed before its fix:
 ``Settings`` took a storage of another type (``init`` then failed with Python's
 ``expected str, bytes or os.PathLike object``, naming no setting) and any sub-task executor
 (a misspelt ``"threads"`` failed at the first sub-task); a method marked ``on_event`` whose
 name starts with ``_`` was no actor method, so no event of its name was ever applied, and of
 two methods marked for one event one never ran, all silently (refused at decoration now);
 ``get_actor_async`` of an actor this process is creating without waiting raised
-``ActorNotFoundError`` where ``get_actor`` finds it.
+``ActorNotFoundError`` where ``get_actor`` finds it; an actor class decorated again, or a mark
+(``readonly``, ``on_event``) put on a property, failed with a message that did not say what
+to do.
 
 ==== =================================================== ======== =================================
 id   mutation                                            survived killed by / why
@@ -281,17 +283,22 @@ def _function() -> None:
     ("decorate", "message"),
     [
         (lambda: vc.virtual_actor(_function), r"@virtual_actor decorates classes, not <function _function"),
-        (lambda: vc.virtual_actor(Tally), r"decorates classes, not <virtual actor class .*Tally>"),
+        (lambda: vc.virtual_actor(Tally), r"Tally is an actor class already: decorate the class once"),
+        (lambda: vc.virtual_actor.readonly(property(_function)), r"readonly marks a method.*not <property"),
+        (lambda: vc.virtual_actor.on_event("paid")(property(_function)), r"on_event\('paid'\) marks a "),
         (
             lambda: vc.virtual_actor(serializer="yaml")(Tally.cls),
             r"unknown serializer 'yaml'; choose one of \('pickle', 'json'\)",
         ),
     ],
-    ids=["a function", "decorated twice", "unknown serializer"],
+    ids=["a function", "decorated twice", "readonly property", "event property", "unknown serializer"],
 )
 def test_a_misuse_of_the_decorator_is_refused_saying_what_to_do(decorate: Any, message: str) -> None:
     """D11: a non-class decorated (a function, the actor class once more) taken; D12: any
-    serializer name taken (each state then failed at its first commit, far from the typo)."""
+    serializer name taken (each state then failed at its first commit, far from the typo).
+    A defect, fixed: the actor class decorated again was refused as "not a class", and a mark
+    put on a property failed with Python's "'property' object has no attribute
+    '__vactor_readonly__'": neither said what to do."""
     with pytest.raises(ActorDefinitionError, match=message):
         decorate()
 

@@ -168,6 +168,11 @@ class ActorDefinition:
         spelt = f"{module}:{getattr(cls, '__qualname__', repr(cls))}"
         self.name: str = name or spelt
         if not isinstance(cls, type):
+            if isinstance(getattr(cls, "definition", None), ActorDefinition):  # an ActorClass
+                raise ActorDefinitionError(
+                    f"{getattr(cls, '__qualname__', cls)} is an actor class already: decorate the class "
+                    "once (@virtual_actor, or @virtual_actor(serializer=...))"
+                )
             raise ActorDefinitionError(f"@virtual_actor decorates classes, not {cls!r}")
         if serializer not in SERIALIZERS:
             raise ActorDefinitionError(f"unknown serializer {serializer!r}; choose one of {SERIALIZERS}")
@@ -816,7 +821,19 @@ def lookup_local_class(name: str) -> ActorDefinition | None:
 
 def mark_readonly(method: F) -> F:
     """Mark a method read-only (see ``virtual_actor.readonly``)."""
-    setattr(method, _READONLY, True)
+    return _put_mark(method, _READONLY, True, "@virtual_actor.readonly")
+
+
+def _put_mark(method: F, attribute: str, value: object, what: str) -> F:
+    """``method`` marked (``attribute`` set to ``value``); ``ActorDefinitionError`` saying what
+    ``what`` (the decorator) marks if it cannot carry the mark (a property, a slotted object)."""
+    try:
+        setattr(method, attribute, value)
+    except (AttributeError, TypeError):
+        raise ActorDefinitionError(
+            f"{what} marks a method (a function defined in the class), not {method!r}: a property "
+            "or another attribute is no actor method; make it a method"
+        ) from None
     return method
 
 
@@ -830,8 +847,7 @@ def mark_event_handler(name: str) -> Callable[[F], F]:
         raise ActorDefinitionError(f"on_event(): {exc}") from None
 
     def mark(method: F) -> F:
-        setattr(method, _EVENT, name)
-        return method
+        return _put_mark(method, _EVENT, name, f"@virtual_actor.on_event({name!r})")
 
     return mark
 
