@@ -19,7 +19,9 @@ two methods marked for one event one never ran, all silently (refused at decorat
 ``get_actor_async`` of an actor this process is creating without waiting raised
 ``ActorNotFoundError`` where ``get_actor`` finds it; an actor class decorated again, or a mark
 (``readonly``, ``on_event``) put on a property, failed with a message that did not say what
-to do.
+to do. The fixes' own code was mutated too (9 mutations: a handler check, an executor or
+storage check, the pending creation's lookup, each message's condition dropped or changed):
+each is killed by a test here.
 
 ==== =================================================== ======== =================================
 id   mutation                                            survived killed by / why
