@@ -185,7 +185,9 @@ def get_actor(actor_id: str) -> ActorHandle[Any]:
 
 async def get_actor_async(actor_id: str) -> ActorHandle[Any]:
     """Async twin of :func:`get_actor`; awaitable from any event loop."""
-    await asyncio.wrap_future(_sync.submit(get_runtime().load_async(actor_id)))
+    runtime = get_runtime()
+    if runtime.creating(actor_id) is None:
+        await asyncio.wrap_future(_sync.submit(runtime.load_async(actor_id)))
     return ActorHandle(actor_id)
 
 

@@ -168,6 +168,11 @@ class ActorDefinition:
         spelt = f"{module}:{getattr(cls, '__qualname__', repr(cls))}"
         self.name: str = name or spelt
         if not isinstance(cls, type):
+            if isinstance(getattr(cls, "definition", None), ActorDefinition):  # an ActorClass
+                raise ActorDefinitionError(
+                    f"{getattr(cls, '__qualname__', cls)} is an actor class already: decorate the class "
+                    "once (@virtual_actor, or @virtual_actor(serializer=...))"
+                )
             raise ActorDefinitionError(f"@virtual_actor decorates classes, not {cls!r}")
         if serializer not in SERIALIZERS:
             raise ActorDefinitionError(f"unknown serializer {serializer!r}; choose one of {SERIALIZERS}")
@@ -208,6 +213,7 @@ class ActorDefinition:
         if not stored:  # a body already in storage stays readable (its shadowed methods as before)
             _refuse_reserved_names(cls, self.methods)
             _refuse_generator_methods(cls, self.methods)
+            _refuse_unhandled_events(cls, self.methods)
         self._ref: ClassRef | None = None
         self._body: bytes | None = None
         self._bytecode: str | None = None
@@ -509,6 +515,37 @@ def _refuse_generator_methods(cls: type, methods: dict[str, MethodInfo]) -> None
         )
 
 
+#: what a mark (``on_event``, ``readonly``) can be put on: a function, or what wraps one
+_MARKABLE = (types.FunctionType, staticmethod, classmethod, functools.partial, functools.partialmethod)
+
+
+def _refuse_unhandled_events(cls: type, methods: dict[str, MethodInfo]) -> None:
+    # A private method is no actor method (no event reaches it), and of two methods marked for
+    # one event only one is called: either way events of that name would wait in the inbox, or
+    # a handler never run, with nothing to say why.
+    for klass in reversed(cls.__mro__[:-1]):
+        for name, value in vars(klass).items():
+            marked = isinstance(value, _MARKABLE) and name.startswith("_")
+            event = _mark(value, value, _EVENT) if marked else None
+            if event is not None:
+                raise ActorDefinitionError(
+                    f"{cls.__qualname__}.{name} is marked on_event({event!r}) but its name starts "
+                    "with '_': a private method is no actor method, so no event would ever reach "
+                    "it: rename it (without the leading '_')"
+                )
+    handlers: dict[str, list[str]] = {}
+    for name, info in methods.items():
+        if info.event is not None:
+            handlers.setdefault(info.event, []).append(name)
+    for event, names in handlers.items():
+        if len(names) > 1:
+            raise ActorDefinitionError(
+                f"{cls.__qualname__}: methods {', '.join(names)} are all marked on_event({event!r}): "
+                "an event is handled by one method, and the others would never run: keep one (a "
+                "subclass replaces its base's handler by defining a method of the same name)"
+            )
+
+
 def _with_content_tracker_id(cls: type, body: bytes) -> bytes:
     """Make the pickled class body the same bytes in every process.
 
@@ -784,7 +821,19 @@ def lookup_local_class(name: str) -> ActorDefinition | None:
 
 def mark_readonly(method: F) -> F:
     """Mark a method read-only (see ``virtual_actor.readonly``)."""
-    setattr(method, _READONLY, True)
+    return _put_mark(method, _READONLY, True, "@virtual_actor.readonly")
+
+
+def _put_mark(method: F, attribute: str, value: object, what: str) -> F:
+    """``method`` marked (``attribute`` set to ``value``); ``ActorDefinitionError`` saying what
+    ``what`` (the decorator) marks if it cannot carry the mark (a property, a slotted object)."""
+    try:
+        setattr(method, attribute, value)
+    except (AttributeError, TypeError):
+        raise ActorDefinitionError(
+            f"{what} marks a method (a function defined in the class), not {method!r}: a property "
+            "or another attribute is no actor method; make it a method"
+        ) from None
     return method
 
 
@@ -798,8 +847,7 @@ def mark_event_handler(name: str) -> Callable[[F], F]:
         raise ActorDefinitionError(f"on_event(): {exc}") from None
 
     def mark(method: F) -> F:
-        setattr(method, _EVENT, name)
-        return method
+        return _put_mark(method, _EVENT, name, f"@virtual_actor.on_event({name!r})")
 
     return mark
 

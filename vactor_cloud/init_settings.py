@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import Any
 
-from vactor_cloud.settings import Settings, default_storage
+from vactor_cloud.settings import Settings, check_storage, default_storage
 from vactor_cloud.storage import ObjectStore, check_storage_options
 
 
@@ -30,6 +30,7 @@ def settings_for_init(
     what the chosen backend accepts; a :class:`Settings` field passed as a
     storage option is refused with a pointer to ``settings=Settings(...)``.
     """
+    check_storage(storage, "init()'s storage")
     options = dict(extra_options)
     override = options.pop("settings", None)
     if override is not None and not isinstance(override, Settings):

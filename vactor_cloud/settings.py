@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vactor_cloud.storage import ObjectStore
 
-__all__ = ["RECOMMENDED_KEY_BYTES", "Settings", "default_storage"]
+__all__ = ["RECOMMENDED_KEY_BYTES", "Settings", "check_storage", "default_storage"]
 
 #: the shortest signing key taken without a warning: HMAC-SHA256's own output length
 RECOMMENDED_KEY_BYTES = 32
@@ -75,7 +75,10 @@ class Settings:
     """Everything ``init()`` configures. Defaults suit S3, GCS and local stores alike.
 
     Every field is optional: ``Settings(fresh_window=1.0)`` keeps all other defaults.
-    Numeric fields must be finite and in range; ``ValueError`` names the field otherwise.
+    Numeric fields must be finite and in range; ``ValueError`` names the field otherwise. The
+    storage must be a URL, a path or an ObjectStore, and the sub-task executor one of those
+    its field names: ``TypeError`` (``ValueError`` for an unknown executor name) names the
+    field otherwise.
     """
 
     #: a storage URL, or an ObjectStore instance (custom or wrapped stores, tests);
@@ -173,6 +176,32 @@ class Settings:
             raise TypeError(
                 f"Settings.storage_options must be a mapping, got {type(self.storage_options).__name__}"
             )
+        check_storage(self.storage, "Settings.storage")
+        executor = self.subtask_executor
+        if isinstance(executor, str) and executor not in ("thread", "process"):
+            raise ValueError(_EXECUTOR_MESSAGE.format(executor))
+        runs = executor is None or isinstance(executor, str) or callable(getattr(executor, "submit", None))
+        if not runs:
+            raise TypeError(_EXECUTOR_MESSAGE.format(executor))
+
+
+_EXECUTOR_MESSAGE = (
+    "Settings.subtask_executor must be 'thread', 'process', a concurrent.futures.Executor or a "
+    "dask.distributed.Client (anything with a submit method), or None for the default, got {!r}"
+)
+
+
+def check_storage(storage: object, what: str) -> None:
+    """``TypeError`` unless ``storage`` (``what``, in the message) is a storage URL or path, an
+    :class:`~vactor_cloud.storage.ObjectStore`, or ``None`` (the default storage)."""
+    if storage is None or isinstance(storage, str | os.PathLike):
+        return
+    from vactor_cloud.storage import ObjectStore  # noqa: PLC0415 - only for an object: a URL imports nothing
+
+    if not isinstance(storage, ObjectStore):
+        raise TypeError(
+            f"{what} must be a storage URL or path (a str), or an ObjectStore instance, got {storage!r}"
+        )
 
 
 #: fields that are True or False (a string such as "False" is truthy: refused)
