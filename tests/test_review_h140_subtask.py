@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, codec
+from vactor_cloud import _sync, codec, keys, subtask_checkpoints
 from vactor_cloud.keys import task_key
 from vactor_cloud.state import dumps_state
 from vactor_cloud.subtask_checkpoints import fingerprint_of
@@ -122,3 +122,37 @@ def test_a_checkpoint_compacted_between_its_listing_and_its_read_is_computed_aga
     monkeypatch.setattr(store, "get", get)
     assert Squares.get_or_create("sq").add.options(max_retries=1).run(3) == 9
     assert gone and _computed == [3, 3]
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+@vc.virtual_actor
+class ManyChildren:
+    def __init__(self) -> None:
+        self.done = 0
+
+    def launch_twice(self, count: int) -> list[int]:
+        first = vc.subtask(double).map(range(count))
+        second = vc.subtask(double).map(range(count))
+        self.done += 1
+        return first + second
+
+
+def test_a_run_launching_more_children_than_checkpoint_keys_can_number_is_refused(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoint keys number a run's children with 6 digits (``keys.task_key``): position
+    1,000,000 and on sort among the others (``"1000000" < "999999"``), so the listing that finds
+    a launch's checkpoints missed them and a re-run ran those children again. A launch past
+    ``TASK_POSITIONS`` is refused before it runs any child (the bound lowered here to 5), and
+    the bound is where the keys stop sorting as their positions do."""
+    last = task_key("a", "c", keys.TASK_POSITIONS - 1)
+    assert len(last) == len(task_key("a", "c", 0)) < len(task_key("a", "c", keys.TASK_POSITIONS))
+    monkeypatch.setattr(subtask_checkpoints, "TASK_POSITIONS", 5)
+    launcher = ManyChildren.get_or_create("many")
+    assert launcher.launch_twice.run(2) == [0, 2, 0, 2]
+    with pytest.raises(ValueError, match="at most 5 sub-tasks"):
+        launcher.launch_twice.run(3)
+    assert launcher.launch_twice.options(name="ok").run(1) == [0, 0]

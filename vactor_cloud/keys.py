@@ -127,6 +127,11 @@ def tasks_prefix(actor_id: str, call_id: str | None = None) -> str:
     return base if call_id is None else f"{base}{call_id}/"
 
 
+#: positions a run of a method numbers its sub-tasks with: six digits, so that the keys of
+#: one call's checkpoints sort as their positions do (a listing finds a launch's range)
+TASK_POSITIONS = 1_000_000
+
+
 def task_key(actor_id: str, call_id: str, position: int) -> str:
     return f"{tasks_prefix(actor_id, call_id)}{position:06d}"
 

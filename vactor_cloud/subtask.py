@@ -15,7 +15,8 @@ Guarantees:
   ``call_id`` is the parent call's id (stable across commit-conflict retries
   in one process; derived from the idempotency key, so stable across
   processes, when the call has one). ``position`` counts the children that
-  one run of the method launched, in launch order, starting at 0.
+  one run of the method launched, in launch order, starting at 0 (at most
+  ``keys.TASK_POSITIONS`` per run: a launch past it raises ``ValueError``).
 * A re-run of the same call (a conflict retry, a retry after a storage
   fault, a run of the body again by ``options(max_retries=...)``, or the
   same idempotency key in a new process after a crash) finds

@@ -36,7 +36,7 @@ from vactor_cloud.errors import (
     StateSerializationError,
 )
 from vactor_cloud.incarnation import BORN, born_in
-from vactor_cloud.keys import task_key, tasks_prefix
+from vactor_cloud.keys import TASK_POSITIONS, task_key, tasks_prefix
 from vactor_cloud.state import dumps_state, expect_serializer, loads_state
 from vactor_cloud.storage import Blob, IfMatch, ObjectStore, PutMode
 from vactor_cloud.subtask_executors import function_name
@@ -138,6 +138,12 @@ class Memo:
             del held[key]
         entry = held.get(id(context))
         first = entry[1] if entry is not None and entry[0]() is context else 0
+        if first + count > TASK_POSITIONS:
+            raise ValueError(
+                f"a run of a method launches at most {TASK_POSITIONS:,} sub-tasks (their checkpoints "
+                f"are numbered by position), and this launch of {count:,} after {first:,} would "
+                "pass that: launch them from several calls, or give each child a batch of items"
+            )
         held[id(context)] = (weakref.ref(context), first + count)
         _cursor.state = held
         return cls(context, first, count)
