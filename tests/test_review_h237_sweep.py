@@ -7,16 +7,22 @@ TABLE
 
 from __future__ import annotations
 
+import base64
 import math
+import time
 import uuid
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, keys
+from vactor_cloud.cli.request_trace import RequestTrace
+from vactor_cloud.errors import StateSerializationError
 from vactor_cloud.log_records import CallRecord
 from vactor_cloud.storage import MemoryStore
+from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timers import CANCEL, LATEST_DUE, SCHEDULE, Timer, describe_call, list_index, parse_entry
 
@@ -160,3 +166,161 @@ def test_the_next_occurrence_of_a_recurring_timer_is_never_past_the_latest_due()
     timer = Timer("k", LATEST_DUE - 10.0, "ring", "[[],{}]", every=LATEST_DUE / 2)
     assert timer.next_due(LATEST_DUE - 5.0) == LATEST_DUE
     assert parse_entry(replace(timer, due=timer.next_due(LATEST_DUE - 5.0)).index_key("a")) is not None
+
+
+# -- scheduling from outside (handle_timers) ----------------------------------------------------
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"delay": 60, "timer_key": "a/b"},
+        {"delay": 60, "timer_key": ""},
+        {"at": math.inf},
+        {"at": LATEST_DUE * 2},
+        {"delay": 60, "every": 0.0},
+    ],
+)
+def test_a_schedule_refused_from_outside_sends_no_request(
+    actor_store: StoreSpec, options: dict[str, Any]
+) -> None:
+    """HT1 (the key not checked) and HT4 (the due time not checked) where the call is made:
+    the refusal came from the actor's step, a commit of a failed call; refused first, it sends
+    nothing."""
+    chime = Chime.get_or_create("refused")
+    with RequestTrace(vc.get_runtime().store).installed() as trace, pytest.raises(ValueError):
+        chime.ring.options(**options).run()
+    assert trace.requests == []
+    assert chime.timers() == []
+
+
+# -- scheduling inside a call (TimerEdits) ------------------------------------------------------
+@vc.virtual_actor
+class Planner:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def bump(self) -> None:
+        self.n += 1
+
+    def schedule_then_cancel(self) -> tuple[bool, bool, list[str]]:
+        call = vc.current_call()
+        assert call is not None
+        call.schedule("bump", after=60, key="k")
+        first, second = call.cancel_timer("k"), call.cancel_timer("k")
+        return first, second, sorted(call.pending_timers())
+
+    def both(self) -> str:
+        call = vc.current_call()
+        assert call is not None
+        return call.schedule("bump", after=60, at=1.0)
+
+    def private(self) -> str:
+        call = vc.current_call()
+        assert call is not None
+        return call.schedule("_secret", after=60)
+
+
+def test_a_call_that_schedules_then_cancels_a_timer_sees_it_gone(actor_store: StoreSpec) -> None:
+    """T19: a cancel made earlier in the call was not in its view: a second cancel of the key
+    found it, and ``pending_timers()`` still listed it."""
+    planner = Planner.get_or_create("planner")
+    assert planner.schedule_then_cancel.run() == (True, False, [])
+    assert planner.timers() == []
+
+
+def test_schedule_takes_after_or_at_not_both(actor_store: StoreSpec) -> None:
+    """T20: both given, ``at`` was dropped without a word."""
+    planner = Planner.get_or_create("planner-both")
+    with pytest.raises(ValueError, match="exactly one of"):
+        planner.both.run()
+    assert planner.timers() == []
+
+
+def test_a_timer_shows_what_it_can_of_arguments_it_cannot_unpickle() -> None:
+    """T16: ``handle.timers()`` raised for a timer whose arguments this process cannot unpickle
+    (here: not a pickle at all), instead of showing the rest."""
+    timer = Timer("k", 1.0, "bump", base64.b64encode(b"not a pickle").decode())
+    assert timer.describe("pickle") == {
+        "key": "k",
+        "due": 1.0,
+        "method": "bump",
+        "args": (),
+        "kwargs": {},
+        "every": None,
+    }
+
+
+@vc.virtual_actor(serializer="json")
+class JsonPlanner:
+    def __init__(self) -> None:
+        self.n = 0.0
+
+    def add(self, by: float) -> None:
+        self.n += by
+
+
+def test_a_json_actors_timer_refuses_arguments_json_cannot_hold(actor_store: StoreSpec) -> None:
+    """T17: NaN was stored in the timer's JSON arguments (no JSON reader takes it back)."""
+    planner = JsonPlanner.get_or_create("json-planner")
+    with pytest.raises(StateSerializationError):
+        planner.add.options(delay=60, timer_key="k").run(math.nan)
+    assert planner.timers() == []
+
+
+def test_schedule_says_a_timer_calls_a_public_method(actor_store: StoreSpec) -> None:
+    """T21: a private name was refused only as no writer method of the actor."""
+    planner = Planner.get_or_create("planner-private")
+    with pytest.raises(ValueError, match="a timer calls a public method by name"):
+        planner.private.run()
+
+
+# -- a fired timer's call id --------------------------------------------------------------------
+CHILD_RUNS: list[str] = []
+
+
+def _child() -> int:
+    CHILD_RUNS.append("ran")
+    return len(CHILD_RUNS)
+
+
+@vc.virtual_actor
+class Chore:
+    def __init__(self) -> None:
+        self.done: list[str] = []
+
+    def arm(self, at: float, tag: str) -> str:
+        call = vc.current_call()
+        assert call is not None
+        return call.schedule("work", at=at, key="job", args=(tag,))
+
+    def work(self, tag: str) -> None:
+        self.done.append(f"{tag}: {vc.subtask(_child).run()}")
+
+    @vc.virtual_actor.readonly
+    def log(self) -> list[str]:
+        return list(self.done)
+
+
+def test_a_timer_re_armed_at_the_same_due_time_after_a_failed_firing_runs_its_sub_tasks_anew(
+    store_spec: StoreSpec,
+) -> None:
+    """T15: the time a timer was scheduled was lost when its row was read back, so two
+    occurrences of a key at one due time had one call id: the second took the sub-task result
+    the first's failed firing had checkpointed, not its own."""
+    store_spec.init()
+    try:
+        # puts of steps: 1 create, 2 arm, 3-7 the first firing and its retries (failed), 8 re-arm
+        rule = FaultRule(
+            "fail_before", operations=frozenset({"put"}), key_contains="/steps/", at=(3, 4, 5, 6, 7)
+        )
+        install(FaultConfig((rule,), name="first-firing-fails"))
+        CHILD_RUNS.clear()
+        chore = Chore.get_or_create("chore")
+        at = time.time() - 1.0
+        chore.arm.run(at, "first")
+        assert vc.fire_due_timers().fired == 0
+        assert CHILD_RUNS == ["ran"]  # (checkpointed; its commit failed)
+        chore.arm.run(at, "second")  # the same key and due time, other arguments
+        assert vc.fire_due_timers().fired == 1
+        assert chore.log.run() == ["second: 2"]  # (its own child, not the checkpoint of the first's)
+    finally:
+        vc.shutdown()
