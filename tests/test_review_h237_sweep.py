@@ -17,14 +17,24 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, keys
+from vactor_cloud import _sync, keys, timers
 from vactor_cloud.cli.request_trace import RequestTrace
-from vactor_cloud.errors import StateSerializationError
+from vactor_cloud.errors import StateSerializationError, StorageError
 from vactor_cloud.log_records import CallRecord
-from vactor_cloud.storage import MemoryStore
+from vactor_cloud.storage import MemoryStore, ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timers import CANCEL, LATEST_DUE, SCHEDULE, Timer, describe_call, list_index, parse_entry
+from vactor_cloud.timers import (
+    CANCEL,
+    LATEST_DUE,
+    SCHEDULE,
+    TIMERS,
+    Timer,
+    TimerTable,
+    describe_call,
+    list_index,
+    parse_entry,
+)
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
 
@@ -101,12 +111,19 @@ def test_a_period_shorter_than_the_shortest_is_refused(actor_store: StoreSpec, e
 
 
 # -- the due index's listing (list_index) -------------------------------------------------------
-class _CountedLists(MemoryStore):
-    """A memory store that records the ``limit`` of each LIST."""
+class _Store(MemoryStore):
+    """A memory store of its own that records the ``limit`` of each LIST, and fails the puts of
+    index entries while ``failing``."""
 
     def __init__(self) -> None:
         super().__init__(f"h237-{uuid.uuid4().hex}")
         self.limits: list[int | None] = []
+        self.failing = False
+
+    async def put(self, key: str, data: bytes, *args: Any, **kwargs: Any) -> str:
+        if self.failing and key.startswith(keys.TIMER_INDEX):
+            raise StorageError(f"{key}: failed on purpose")
+        return await super().put(key, data, *args, **kwargs)
 
     async def list(
         self, prefix: str, *, start_after: str | None = None, limit: int | None = None
@@ -115,8 +132,8 @@ class _CountedLists(MemoryStore):
         return await super().list(prefix, start_after=start_after, limit=limit)
 
 
-def _indexed(*due_ms: int) -> _CountedLists:
-    store = _CountedLists()
+def _indexed(*due_ms: int) -> _Store:
+    store = _Store()
     for n, due in enumerate(due_ms):
         _sync.sync(store.put(keys.timer_index_key(due, f"a{n}", "k", n + 1), b""))
     store.limits.clear()
@@ -324,3 +341,92 @@ def test_a_timer_re_armed_at_the_same_due_time_after_a_failed_firing_runs_its_su
         assert chore.log.run() == ["second: 2"]  # (its own child, not the checkpoint of the first's)
     finally:
         vc.shutdown()
+
+
+def test_a_timer_is_due_at_its_due_time() -> None:
+    """T29: a timer was due only after its due time (a FIRE at that very time found none)."""
+    row = {"due": 5.0, "method": "ring", "p": "[[],{}]", "at": 0.0, "g": 1}
+    table = TimerTable({TIMERS: {"k": row}}, "json", None, step=2)
+    assert table.due("k", 5.0) == Timer.from_json("k", row)
+    assert table.due("k", 4.999) is None
+
+
+def test_an_index_key_whose_actor_part_is_no_actor_id_is_no_entry() -> None:
+    """T34: ``..`` (or a NUL, or an id too long) was taken for an actor: no actor can be loaded
+    to fire it or find it stale, and every tick met it again."""
+    for actor in ("..", "a\x00", "x" * 300):
+        assert parse_entry(keys.timer_index_key(5, actor, "k", 1)) is None
+    assert parse_entry(keys.timer_index_key(5, "ok", "k", 1)) is not None
+
+
+# -- what this process knows of the index (_IndexMemory, index_after_commit) --------------------
+def _row(due_ms: int, gen: int = 1) -> dict[str, Any]:
+    return {"due": due_ms / 1000, "method": "ring", "p": "[[],{}]", "at": 0.0, "g": gen}
+
+
+def _entries(store: ObjectStore) -> list[str]:
+    return _sync.sync(store.list(keys.TIMER_INDEX))
+
+
+def test_the_index_memory_forgets_the_least_recently_used_actor_first() -> None:
+    """T40: an actor written to again was forgotten first (first in, first out)."""
+    memory = timers._IndexMemory(limit=2)
+    store = _Store()
+    memory.add(store, "a", {("k", 1, 1)})
+    memory.add(store, "b", {("k", 1, 1)})
+    memory.add(store, "a", {("k", 2, 2)})
+    memory.add(store, "c", {("k", 1, 1)})
+    assert memory.known(store, "a") == {("k", 1, 1), ("k", 2, 2)}
+    assert memory.known(store, "b") == set()
+
+
+def test_a_complete_listing_forgets_the_names_due_by_then_it_did_not_show_and_only_those() -> None:
+    """T41: names a complete listing did not show (deleted meanwhile) were kept: the next commit
+    took their entries for written. T63: names due after what the listing covered went too."""
+    memory = timers._IndexMemory()
+    store = _Store()
+    memory.add(store, "a", {("gone", 5, 1), ("later", 50, 1), ("shown", 6, 1)})
+    memory.listed(store, "a", {("shown", 6, 1)}, until_ms=10)
+    assert memory.known(store, "a") == {("later", 50, 1), ("shown", 6, 1)}
+
+
+def _carried(due_ms: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A base step and a committed step that carries its timer ``k`` unchanged."""
+    extra = {TIMERS: {"k": _row(due_ms)}}
+    return extra, dict(extra)
+
+
+def test_a_firing_commit_re_writes_a_carried_entry_only_when_a_complete_listing_missed_it() -> None:
+    """A runner's commit (firing only) re-writes a carried timer's entry this process does not
+    know of only if a complete listing covered its due time (and so found it missing). T64:
+    without any complete listing, it wrote every one. T50: it wrote them past what the listing
+    covered. T42: a complete listing's reach was not kept (none re-written). T49: one due at its
+    very end was not."""
+    store = _Store()
+    base, committed = _carried(5_000)
+    _sync.sync(timers.index_after_commit(store, "a", base, committed, firing_only=True))
+    assert _entries(store) == []  # (no complete listing yet: nothing known missing)
+    timers.remember_listed(store, [], complete_until_ms=4_000)
+    _sync.sync(timers.index_after_commit(store, "a", base, committed, firing_only=True))
+    assert _entries(store) == []  # (due after what the listing covered)
+    timers.remember_listed(store, [], complete_until_ms=5_000)
+    _sync.sync(timers.index_after_commit(store, "a", base, committed, firing_only=True))
+    assert _entries(store) == [keys.timer_index_key(5_000, "a", "k", 1)]
+
+
+def test_an_entry_written_is_not_written_again_by_the_next_commit_and_a_failed_one_is() -> None:
+    """T44: an entry written was not remembered: every later commit of the actor wrote it again.
+    T46: one whose write failed was remembered as written, and no later commit wrote it."""
+    store = _Store()
+    base, committed = _carried(5_000)
+    timer = Timer.from_json("k", _row(5_000))
+    store.failing = True
+    with pytest.raises(StorageError):
+        _sync.sync(timers.write_entries(store, "a", [timer]))
+    store.failing = False
+    with RequestTrace(store).installed() as trace:
+        _sync.sync(timers.index_after_commit(store, "a", base, committed))
+    assert [(r.kind, r.key) for r in trace.requests] == [("put", timer.index_key("a"))]
+    with RequestTrace(store).installed() as trace:
+        _sync.sync(timers.index_after_commit(store, "a", base, committed))
+    assert trace.requests == []
