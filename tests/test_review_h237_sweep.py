@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, keys, timers
+from vactor_cloud import _sync, handle_timers, keys, timers
 from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.errors import StateSerializationError, StorageError
 from vactor_cloud.log_records import CallRecord
@@ -390,6 +390,15 @@ def test_a_complete_listing_forgets_the_names_due_by_then_it_did_not_show_and_on
     assert memory.known(store, "a") == {("later", 50, 1), ("shown", 6, 1)}
 
 
+def test_a_step_without_calls_is_not_one_that_only_fired_timers() -> None:
+    """T43: a step of no call records (``all`` of nothing) was taken for a runner's, whose index
+    re-writes and HEAD move are put off."""
+    fired = CallRecord("ring", "c", True, 0.0, key=timers.timer_dedup_key("k", 5.0))
+    assert timers.firing_only([fired]) is True
+    assert timers.firing_only([]) is False
+    assert timers.firing_only([fired, CallRecord("ring", "d", True, 0.0)]) is False
+
+
 def _carried(due_ms: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """A base step and a committed step that carries its timer ``k`` unchanged."""
     extra = {TIMERS: {"k": _row(due_ms)}}
@@ -430,3 +439,17 @@ def test_an_entry_written_is_not_written_again_by_the_next_commit_and_a_failed_o
     with RequestTrace(store).installed() as trace:
         _sync.sync(timers.index_after_commit(store, "a", base, committed))
     assert trace.requests == []
+
+
+# -- cancelling from outside (handle_timers) ----------------------------------------------------
+def test_a_cancel_that_is_sent_says_whether_it_found_the_timer(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HT7: a cancel sent to the actor (not answered by the read of its newest step: a call of
+    this process still to apply, here every time) said True whatever its CANCEL found."""
+    monkeypatch.setattr(handle_timers, "_none_to_cancel", lambda *args: False)
+    chime = Chime.get_or_create("cancelled")
+    chime.ring.options(delay=3600, timer_key="later").run()
+    assert chime.cancel_timer("none") is False
+    assert chime.cancel_timer("later") is True
+    assert chime.timers() == []
