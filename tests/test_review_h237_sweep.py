@@ -24,6 +24,7 @@ from vactor_cloud.log_records import CallRecord
 from vactor_cloud.storage import MemoryStore, ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.timer_renewals import next_renewal
 from vactor_cloud.timers import (
     CANCEL,
     LATEST_DUE,
@@ -453,3 +454,12 @@ def test_a_cancel_that_is_sent_says_whether_it_found_the_timer(
     assert chime.cancel_timer("none") is False
     assert chime.cancel_timer("later") is True
     assert chime.timers() == []
+
+
+# -- renewals, reports ---------------------------------------------------------------------------
+def test_a_renewal_is_due_a_period_after_the_last_or_a_period_after_a_late_one() -> None:
+    """R1: a late renewal's successor was due a period after the missed time, long past: it
+    followed at once, back to back. R2: one due exactly now was too."""
+    assert next_renewal(10.0, 5.0, 12.0) == 15.0
+    assert next_renewal(10.0, 5.0, 16.0) == 21.0
+    assert next_renewal(10.0, 5.0, 15.0) == 20.0
