@@ -456,6 +456,17 @@ def test_a_cancel_that_is_sent_says_whether_it_found_the_timer(
     assert chime.timers() == []
 
 
+def test_a_poster_indexes_only_the_timers_armed_after_what_it_knew_that_it_knows_no_entry_of() -> None:
+    """``armed_unindexed``: the pending timers a step after ``after_step`` put in the table whose
+    entries this process does not know. T55: none. T53: also one the step ``after_step`` put
+    (known to the poster when it posted). T54: also one whose entry this process wrote."""
+    store = _Store()
+    extra = {TIMERS: {"old": _row(5_000, gen=4), "new": _row(6_000, gen=5), "known": _row(7_000, gen=6)}}
+    _sync.sync(timers.write_entries(store, "a", [Timer.from_json("known", extra[TIMERS]["known"])]))
+    assert [t.key for t in timers.armed_unindexed(store, "a", extra, after_step=4)] == ["new"]
+    assert timers.armed_unindexed(store, "a", {}, after_step=0) == []
+
+
 # -- renewals, reports ---------------------------------------------------------------------------
 def test_a_renewal_is_due_a_period_after_the_last_or_a_period_after_a_late_one() -> None:
     """R1: a late renewal's successor was due a period after the missed time, long past: it
