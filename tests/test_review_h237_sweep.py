@@ -25,6 +25,7 @@ from vactor_cloud.storage import MemoryStore, ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_renewals import next_renewal
+from vactor_cloud.timer_repair import repair_timer_index
 from vactor_cloud.timers import (
     CANCEL,
     LATEST_DUE,
@@ -442,6 +443,14 @@ def test_an_entry_written_is_not_written_again_by_the_next_commit_and_a_failed_o
     assert trace.requests == []
 
 
+def test_timers_are_listed_earliest_first(actor_store: StoreSpec) -> None:
+    """HT5: ``handle.timers()`` listed them by key."""
+    chime = Chime.get_or_create("listed")
+    chime.ring.options(delay=7200, timer_key="a").run()
+    chime.ring.options(delay=3600, timer_key="b").run()
+    assert [t["key"] for t in chime.timers()] == ["b", "a"]
+
+
 # -- cancelling from outside (handle_timers) ----------------------------------------------------
 def test_a_cancel_that_is_sent_says_whether_it_found_the_timer(
     actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
@@ -474,3 +483,38 @@ def test_a_renewal_is_due_a_period_after_the_last_or_a_period_after_a_late_one()
     assert next_renewal(10.0, 5.0, 12.0) == 15.0
     assert next_renewal(10.0, 5.0, 16.0) == 21.0
     assert next_renewal(10.0, 5.0, 15.0) == 20.0
+
+
+# -- repair --------------------------------------------------------------------------------------
+def test_repair_counts_the_timers_it_indexed(actor_store: StoreSpec) -> None:
+    """T56: it counted the actors repaired, not their timers."""
+    chime = Chime.get_or_create("two-timers")
+    for key in ("a", "b"):
+        chime.ring.options(delay=3600, timer_key=key).run()
+    store = vc.get_runtime().store
+    for key in _entries(store):
+        _sync.sync(store.delete(key))
+    assert repair_timer_index(["two-timers"]) == 2
+    assert sorted(_index()) == ["two-timers/a", "two-timers/b"]
+
+
+class _Interrupt(BaseException):
+    """Not an ``Exception``: as an interrupt or a cancellation."""
+
+
+def test_a_failed_repair_names_ten_actors_and_counts_the_rest_and_raises_an_interrupt_first() -> None:
+    """T59: every failed actor was named (a thousand in one line). T65: the ones past ten went
+    unsaid. T61: an interrupt among the failures was not the one raised."""
+    ids = [f"actor-{n:02d}" for n in range(12)]
+
+    async def read_extra(actor_id: str) -> dict[str, Any]:
+        if actor_id == "actor-07":
+            raise _Interrupt(actor_id)
+        raise ValueError(actor_id)
+
+    with pytest.raises(_Interrupt) as raised:
+        _sync.sync(timers.repair_index(_Store(), ids, read_extra))
+    (note,) = raised.value.__notes__
+    assert "failed for 12 of 12 actors" in note, note
+    assert all(repr(a) in note for a in ids[:10]) and repr(ids[10]) not in note, note
+    assert "and 2 more" in note, note
