@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, handle_timers, keys, timers
+from vactor_cloud import _sync, handle_timers, keys, timer_firing, timers
 from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.errors import StateSerializationError, StorageError
 from vactor_cloud.log_records import CallRecord
@@ -518,3 +518,36 @@ def test_a_failed_repair_names_ten_actors_and_counts_the_rest_and_raises_an_inte
     assert "failed for 12 of 12 actors" in note, note
     assert all(repr(a) in note for a in ids[:10]) and repr(ids[10]) not in note, note
     assert "and 2 more" in note, note
+
+
+# -- firing (timer_firing) -----------------------------------------------------------------------
+def test_every_entry_of_an_actor_that_never_was_is_stale_and_dropped(actor_store: StoreSpec) -> None:
+    """F14: the entries of an actor that never was counted one stale, however many there were."""
+    store = vc.get_runtime().store
+    due_ms = int(time.time() * 1000) - 1_000
+    for key in ("k1", "k2", "k3"):
+        _sync.sync(store.put(keys.timer_index_key(due_ms, "ghost", key, 1), b""))
+    report = vc.fire_due_timers(split="none")
+    assert (report.fired, report.stale, report.errors) == (0, 3, [])
+    assert _index() == []
+
+
+def test_an_actor_whose_claim_fails_keeps_its_entries_for_a_later_pass(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F10: a claim that failed (an error, not another runner's claim) handed its entries back
+    as done with: a long-running runner took them for deleted, and did not fire them."""
+    chime = Chime.get_or_create("unclaimed")
+    chime.ring.options(at=time.time() - 1.0, timer_key="k").run()
+    (entry,) = _sync.sync(list_index(vc.get_runtime().store))
+
+    async def failing(*args: Any) -> str:
+        raise StorageError("the claim's put failed")
+
+    monkeypatch.setattr(timer_firing, "claim_actor", failing)
+    report, done = timer_firing.fire_actor(vc.get_runtime(), "runner", 30.0, "unclaimed", [entry])
+    assert (report.fired, done, len(report.errors)) == (0, [], 1)
+    assert "claim" in report.errors[0], report.errors
+    monkeypatch.undo()
+    assert _index() == ["unclaimed/k"]
+    assert vc.fire_due_timers(split="claims").fired == 1 and chime.count.run() == 1
