@@ -7,24 +7,27 @@ TABLE
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import math
+import threading
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, handle_timers, keys, timer_firing, timers
+from vactor_cloud import _sync, handle_timers, keys, timer_firing, timer_repair, timers
 from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.errors import StateSerializationError, StorageError
 from vactor_cloud.log_records import CallRecord
 from vactor_cloud.storage import MemoryStore, ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
-from vactor_cloud.timer_renewals import next_renewal
+from vactor_cloud.timer_renewals import TickRenewals, next_renewal
 from vactor_cloud.timer_repair import repair_timer_index
 from vactor_cloud.timers import (
     CANCEL,
@@ -551,3 +554,77 @@ def test_an_actor_whose_claim_fails_keeps_its_entries_for_a_later_pass(
     monkeypatch.undo()
     assert _index() == ["unclaimed/k"]
     assert vc.fire_due_timers(split="claims").fired == 1 and chime.count.run() == 1
+
+
+class _CountedBeats:
+    """A membership whose renewals are counted (``third``: three began)."""
+
+    def __init__(self, lease: float) -> None:
+        self.lease = lease
+        self.beats = 0
+        self.third = threading.Event()
+
+    async def beat(self, within: float | None = None) -> None:
+        self.beats += 1
+        if self.beats >= 3:
+            self.third.set()
+
+
+def test_a_ticks_renewals_go_on_one_after_another(actor_store: StoreSpec) -> None:
+    """R4: the renewal that ended did not time the next: a tick renewed its heartbeat once."""
+    membership = _CountedBeats(lease=0.03)
+    renewals = TickRenewals(vc.get_runtime(), membership, "stub", time.monotonic())  # type: ignore[arg-type]
+    renewals.begin()
+    try:
+        assert membership.third.wait(30), f"{membership.beats} renewal(s), then none"
+    finally:
+        renewals.stop(True)
+
+
+def test_a_renewal_whose_time_comes_after_stop_does_not_begin(actor_store: StoreSpec) -> None:
+    """R3: a renewal timer that fired as ``stop`` was made (its cancel not yet run by the IO
+    loop) began a renewal after the stop: a heartbeat written after the tick left."""
+    membership = _CountedBeats(lease=3600.0)
+    renewals = TickRenewals(vc.get_runtime(), membership, "stub", time.monotonic())  # type: ignore[arg-type]
+    renewals.begin()
+    renewals.stop(False)
+
+    async def its_time_comes() -> None:
+        renewals._renew()  # (as its timer would, due as the stop was made)
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    _sync.sync(its_time_comes())
+    assert membership.beats == 0
+
+
+def test_repair_of_an_actor_that_never_committed_a_step_writes_nothing_and_fails_nothing(
+    actor_store: StoreSpec,
+) -> None:
+    """RP2: an actor id with no committed step (a creation that never committed) failed the repair."""
+    assert repair_timer_index(["never-created"]) == 0
+
+
+def test_a_repair_of_every_actor_cut_short_closes_its_listing_of_ids(
+    actor_store: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RP3: a repair that failed mid-way left its listing of actor ids suspended, closed (its
+    LIST in flight ended) only when collected."""
+    closed = threading.Event()
+
+    async def ids(store: ObjectStore) -> AsyncIterator[str]:
+        try:
+            for n in range(3):
+                yield f"actor-{n}"
+        finally:
+            closed.set()
+
+    async def failing(*args: Any) -> int:
+        raise StorageError("the repair failed")
+
+    monkeypatch.setattr(timer_repair, "iter_actor_ids", ids)
+    monkeypatch.setattr(timer_repair, "repair_index", failing)
+    monkeypatch.setattr(timer_repair, "_REPAIR_CHUNK", 1)
+    with pytest.raises(StorageError) as raised:
+        repair_timer_index()
+    assert closed.is_set(), raised  # (the traceback keeps the listing alive: only a close ends it)
