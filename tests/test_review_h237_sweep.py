@@ -22,11 +22,12 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud import _sync, handle_timers, keys, timer_firing, timer_repair, timers
 from vactor_cloud.cli.request_trace import RequestTrace
-from vactor_cloud.errors import StateSerializationError, StorageError
+from vactor_cloud.errors import StateSerializationError, StorageError, TruncatedObjectError
 from vactor_cloud.log_records import CallRecord
-from vactor_cloud.storage import MemoryStore, ObjectStore
+from vactor_cloud.storage import Blob, MemoryStore, ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
+from vactor_cloud.timer_claims import claim_actor
 from vactor_cloud.timer_renewals import TickRenewals, next_renewal
 from vactor_cloud.timer_repair import repair_timer_index
 from vactor_cloud.timers import (
@@ -628,3 +629,22 @@ def test_a_repair_of_every_actor_cut_short_closes_its_listing_of_ids(
     with pytest.raises(StorageError) as raised:
         repair_timer_index()
     assert closed.is_set(), raised  # (the traceback keeps the listing alive: only a close ends it)
+
+
+# -- claims --------------------------------------------------------------------------------------
+class _CutReads(_Store):
+    """Every read of a timer claim is cut short (torn on the way); the claim is whole at rest."""
+
+    async def get(self, key: str) -> Blob:
+        if key.startswith(keys.TIMER_CLAIMS):
+            raise TruncatedObjectError(f"{key}: cut short on the way", key)
+        return await super().get(key)
+
+
+def test_a_claim_whole_at_rest_that_every_read_finds_torn_is_an_error_not_another_runners() -> None:
+    """C1: on the last round such a claim was taken for another runner's (None: "claimed
+    elsewhere", said at every tick), not raised."""
+    store = _CutReads()
+    _sync.sync(store.put(keys.timer_claim_key("a"), b'{"runner": "other", "until": 0}'))
+    with pytest.raises(TruncatedObjectError):
+        _sync.sync(claim_actor(store, "a", "runner", 30.0))
