@@ -20,9 +20,14 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, handle_timers, keys, timer_firing, timer_repair, timers
+from vactor_cloud import _sync, handle_timers, keys, timer_claims, timer_firing, timer_repair, timers
 from vactor_cloud.cli.request_trace import RequestTrace
-from vactor_cloud.errors import StateSerializationError, StorageError, TruncatedObjectError
+from vactor_cloud.errors import (
+    AlreadyExistsError,
+    StateSerializationError,
+    StorageError,
+    TruncatedObjectError,
+)
 from vactor_cloud.log_records import CallRecord
 from vactor_cloud.storage import Blob, MemoryStore, ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
@@ -648,3 +653,41 @@ def test_a_claim_whole_at_rest_that_every_read_finds_torn_is_an_error_not_anothe
     _sync.sync(store.put(keys.timer_claim_key("a"), b'{"runner": "other", "until": 0}'))
     with pytest.raises(TruncatedObjectError):
         _sync.sync(claim_actor(store, "a", "runner", 30.0))
+
+
+class _LandedButLost(_Store):
+    """A claim's create-only put lands, and its answer is lost: the retry meets it (409)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.claim_puts = 0
+
+    async def put(self, key: str, data: bytes, *args: Any, **kwargs: Any) -> str:
+        if not key.startswith(keys.TIMER_CLAIMS):
+            return await super().put(key, data, *args, **kwargs)
+        self.claim_puts += 1
+        await super().put(key, data, *args, **kwargs)
+        if kwargs.get("mode") == "create":
+            raise AlreadyExistsError(f"{key}: the retry met the put that landed", key)
+        return (await self.head(key)) or ""
+
+
+def test_a_claim_whose_create_landed_unanswered_is_found_ours_without_another_put() -> None:
+    """C3: it was not recognised by its bytes, but taken over (an if-match put) as an expired
+    claim of this runner: a second put, and a version other than the one the create wrote."""
+    store = _LandedButLost()
+    version = _sync.sync(claim_actor(store, "a", "runner", 30.0))
+    assert version is not None and version == _sync.sync(store.head(keys.timer_claim_key("a")))
+    assert store.claim_puts == 1
+
+
+def test_a_cut_off_claim_abandoned_cancelled_is_taken_quietly() -> None:
+    """C9: the outcome of an abandoned claim that ended cancelled was asked for: its
+    ``CancelledError`` raised from the taking (in the caller, or in the loop's callback)."""
+
+    async def abandon() -> None:
+        task = asyncio.get_running_loop().create_future()
+        task.cancel()
+        timer_claims._abandoned(task, "timer-claims/a", "a timer claim")
+
+    _sync.sync(abandon())
