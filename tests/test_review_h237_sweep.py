@@ -33,6 +33,7 @@ from vactor_cloud.storage import Blob, MemoryStore, ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_claims import claim_actor
+from vactor_cloud.timer_membership import Membership
 from vactor_cloud.timer_renewals import TickRenewals, next_renewal
 from vactor_cloud.timer_repair import repair_timer_index
 from vactor_cloud.timers import (
@@ -691,3 +692,30 @@ def test_a_cut_off_claim_abandoned_cancelled_is_taken_quietly() -> None:
         timer_claims._abandoned(task, "timer-claims/a", "a timer claim")
 
     _sync.sync(abandon())
+
+
+# -- membership ----------------------------------------------------------------------------------
+class _TornUntilLookedAt(_Store):
+    """Reads of heartbeats are cut short until a HEAD looks at one (whole again by then: its
+    runner's renewal replaced it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.torn = False
+
+    async def get(self, key: str) -> Blob:
+        if self.torn and key.startswith(keys.TIMER_RUNNERS):
+            raise TruncatedObjectError(f"{key}: cut short on the way", key)
+        return await super().get(key)
+
+    async def head(self, key: str) -> str | None:
+        self.torn = False
+        return await super().head(key)
+
+
+def test_a_heartbeat_whole_again_when_looked_at_is_read_again_and_counted() -> None:
+    """M1: it was taken for unreadable (its runner not counted live for a lease)."""
+    store = _TornUntilLookedAt()
+    _sync.sync(Membership(store, "other", 30.0, "all").beat())
+    store.torn = True
+    assert _sync.sync(Membership(store, "me", 30.0, "all").refresh()) == ("me", "other")
