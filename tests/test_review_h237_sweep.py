@@ -26,6 +26,7 @@ from vactor_cloud.errors import (
     AlreadyExistsError,
     StateSerializationError,
     StorageError,
+    StorageTimeoutError,
     TruncatedObjectError,
 )
 from vactor_cloud.log_records import CallRecord
@@ -719,3 +720,51 @@ def test_a_heartbeat_whole_again_when_looked_at_is_read_again_and_counted() -> N
     _sync.sync(Membership(store, "other", 30.0, "all").beat())
     store.torn = True
     assert _sync.sync(Membership(store, "me", 30.0, "all").refresh()) == ("me", "other")
+
+
+class _TornAtRest(_Store):
+    """Heartbeats torn at rest: every read and HEAD of one finds it cut short."""
+
+    async def get(self, key: str) -> Blob:
+        if key.startswith(keys.TIMER_RUNNERS):
+            raise TruncatedObjectError(f"{key}: torn", key)
+        return await super().get(key)
+
+    async def head(self, key: str) -> str | None:
+        if key.startswith(keys.TIMER_RUNNERS):
+            raise TruncatedObjectError(f"{key}: torn", key)
+        return await super().head(key)
+
+
+def test_a_heartbeat_torn_at_rest_is_removed() -> None:
+    """M2: it was left (not counted, never removed): every refresh read it three times again."""
+    store = _TornAtRest()
+    _sync.sync(Membership(store, "other", 30.0, "all").beat())
+    assert _sync.sync(Membership(store, "me", 30.0, "all").refresh()) == ("me",)
+    assert _sync.sync(store.list(keys.TIMER_RUNNERS)) == []
+
+
+class _StalledPuts(_Store):
+    """Puts of heartbeats wait for ``release`` (30 s at most)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    async def put(self, key: str, data: bytes, *args: Any, **kwargs: Any) -> str:
+        if key.startswith(keys.TIMER_RUNNERS):
+            await asyncio.to_thread(self.release.wait, 30)
+        return await super().put(key, data, *args, **kwargs)
+
+
+def test_a_renewal_stops_waiting_for_its_write_after_within() -> None:
+    """M3: ``beat(within=)`` waited for the stalled write to end."""
+    store = _StalledPuts()
+    membership = Membership(store, "me", 30.0, "all")
+    try:
+        with pytest.raises(StorageTimeoutError):
+            _sync.sync(membership.beat(within=0.01))
+    finally:
+        store.release.set()
+    _sync.sync(membership.leave())  # (waits for the write left in flight, then deletes)
+    assert _sync.sync(store.list(keys.TIMER_RUNNERS)) == []
