@@ -768,3 +768,40 @@ def test_a_renewal_stops_waiting_for_its_write_after_within() -> None:
         store.release.set()
     _sync.sync(membership.leave())  # (waits for the write left in flight, then deletes)
     assert _sync.sync(store.list(keys.TIMER_RUNNERS)) == []
+
+
+class _HeadFails(_TornAtRest):
+    """Heartbeats torn at each read, and a HEAD of one fails; reads of them are counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get(self, key: str) -> Blob:
+        self.reads += key.startswith(keys.TIMER_RUNNERS)
+        return await super().get(key)
+
+    async def head(self, key: str) -> str | None:
+        if key.startswith(keys.TIMER_RUNNERS):
+            raise StorageError(f"{key}: the HEAD failed", key)
+        return await super().head(key)
+
+
+def test_a_torn_heartbeat_whose_look_failed_is_looked_at_again_a_lease_later() -> None:
+    """M8: it was forgotten (as gone): every refresh read it again, not once a lease."""
+    store = _HeadFails()
+    _sync.sync(Membership(store, "other", 30.0, "all").beat())
+    me = Membership(store, "me", 30.0, "all")
+    assert _sync.sync(me.refresh()) == ("me",)
+    reads = store.reads
+    assert reads > 0
+    assert _sync.sync(me.refresh()) == ("me",)
+    assert store.reads == reads
+
+
+def test_a_renewal_that_ended_is_not_kept() -> None:
+    """M6: each renewal made with ``within`` stayed in the set of those in flight, for good."""
+    membership = Membership(_Store(), "me", 30.0, "all")
+    for _ in range(3):
+        _sync.sync(membership.beat(within=30.0))
+    assert membership._writes == set()
