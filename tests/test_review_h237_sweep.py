@@ -34,6 +34,7 @@ from vactor_cloud.storage import Blob, MemoryStore, ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_claims import claim_actor
+from vactor_cloud.timer_hints import still_torn
 from vactor_cloud.timer_membership import Membership
 from vactor_cloud.timer_renewals import TickRenewals, next_renewal
 from vactor_cloud.timer_repair import repair_timer_index
@@ -805,3 +806,14 @@ def test_a_renewal_that_ended_is_not_kept() -> None:
     for _ in range(3):
         _sync.sync(membership.beat(within=30.0))
     assert membership._writes == set()
+
+
+def test_still_torn_tells_gone_from_whole_and_torn() -> None:
+    """HN1: a hint gone by the time it was looked at was called whole (False): a claim's last
+    round raised it as torn, a heartbeat was read once more."""
+    store = _TornAtRest()
+    assert _sync.sync(still_torn(store, keys.timer_claim_key("gone"))) is None
+    _sync.sync(store.put(keys.timer_runner_key("torn"), b"{}"))
+    assert _sync.sync(still_torn(store, keys.timer_runner_key("torn"))) is True
+    _sync.sync(store.put(keys.timer_claim_key("a"), b"{}"))
+    assert _sync.sync(still_torn(store, keys.timer_claim_key("a"))) is False
