@@ -34,7 +34,7 @@ from vactor_cloud.storage import Blob, MemoryStore, ObjectStore
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, install
 from vactor_cloud.testing.lanes import StoreSpec
 from vactor_cloud.timer_claims import claim_actor
-from vactor_cloud.timer_hints import still_torn
+from vactor_cloud.timer_hints import decode_hint, still_torn
 from vactor_cloud.timer_membership import Membership
 from vactor_cloud.timer_renewals import TickRenewals, next_renewal
 from vactor_cloud.timer_repair import repair_timer_index
@@ -817,3 +817,10 @@ def test_still_torn_tells_gone_from_whole_and_torn() -> None:
     assert _sync.sync(still_torn(store, keys.timer_runner_key("torn"))) is True
     _sync.sync(store.put(keys.timer_claim_key("a"), b"{}"))
     assert _sync.sync(still_torn(store, keys.timer_claim_key("a"))) is False
+
+
+def test_a_hint_that_is_no_json_object_is_refused() -> None:
+    """HN3: JSON of another shape (a list, a string) was handed back as the hint's body."""
+    for data in (b"[1, 2]", b'"until"', b"3"):
+        with pytest.raises(ValueError, match="not a JSON object"):
+            decode_hint(keys.timer_runner_key("r"), "timer-runner", data, None)
