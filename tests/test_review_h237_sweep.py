@@ -20,7 +20,16 @@ from typing import Any
 import pytest
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, handle_timers, keys, timer_claims, timer_firing, timer_repair, timers
+from vactor_cloud import (
+    _sync,
+    handle_timers,
+    keys,
+    timer_claims,
+    timer_firing,
+    timer_repair,
+    timer_report,
+    timers,
+)
 from vactor_cloud.cli.request_trace import RequestTrace
 from vactor_cloud.errors import (
     AlreadyExistsError,
@@ -38,6 +47,7 @@ from vactor_cloud.timer_hints import decode_hint, still_torn
 from vactor_cloud.timer_membership import Membership
 from vactor_cloud.timer_renewals import TickRenewals, next_renewal
 from vactor_cloud.timer_repair import repair_timer_index
+from vactor_cloud.timer_report import TickError, TickReport
 from vactor_cloud.timers import (
     CANCEL,
     LATEST_DUE,
@@ -824,3 +834,27 @@ def test_a_hint_that_is_no_json_object_is_refused() -> None:
     for data in (b"[1, 2]", b'"until"', b"3"):
         with pytest.raises(ValueError, match="not a JSON object"):
             decode_hint(keys.timer_runner_key("r"), "timer-runner", data, None)
+
+
+def test_a_reports_trimmed_errors_and_lateness_still_count_in_its_totals_and_merges(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RPT1: ``error_count`` left out the errors trimmed. RPT2: ``max_lateness`` the lateness
+    trimmed. RPT3, RPT6: ``merge`` dropped the other report's trimmed lateness and errors.
+    RPT4, RPT8: the trimmed maximum was the first figure trimmed, or the last one noted.
+    RPT7: an error lost the exception it tells of."""
+    monkeypatch.setattr(timer_report, "_TOTAL_LATENESS", 2)
+    monkeypatch.setattr(timer_report, "_TOTAL_ERRORS", 1)
+    cause = ValueError("boom")
+    part = TickReport(errors=[TickError("a: boom", cause), TickError("b: x")], lateness=[1.0, 5.0, 2.0, 3.0])
+    part._trim()
+    assert (part.errors, part.errors_dropped, part.error_count) == (["b: x"], 1, 2)
+    assert (part.lateness, part.lateness_dropped_max, part.max_lateness) == ([2.0, 3.0], 5.0, 5.0)
+    total = TickReport()
+    total.merge(part)
+    assert (total.errors_dropped, total.error_count, total.max_lateness) == (1, 2, 5.0)
+    earlier = TickReport(lateness=[9.0, 0.5, 0.1])
+    earlier._trim()
+    earlier.merge(part)
+    assert earlier.max_lateness == 9.0
+    assert TickError("a: boom", cause).cause is cause
