@@ -160,11 +160,12 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from test_review_h171_timer_runner import Chime
 
 import vactor_cloud as vc
 from vactor_cloud import (
@@ -208,20 +209,6 @@ from vactor_cloud.timers import (
 )
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
-
-
-@vc.virtual_actor
-class Chime:
-    def __init__(self) -> None:
-        self.rang = 0
-
-    def ring(self) -> int:
-        self.rang += 1
-        return self.rang
-
-    @vc.virtual_actor.readonly
-    def count(self) -> int:
-        return self.rang
 
 
 def _index() -> list[str]:
@@ -796,20 +783,53 @@ def test_a_repair_of_every_actor_cut_short_closes_its_listing_of_ids(
     assert closed.is_set(), raised  # (the traceback keeps the listing alive: only a close ends it)
 
 
-# -- claims --------------------------------------------------------------------------------------
-class _CutReads(_Store):
-    """Every read of a timer claim is cut short (torn on the way); the claim is whole at rest."""
+def _torn(key: str) -> StorageError:
+    return TruncatedObjectError(f"{key}: cut short", key)
+
+
+class _FaultyHints(_Store):
+    """Reads (GET) of the objects under ``prefix`` raise ``on_read(key)`` while it is set,
+    and are counted; HEADs of them raise ``on_head(key)``, or with ``healed_by_head`` clear
+    ``on_read`` first (the object written whole again since)."""
+
+    def __init__(
+        self,
+        prefix: str,
+        on_read: Callable[[str], StorageError] | None = None,
+        on_head: Callable[[str], StorageError] | None = None,
+        *,
+        healed_by_head: bool = False,
+    ) -> None:
+        super().__init__()
+        self.prefix, self.on_read, self.on_head, self.healed_by_head = (
+            prefix,
+            on_read,
+            on_head,
+            healed_by_head,
+        )
+        self.reads = 0
 
     async def get(self, key: str) -> Blob:
-        if key.startswith(keys.TIMER_CLAIMS):
-            raise TruncatedObjectError(f"{key}: cut short on the way", key)
+        if key.startswith(self.prefix):
+            self.reads += 1
+            if self.on_read is not None:
+                raise self.on_read(key)
         return await super().get(key)
 
+    async def head(self, key: str) -> str | None:
+        if key.startswith(self.prefix):
+            if self.healed_by_head:
+                self.on_read = None
+            elif self.on_head is not None:
+                raise self.on_head(key)
+        return await super().head(key)
 
+
+# -- claims --------------------------------------------------------------------------------------
 def test_a_claim_whole_at_rest_that_every_read_finds_torn_is_an_error_not_another_runners() -> None:
     """C1: on the last round such a claim was taken for another runner's (None: "claimed
     elsewhere", said at every tick), not raised."""
-    store = _CutReads()
+    store = _FaultyHints(keys.TIMER_CLAIMS, on_read=_torn)  # (whole at rest: HEAD finds it)
     _sync.sync(store.put(keys.timer_claim_key("a"), b'{"runner": "other", "until": 0}'))
     with pytest.raises(TruncatedObjectError):
         _sync.sync(claim_actor(store, "a", "runner", 30.0))
@@ -854,49 +874,17 @@ def test_a_cut_off_claim_abandoned_cancelled_is_taken_quietly() -> None:
 
 
 # -- membership ----------------------------------------------------------------------------------
-class _TornUntilLookedAt(_Store):
-    """Reads of heartbeats are cut short until a HEAD looks at one (whole again by then: its
-    runner's renewal replaced it)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.torn = False
-
-    async def get(self, key: str) -> Blob:
-        if self.torn and key.startswith(keys.TIMER_RUNNERS):
-            raise TruncatedObjectError(f"{key}: cut short on the way", key)
-        return await super().get(key)
-
-    async def head(self, key: str) -> str | None:
-        self.torn = False
-        return await super().head(key)
-
-
 def test_a_heartbeat_whole_again_when_looked_at_is_read_again_and_counted() -> None:
     """M1: it was taken for unreadable (its runner not counted live for a lease)."""
-    store = _TornUntilLookedAt()
+    store = _FaultyHints(keys.TIMER_RUNNERS, healed_by_head=True)
     _sync.sync(Membership(store, "other", 30.0, "all").beat())
-    store.torn = True
+    store.on_read = _torn
     assert _sync.sync(Membership(store, "me", 30.0, "all").refresh()) == ("me", "other")
-
-
-class _TornAtRest(_Store):
-    """Heartbeats torn at rest: every read and HEAD of one finds it cut short."""
-
-    async def get(self, key: str) -> Blob:
-        if key.startswith(keys.TIMER_RUNNERS):
-            raise TruncatedObjectError(f"{key}: torn", key)
-        return await super().get(key)
-
-    async def head(self, key: str) -> str | None:
-        if key.startswith(keys.TIMER_RUNNERS):
-            raise TruncatedObjectError(f"{key}: torn", key)
-        return await super().head(key)
 
 
 def test_a_heartbeat_torn_at_rest_is_removed() -> None:
     """M2: it was left (not counted, never removed): every refresh read it three times again."""
-    store = _TornAtRest()
+    store = _FaultyHints(keys.TIMER_RUNNERS, on_read=_torn, on_head=_torn)
     _sync.sync(Membership(store, "other", 30.0, "all").beat())
     assert _sync.sync(Membership(store, "me", 30.0, "all").refresh()) == ("me",)
     assert _sync.sync(store.list(keys.TIMER_RUNNERS)) == []
@@ -928,26 +916,11 @@ def test_a_renewal_stops_waiting_for_its_write_after_within() -> None:
     assert _sync.sync(store.list(keys.TIMER_RUNNERS)) == []
 
 
-class _HeadFails(_TornAtRest):
-    """Heartbeats torn at each read, and a HEAD of one fails; reads of them are counted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    async def get(self, key: str) -> Blob:
-        self.reads += key.startswith(keys.TIMER_RUNNERS)
-        return await super().get(key)
-
-    async def head(self, key: str) -> str | None:
-        if key.startswith(keys.TIMER_RUNNERS):
-            raise StorageError(f"{key}: the HEAD failed", key)
-        return await super().head(key)
-
-
 def test_a_torn_heartbeat_whose_look_failed_is_looked_at_again_a_lease_later() -> None:
     """M8: it was forgotten (as gone): every refresh read it again, not once a lease."""
-    store = _HeadFails()
+    store = _FaultyHints(
+        keys.TIMER_RUNNERS, on_read=_torn, on_head=lambda key: StorageError(f"{key}: the HEAD failed", key)
+    )
     _sync.sync(Membership(store, "other", 30.0, "all").beat())
     me = Membership(store, "me", 30.0, "all")
     assert _sync.sync(me.refresh()) == ("me",)
@@ -968,7 +941,7 @@ def test_a_renewal_that_ended_is_not_kept() -> None:
 def test_still_torn_tells_gone_from_whole_and_torn() -> None:
     """HN1: a hint gone by the time it was looked at was called whole (False): a claim's last
     round raised it as torn, a heartbeat was read once more."""
-    store = _TornAtRest()
+    store = _FaultyHints(keys.TIMER_RUNNERS, on_read=_torn, on_head=_torn)
     assert _sync.sync(still_torn(store, keys.timer_claim_key("gone"))) is None
     _sync.sync(store.put(keys.timer_runner_key("torn"), b"{}"))
     assert _sync.sync(still_torn(store, keys.timer_runner_key("torn"))) is True
