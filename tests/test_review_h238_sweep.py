@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+import types
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ from test_combining import give_up_on_a_post, heal_and_fold, init_switchable, wa
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
+from vactor_cloud.core import ActorCore
 from vactor_cloud.lease import LeaseStore
 from vactor_cloud.testing.lanes import StoreSpec
 
@@ -39,3 +42,44 @@ def test_a_batch_after_a_call_given_up_on_posts_behind_it_long_after_the_combine
     assert heal_and_fold(store, log) == 3
     assert log.applied.run() == ["me/0", "me/1", "me/2"]
     assert wait_for_no_posts("a") == []
+
+
+def _deciding(**fields: Any) -> Any:
+    """A stand-in for an actor core, as ``Folder._contended`` reads it: nothing pending, never
+    posted nor served, not holding the lease, none seen, not a hot writer; ``fields`` change
+    that."""
+    core = types.SimpleNamespace(
+        _outstanding=None,
+        _posted_at=-math.inf,
+        _served_at=-math.inf,
+        _held_until=-math.inf,
+        _lease=None,
+        env=types.SimpleNamespace(settings=vc.Settings(storage="", combine_window=60.0)),
+        _holding=lambda: False,
+        _hot_writer_sees_a_folder=lambda: False,
+        _posts=lambda: types.SimpleNamespace(sender="me" * 8),
+    )
+    for name, value in fields.items():
+        setattr(core, name, value)
+    return core
+
+
+def test_an_uncontended_batch_races() -> None:
+    """(The premise of the tests below: the stand-in, unchanged, races.)"""
+    assert ActorCore._contended(_deciding()) is False
+
+
+def test_a_batch_right_after_another_process_folded_a_post_of_ours_combines() -> None:
+    """Another process's fold applied our post just now (long after we posted it): a folder is
+    at work, and our next batch combines rather than race it (racing, its puts lose to ours
+    and our posts wait). (F02: ``_contended`` counting ``combine_window`` from our post
+    alone, ``_served_at`` left out.)"""
+    core = _deciding(_posted_at=time.monotonic() - 3600.0, _served_at=time.monotonic())
+    assert ActorCore._contended(core) is True
+
+
+def test_a_batch_of_the_lease_holder_combines() -> None:
+    """The holder of the folder lease (not idle) folds its own batch with the posts waiting:
+    it does not race the steps its posters wait for. (F03: ``_contended`` without
+    ``if self._holding(): return True``.)"""
+    assert ActorCore._contended(_deciding(_holding=lambda: True)) is True
