@@ -14,7 +14,8 @@ from test_combining import give_up_on_a_post, heal_and_fold, init_switchable, wa
 import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.core import ActorCore
-from vactor_cloud.lease import LeaseStore
+from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -83,3 +84,18 @@ def test_a_batch_of_the_lease_holder_combines() -> None:
     it does not race the steps its posters wait for. (F03: ``_contended`` without
     ``if self._holding(): return True``.)"""
     assert ActorCore._contended(_deciding(_holding=lambda: True)) is True
+
+
+def test_a_failed_read_of_a_lease_seen_expired_leaves_the_batch_racing() -> None:
+    """The lease we saw another process hold has expired by our copy; reading it again fails:
+    nothing says a folder is at work, and the batch races (as an uncontended one does),
+    forgetting the copy. (F05: ``_contended`` answering True on that failure.)"""
+
+    async def fails() -> Lease:
+        raise RetryableStorageError("injected: the lease read fails", "lease")
+
+    seen = Lease("other" * 3 + "o", time.time() - 1.0, 3, "t", "v1")
+    core = _deciding(_lease=seen, _lease_store=lambda: types.SimpleNamespace(read=fails))
+    core.env.run = _sync.sync
+    assert ActorCore._contended(core) is False
+    assert core._lease is None
