@@ -15,7 +15,11 @@ import vactor_cloud as vc
 from vactor_cloud import _sync
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
+from vactor_cloud.post_cursor import advance_cursor
+from vactor_cloud.poster import Posted
+from vactor_cloud.posting import Post, PostedCall, post_name
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -99,3 +103,66 @@ def test_a_failed_read_of_a_lease_seen_expired_leaves_the_batch_racing() -> None
     core.env.run = _sync.sync
     assert ActorCore._contended(core) is False
     assert core._lease is None
+
+
+
+def test_a_lease_seen_expired_and_read_again_as_ours_leaves_the_batch_racing() -> None:
+    """The lease we saw another process hold has expired by our copy; read again, it is held
+    by our own sender (this process: taken by an earlier core of the actor, say): no other
+    process folds, and the batch races. (F06: ``_contended``'s last line without
+    ``lease.holder != self._posts().sender``.)"""
+    me = "me" * 8
+
+    async def ours() -> Lease:
+        return Lease(me, time.time() + 60.0, 4, "t2", "v2")
+
+    seen = Lease("other" * 3 + "o", time.time() - 1.0, 3, "t", "v1")
+    core = _deciding(_lease=seen, _lease_store=lambda: types.SimpleNamespace(read=ours))
+    core.env.run = _sync.sync
+    assert ActorCore._contended(core) is False
+
+#: two senders' ids, and the folder's own
+ME, OTHER, THIRD = "f" * 16, "a" * 16, "b" * 16
+
+
+def _post(ms: int, sender: str, seq: int, *calls: str) -> Post:
+    """A post at ``ms`` after a common start (its key sorts by it), with ``add`` calls named
+    ``calls`` (their call ids)."""
+    at = int(time.time() * 1000) + ms
+    return Post(
+        posts_prefix("a") + post_name(at, 1),
+        sender,
+        seq,
+        at / 1000,
+        tuple(PostedCall("add", b"", call) for call in calls),
+    )
+
+
+def _fold(
+    keys: list[Post],
+    readable: list[Post],
+    *,
+    posted: Posted | None = None,
+    batch: list[Any] | None = None,
+    applied: list[Post] = (),  # type: ignore[assignment]
+    max_batch: int = 100,
+    damaged: frozenset[str] = frozenset(),
+    unsure: frozenset[str] = frozenset(),
+) -> tuple[list[Any], list[Post], list[str]]:
+    """``Folder._fold_posts`` on a listing of ``keys`` (posts, by their keys), where the posts
+    ``readable`` read as themselves (a key among ``keys`` not there reads as gone, or as
+    damaged if in ``damaged``), on a base step whose cursor shows ``applied`` applied."""
+    box = types.SimpleNamespace(
+        waits_for=lambda key: key in damaged,
+        cached=lambda key: None,
+        unsure=lambda key: key in unsure,
+        forget=lambda keys: None,
+    )
+    core = types.SimpleNamespace(
+        env=types.SimpleNamespace(settings=types.SimpleNamespace(max_batch=max_batch)),
+        _read_posts=lambda wanted: [p for p in readable if p.key in wanted],
+        _posts=lambda: box,
+    )
+    base = types.SimpleNamespace(extra=advance_cursor({}, list(applied), time.time()))
+    listed = [p.key for p in keys]
+    return ActorCore._fold_posts(core, posted, batch or [], base, listed)  # type: ignore[arg-type]
