@@ -166,3 +166,48 @@ def _fold(
     base = types.SimpleNamespace(extra=advance_cursor({}, list(applied), time.time()))
     listed = [p.key for p in keys]
     return ActorCore._fold_posts(core, posted, batch or [], base, listed)  # type: ignore[arg-type]
+
+
+def test_a_post_of_another_sender_at_our_doubtful_key_is_read_and_applied_before_its_next() -> None:
+    """Our post's write ended in doubt, and the object at its key is another sender's post
+    (it drew the same name): the fold reads it like any post and applies it, before that
+    sender's next post, and our calls go in at the end. (F35: ``others`` leaving our key
+    unread when in doubt: that post was passed by its sender's next one, and lost.)"""
+    mine = _post(5, ME, 7, "f7")
+    theirs = Post(mine.key, OTHER, 0, mine.time, (PostedCall("add", b"", "x0"),))
+    after = _post(9, OTHER, 1, "x1")
+    calls, folded, stale = _fold(
+        [theirs, after], [theirs, after], posted=Posted(mine, 0, doubt=True), batch=["<our batch>"]
+    )
+    assert folded == [theirs, after, mine]
+    assert [getattr(c, "call_id", c) for c in calls] == ["x0", "x1", "<our batch>"]
+    assert stale == []
+
+
+def test_our_post_waits_behind_an_earlier_post_of_ours_a_paged_listing_is_unsure_of() -> None:
+    """An earlier post of ours was first seen by a listing of several pages (unsure: an even
+    earlier one may have landed behind its cursor): it waits for the next listing, and our
+    post behind it waits too, listed or not. (F37: ``(mine or copy) and own.sender in
+    waiting`` dropped; F47: the end's ``not ours_waiting`` dropped: our calls went in, passing
+    the earlier post, which the cursor then took for applied.)"""
+    earlier = _post(1, ME, 4, "f4")
+    mine = _post(5, ME, 5, "f5")
+    for listed in ([earlier, mine], [earlier]):  # ours listed; ours not listed (its write unseen)
+        calls, folded, _ = _fold(
+            listed, listed, posted=Posted(mine, 0), batch=["<our batch>"], unsure=frozenset({earlier.key})
+        )
+        assert folded == [] and calls == [], listed
+
+
+def test_a_senders_later_post_waits_behind_its_post_a_paged_listing_is_unsure_of() -> None:
+    """Another sender's post first seen by a paged listing waits for the next listing, and so
+    does that sender's later post (sure, seen at one moment): applied, its seq would pass the
+    unsure one in the cursor. Other senders' posts go on. (F42: ``post.sender in waiting``
+    dropped.)"""
+    unsure = _post(1, OTHER, 0, "x0")
+    later = _post(2, OTHER, 1, "x1")
+    third = _post(3, THIRD, 0, "y0")
+    _, folded, stale = _fold(
+        [unsure, later, third], [unsure, later, third], unsure=frozenset({unsure.key})
+    )
+    assert folded == [third] and stale == []
