@@ -121,6 +121,20 @@ def test_a_lease_seen_expired_and_read_again_as_ours_leaves_the_batch_racing() -
     core.env.run = _sync.sync
     assert ActorCore._contended(core) is False
 
+
+def test_a_lease_of_another_read_long_ago_does_not_say_another_process_folds() -> None:
+    """A batch posts without reading the lease only while another process's lease was read
+    lately (a quarter of ``lease_seconds``): read long ago, even if its copy is still valid
+    (a long lease), it no longer says a folder is at work: the lease is read (and taken, if
+    free). (F11: ``_other_folds`` without the age of that read.)"""
+    lease_seconds = vc.Settings().lease_seconds
+    theirs = Lease("other" * 3 + "o", time.time() + 3600.0, 3, "t", "v1")
+    core = _deciding(_lease=theirs, _served_lately=lambda: False)
+    core._lease_read_at = time.monotonic()
+    assert ActorCore._other_folds(core) is True
+    core._lease_read_at = time.monotonic() - lease_seconds
+    assert ActorCore._other_folds(core) is False
+
 #: two senders' ids, and the folder's own
 ME, OTHER, THIRD = "f" * 16, "a" * 16, "b" * 16
 
@@ -211,3 +225,19 @@ def test_a_senders_later_post_waits_behind_its_post_a_paged_listing_is_unsure_of
         [unsure, later, third], [unsure, later, third], unsure=frozenset({unsure.key})
     )
     assert folded == [third] and stale == []
+
+
+def test_a_copy_of_our_post_in_the_listing_is_stale_and_our_calls_go_in_once() -> None:
+    """Our post and a copy of it (written again under a new name, its first write in doubt)
+    in one listing: our calls go in once, at our post's place, and the copy is stale (deleted
+    by this fold, not left for a later one). (F38: the copy not made stale; F39: ``if not
+    own_in`` dropped: our calls in twice.)"""
+    mine = _post(1, ME, 5, "f5")
+    copy = Post(_post(4, ME, 5).key, ME, 5, mine.time + 0.003, mine.calls)
+    other = _post(6, OTHER, 0, "x0")
+    calls, folded, stale = _fold(
+        [mine, copy, other], [mine, copy, other], posted=Posted(mine, 0), batch=["<our batch>"]
+    )
+    assert calls[0] == "<our batch>" and calls.count("<our batch>") == 1
+    assert folded == [mine, other]
+    assert stale == [copy.key]
