@@ -135,6 +135,29 @@ def test_a_lease_of_another_read_long_ago_does_not_say_another_process_folds() -
     core._lease_read_at = time.monotonic() - lease_seconds
     assert ActorCore._other_folds(core) is False
 
+
+def test_a_lease_take_that_loses_to_another_process_posts_and_waits() -> None:
+    """The lease read free, and our conditional write of it lost to another process's take:
+    that process folds, and we post and wait, knowing its lease (read back). (F16:
+    ``_lease_for_fold`` answering True after the lost take: the attempt asked for the lease
+    once more, a GET, before it posted.)"""
+    free = Lease("", 0.0, -1, "", None)
+    theirs = Lease("other" * 3 + "o", time.time() + 60.0, 3, "t", "v1")
+    reads = [free, theirs]
+
+    async def read() -> Lease:
+        return reads.pop(0)
+
+    async def write(*args: Any) -> Lease | None:
+        return None  # (another process's take came first)
+
+    core = _deciding(
+        _lease_store=lambda: types.SimpleNamespace(read=read, write=write), record=None, _foreign_at=0.0
+    )
+    core.env.run = _sync.sync
+    assert ActorCore._lease_for_fold(core) is False
+    assert core._lease == theirs and reads == []
+
 #: two senders' ids, and the folder's own
 ME, OTHER, THIRD = "f" * 16, "a" * 16, "b" * 16
 
