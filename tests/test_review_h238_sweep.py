@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 import types
+from concurrent.futures import Future
 from typing import Any
 
 import pytest
@@ -157,6 +158,28 @@ def test_a_lease_take_that_loses_to_another_process_posts_and_waits() -> None:
     core.env.run = _sync.sync
     assert ActorCore._lease_for_fold(core) is False
     assert core._lease == theirs and reads == []
+
+
+def test_no_second_lease_renewal_starts_while_one_is_in_flight() -> None:
+    """A renewal is in flight (past half the lease): the next fold starts none of its own. Two
+    would write the lease by if-match on the same version, and the one that lost would take
+    the lease for taken over: the holder would stop folding. (F17: ``_renew_lease`` without
+    ``self._renewing``.)"""
+    started: list[Any] = []
+    seconds = vc.Settings().lease_seconds
+    mine = Lease("me" * 8, time.time() + 0.1 * seconds, 3, "t", "v1")
+    core = _deciding(_renewing=True, _lease=mine, _held_until=time.monotonic() + 0.1 * seconds)
+
+    def background(work: Any) -> Future[None]:
+        work.close()
+        started.append(work)
+        done: Future[None] = Future()
+        done.set_result(None)
+        return done
+
+    core.env.background = background
+    ActorCore._renew_lease(core, 4)
+    assert started == []
 
 #: two senders' ids, and the folder's own
 ME, OTHER, THIRD = "f" * 16, "a" * 16, "b" * 16
