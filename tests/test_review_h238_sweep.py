@@ -287,3 +287,26 @@ def test_a_copy_of_our_post_in_the_listing_is_stale_and_our_calls_go_in_once() -
     assert calls[0] == "<our batch>" and calls.count("<our batch>") == 1
     assert folded == [mine, other]
     assert stale == [copy.key]
+
+
+def test_an_ask_finding_a_post_left_behind_beside_a_pending_one_deletes_nothing_without_the_lease() -> None:
+    """An ask's listing (``call_outcome`` of a call given up on) holds a post applied and left
+    behind (its folder died before deleting it) and a post still pending: it is not "every
+    post applied", so nothing is deleted here, without the lease; the ask goes on to take the
+    lease and fold the pending one. (F31: ``_deleted_as_applied`` deleting the stale posts
+    and answering True as soon as one was stale: the pending post was left unfolded.)"""
+    left, pending = _post(1, OTHER, 0, "x0"), _post(2, OTHER, 1, "x1")
+    deleted: list[list[str]] = []
+
+    async def newest() -> Any:
+        return "<the newest step>"
+
+    box = types.SimpleNamespace(skipped=lambda key: False, delete=lambda keys: deleted.append(keys))
+    core = types.SimpleNamespace(
+        _posts=lambda: box,
+        env=types.SimpleNamespace(run=_sync.sync, background=lambda work: None),
+        revalidate=newest,
+        _fold_posts=lambda posted, batch, base, keys: (list(pending.calls), [pending], [left.key]),
+    )
+    assert ActorCore._deleted_as_applied(core, [left.key, pending.key]) is False
+    assert deleted == []
