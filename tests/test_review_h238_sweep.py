@@ -310,3 +310,13 @@ def test_an_ask_finding_a_post_left_behind_beside_a_pending_one_deletes_nothing_
     )
     assert ActorCore._deleted_as_applied(core, [left.key, pending.key]) is False
     assert deleted == []
+
+
+def test_a_fold_of_our_unposted_batch_keeps_room_for_it_within_max_batch() -> None:
+    """A batch we did not post goes last, after the posts: the posts taken leave room for it
+    within ``max_batch`` (a post is never split, so one post always goes in). (F32:
+    ``max_batch`` not lowered by the batch's size: 4 posts and our 3 calls in one step.)"""
+    posts = [_post(i, OTHER, i, f"x{i}") for i in range(4)]
+    calls, folded, _ = _fold(posts, posts, batch=["o1", "o2", "o3"], max_batch=4)
+    assert folded == posts[:1]
+    assert [getattr(c, "call_id", c) for c in calls] == ["x0", "o1", "o2", "o3"]
