@@ -321,26 +321,3 @@ def test_a_fold_of_our_unposted_batch_keeps_room_for_it_within_max_batch() -> No
     assert folded == posts[:1]
     assert [getattr(c, "call_id", c) for c in calls] == ["x0", "o1", "o2", "o3"]
 
-
-def test_a_bare_name_read_before_and_applied_is_read_again_and_a_new_post_there_applied() -> None:
-    """A post we read at a bare name was applied and deleted, and another sender's post then
-    drew the same name: the cached post, applied by the cursor, is read again rather than
-    taken for the one there, and the new post is applied, not deleted as stale. (F36: the
-    read again left out.)"""
-    old = _post(1, OTHER, 0, "x0")
-    new = Post(old.key, THIRD, 0, old.time, (PostedCall("add", b"", "y0"),))
-    there = {old.key: old}  # what this process knows of the key (its cache) until it forgets it
-    box = types.SimpleNamespace(
-        waits_for=lambda key: False,
-        cached=lambda key: there.get(key),
-        unsure=lambda key: False,
-        forget=lambda keys: there.update(dict.fromkeys(keys, new)),
-    )
-    core = types.SimpleNamespace(
-        env=types.SimpleNamespace(settings=types.SimpleNamespace(max_batch=100)),
-        _read_posts=lambda keys: [there[k] for k in keys],
-        _posts=lambda: box,
-    )
-    base = types.SimpleNamespace(extra=advance_cursor({}, [old], time.time()))
-    calls, folded, stale = ActorCore._fold_posts(core, None, [], base, [old.key])  # type: ignore[arg-type]
-    assert folded == [new] and stale == []
