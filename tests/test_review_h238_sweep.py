@@ -9,7 +9,6 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from actors import OrderLog
 from test_combining import give_up_on_a_post, heal_and_fold, init_switchable, wait_for, wait_for_no_posts
 
 import vactor_cloud as vc
@@ -106,7 +105,6 @@ def test_a_failed_read_of_a_lease_seen_expired_leaves_the_batch_racing() -> None
     assert core._lease is None
 
 
-
 def test_a_lease_seen_expired_and_read_again_as_ours_leaves_the_batch_racing() -> None:
     """The lease we saw another process hold has expired by our copy; read again, it is held
     by our own sender (this process: taken by an earlier core of the actor, say): no other
@@ -180,6 +178,7 @@ def test_no_second_lease_renewal_starts_while_one_is_in_flight() -> None:
     core.env.background = background
     ActorCore._renew_lease(core, 4)
     assert started == []
+
 
 #: two senders' ids, and the folder's own
 ME, OTHER, THIRD = "f" * 16, "a" * 16, "b" * 16
@@ -267,9 +266,7 @@ def test_a_senders_later_post_waits_behind_its_post_a_paged_listing_is_unsure_of
     unsure = _post(1, OTHER, 0, "x0")
     later = _post(2, OTHER, 1, "x1")
     third = _post(3, THIRD, 0, "y0")
-    _, folded, stale = _fold(
-        [unsure, later, third], [unsure, later, third], unsure=frozenset({unsure.key})
-    )
+    _, folded, stale = _fold([unsure, later, third], [unsure, later, third], unsure=frozenset({unsure.key}))
     assert folded == [third] and stale == []
 
 
@@ -301,7 +298,7 @@ def test_an_ask_finding_a_post_left_behind_beside_a_pending_one_deletes_nothing_
     async def newest() -> Any:
         return "<the newest step>"
 
-    box = types.SimpleNamespace(skipped=lambda key: False, delete=lambda keys: deleted.append(keys))
+    box = types.SimpleNamespace(skipped=lambda key: False, delete=deleted.append)
     core = types.SimpleNamespace(
         _posts=lambda: box,
         env=types.SimpleNamespace(run=_sync.sync, background=lambda work: None),
@@ -320,4 +317,3 @@ def test_a_fold_of_our_unposted_batch_keeps_room_for_it_within_max_batch() -> No
     calls, folded, _ = _fold(posts, posts, batch=["o1", "o2", "o3"], max_batch=4)
     assert folded == posts[:1]
     assert [getattr(c, "call_id", c) for c in calls] == ["x0", "o1", "o2", "o3"]
-
