@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import types
+import uuid
 from concurrent.futures import Future
 from typing import Any
 
@@ -12,14 +14,16 @@ import pytest
 from test_combining import give_up_on_a_post, heal_and_fold, init_switchable, wait_for, wait_for_no_posts
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, posting
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.post_cursor import advance_cursor
+from vactor_cloud.post_objects import LATEST_NAMED, identity
 from vactor_cloud.poster import Posted
-from vactor_cloud.posting import Post, PostedCall, post_name
+from vactor_cloud.posting import Post, PostBox, PostedCall, PostSender, post_name
+from vactor_cloud.storage import MemoryStore
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -317,3 +321,61 @@ def test_a_fold_of_our_unposted_batch_keeps_room_for_it_within_max_batch() -> No
     calls, folded, _ = _fold(posts, posts, batch=["o1", "o2", "o3"], max_batch=4)
     assert folded == posts[:1]
     assert [getattr(c, "call_id", c) for c in calls] == ["x0", "o1", "o2", "o3"]
+
+
+def _box(sender: PostSender | None = None) -> PostBox:
+    return PostBox(MemoryStore(f"h238-{uuid.uuid4().hex}"), "a", None, sender=sender)
+
+
+def test_posts_prepared_in_one_millisecond_sort_in_seq_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder applies a sender's posts in key order: posts prepared while the clock stands
+    still (or steps back) still get rising names, each a millisecond after the one before.
+    (P03, P04: ``_named`` taking the clock's millisecond, or the previous one, as it is: the
+    random digits then ordered them.)"""
+    monkeypatch.setattr(posting.time, "time", lambda: 1_800_000_000.0)
+    box = _box()
+    posts = [box.prepare((PostedCall("add", b"", f"c{i}"),)) for i in range(40)]
+    assert [p.key for p in posts] == sorted(p.key for p in posts)
+    assert len({identity(p.key) for p in posts}) == 40
+
+
+def test_a_step_dated_past_what_a_name_can_spell_does_not_move_our_post_names() -> None:
+    """A malformed step dated past what a post name can spell (or not a number) is no clock
+    to follow: our posts keep their names by our clock. (P01: ``observe`` taking it: every
+    later post failed to be named.)"""
+    box = _box()
+    for written in (math.inf, math.nan, LATEST_NAMED + 1.0):
+        box.observe(written, 0.0)
+    post = box.prepare((PostedCall("add", b"", "c0"),))
+    named = identity(post.key)
+    assert named is not None and abs(named - time.time()) < 60.0
+
+
+def test_a_post_is_not_taken_for_ours_when_our_sender_wrote_another_seq_at_its_key() -> None:
+    """Our post's name is taken, by a post of our own sender with another seq (an earlier core
+    of the actor, evicted, drew it): not ours, so ours is written under a new name, the other
+    left as it is. (P11: ``_landed`` comparing the sender alone: our post was taken for
+    written, and lost.)"""
+    sender = PostSender()
+    box = _box(sender)
+    theirs = box.prepare((PostedCall("add", b"", "earlier"),))
+    _sync.sync(box.send(theirs))
+    ours = dataclasses.replace(box.prepare((PostedCall("add", b"", "later"),)), key=theirs.key)
+    written = _sync.sync(box.send(ours))
+    assert written.key != theirs.key and written.seq == ours.seq
+    found = _sync.sync(box.read(_sync.sync(box.keys())))
+    assert sorted((p.seq, p.calls[0].call_id) for p in found) == [
+        (theirs.seq, "earlier"),
+        (ours.seq, "later"),
+    ]
+
+
+def test_a_post_of_more_calls_than_max_batch_is_folded_whole_as_the_first_of_its_fold() -> None:
+    """A post is never split: one with more calls than this folder's ``max_batch`` (posted by
+    a process with a larger one) goes in whole when it comes first, else it would wait for
+    ever, and every later post behind it. (F45: ``and calls`` dropped from the batch's
+    bound.)"""
+    big, after = _post(1, OTHER, 0, "x0", "x1", "x2"), _post(2, THIRD, 0, "y0")
+    calls, folded, _ = _fold([big, after], [big, after], max_batch=2)
+    assert folded == [big]
+    assert [c.call_id for c in calls] == ["x0", "x1", "x2"]
