@@ -234,8 +234,9 @@ def _fold(
 def test_a_post_of_another_sender_at_our_doubtful_key_is_read_and_applied_before_its_next() -> None:
     """Our post's write ended in doubt, and the object at its key is another sender's post
     (it drew the same name): the fold reads it like any post and applies it, before that
-    sender's next post, and our calls go in at the end. (F35: ``others`` leaving our key
-    unread when in doubt: that post was passed by its sender's next one, and lost.)"""
+    sender's next post, and our calls go in at the end, as for a post of ours not listed.
+    (F49: the end's ``(own.key not in wanted or doubt)`` without ``doubt``: our key listed,
+    our calls were left out of this fold, for a later one.)"""
     mine = _post(5, ME, 7, "f7")
     theirs = Post(mine.key, OTHER, 0, mine.time, (PostedCall("add", b"", "x0"),))
     after = _post(9, OTHER, 1, "x1")
@@ -262,23 +263,10 @@ def test_our_post_waits_behind_an_earlier_post_of_ours_a_paged_listing_is_unsure
         assert folded == [] and calls == [], listed
 
 
-def test_a_senders_later_post_waits_behind_its_post_a_paged_listing_is_unsure_of() -> None:
-    """Another sender's post first seen by a paged listing waits for the next listing, and so
-    does that sender's later post (sure, seen at one moment): applied, its seq would pass the
-    unsure one in the cursor. Other senders' posts go on. (F42: ``post.sender in waiting``
-    dropped.)"""
-    unsure = _post(1, OTHER, 0, "x0")
-    later = _post(2, OTHER, 1, "x1")
-    third = _post(3, THIRD, 0, "y0")
-    _, folded, stale = _fold([unsure, later, third], [unsure, later, third], unsure=frozenset({unsure.key}))
-    assert folded == [third] and stale == []
-
-
 def test_a_copy_of_our_post_in_the_listing_is_stale_and_our_calls_go_in_once() -> None:
     """Our post and a copy of it (written again under a new name, its first write in doubt)
-    in one listing: our calls go in once, at our post's place, and the copy is stale (deleted
-    by this fold, not left for a later one). (F38: the copy not made stale; F39: ``if not
-    own_in`` dropped: our calls in twice.)"""
+    in one listing: our calls go in once, at our post's place, and the copy is stale, deleted
+    by this fold. (F38: the copy not made stale: left for a later fold to find applied.)"""
     mine = _post(1, ME, 5, "f5")
     copy = Post(_post(4, ME, 5).key, ME, 5, mine.time + 0.003, mine.calls)
     other = _post(6, OTHER, 0, "x0")
