@@ -17,6 +17,7 @@ import vactor_cloud as vc
 from vactor_cloud import _sync, posting
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import RetryableStorageError
+from vactor_cloud.folding import gives_fold_work
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.post_cursor import advance_cursor
@@ -367,3 +368,14 @@ def test_a_post_of_more_calls_than_max_batch_is_folded_whole_as_the_first_of_its
     calls, folded, _ = _fold([big, after], [big, after], max_batch=2)
     assert folded == [big]
     assert [c.call_id for c in calls] == ["x0", "x1", "x2"]
+
+
+def test_a_post_skipped_as_damaged_at_rest_gives_no_fold_work() -> None:
+    """A post skipped as damaged at rest (or forged) is read again only ``DAMAGED_SECONDS``
+    after its last failed read: meanwhile it is no work, for an idle holder's rounds nor for
+    the release after an ask's fold (which keeps the lease while posts wait). A fresh one is.
+    (F50: ``gives_fold_work`` without ``not box.skipped(key)``: a holder kept the lease and
+    listed for a post it would not read.)"""
+    key = _post(1, OTHER, 0, "x0").key
+    assert gives_fold_work(types.SimpleNamespace(skipped=lambda k: False), key) is True  # type: ignore[arg-type]
+    assert gives_fold_work(types.SimpleNamespace(skipped=lambda k: k == key), key) is False  # type: ignore[arg-type]
