@@ -21,7 +21,7 @@ from vactor_cloud.folding import gives_fold_work
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.post_cursor import advance_cursor
-from vactor_cloud.post_objects import LATEST_NAMED, identity
+from vactor_cloud.post_objects import identity
 from vactor_cloud.poster import Posted
 from vactor_cloud.posting import Post, PostBox, PostedCall, PostSender, post_name
 from vactor_cloud.storage import MemoryStore
@@ -326,18 +326,6 @@ def test_posts_prepared_in_one_millisecond_sort_in_seq_order(monkeypatch: pytest
     posts = [box.prepare((PostedCall("add", b"", f"c{i}"),)) for i in range(40)]
     assert [p.key for p in posts] == sorted(p.key for p in posts)
     assert len({identity(p.key) for p in posts}) == 40
-
-
-def test_a_step_dated_past_what_a_name_can_spell_does_not_move_our_post_names() -> None:
-    """A malformed step dated past what a post name can spell (or not a number) is no clock
-    to follow: our posts keep their names by our clock. (P01: ``observe`` taking it: every
-    later post failed to be named.)"""
-    box = _box()
-    for written in (math.inf, math.nan, LATEST_NAMED + 1.0):
-        box.observe(written, 0.0)
-    post = box.prepare((PostedCall("add", b"", "c0"),))
-    named = identity(post.key)
-    assert named is not None and abs(named - time.time()) < 60.0
 
 
 def test_a_post_is_not_taken_for_ours_when_our_sender_wrote_another_seq_at_its_key() -> None:
