@@ -14,14 +14,13 @@ import pytest
 from test_combining import give_up_on_a_post, heal_and_fold, init_switchable, wait_for, wait_for_no_posts
 
 import vactor_cloud as vc
-from vactor_cloud import _sync, posting
+from vactor_cloud import _sync
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.folding import gives_fold_work
 from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.post_cursor import advance_cursor
-from vactor_cloud.post_objects import identity
 from vactor_cloud.poster import Posted
 from vactor_cloud.posting import Post, PostBox, PostedCall, PostSender, post_name
 from vactor_cloud.storage import MemoryStore
@@ -314,18 +313,6 @@ def test_a_fold_of_our_unposted_batch_keeps_room_for_it_within_max_batch() -> No
 
 def _box(sender: PostSender | None = None) -> PostBox:
     return PostBox(MemoryStore(f"h238-{uuid.uuid4().hex}"), "a", None, sender=sender)
-
-
-def test_posts_prepared_in_one_millisecond_sort_in_seq_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A folder applies a sender's posts in key order: posts prepared while the clock stands
-    still (or steps back) still get rising names, each a millisecond after the one before.
-    (P03, P04: ``_named`` taking the clock's millisecond, or the previous one, as it is: the
-    random digits then ordered them.)"""
-    monkeypatch.setattr(posting.time, "time", lambda: 1_800_000_000.0)
-    box = _box()
-    posts = [box.prepare((PostedCall("add", b"", f"c{i}"),)) for i in range(40)]
-    assert [p.key for p in posts] == sorted(p.key for p in posts)
-    assert len({identity(p.key) for p in posts}) == 40
 
 
 def test_a_post_is_not_taken_for_ours_when_our_sender_wrote_another_seq_at_its_key() -> None:
