@@ -354,3 +354,18 @@ def test_a_post_skipped_as_damaged_at_rest_gives_no_fold_work() -> None:
     key = _post(1, OTHER, 0, "x0").key
     assert gives_fold_work(types.SimpleNamespace(skipped=lambda k: False), key) is True  # type: ignore[arg-type]
     assert gives_fold_work(types.SimpleNamespace(skipped=lambda k: k == key), key) is False  # type: ignore[arg-type]
+
+
+def test_a_post_another_folder_deleted_leaves_this_process_cache_at_the_next_listing() -> None:
+    """The posts a process read are cached by key (posts are immutable) only while listed: one
+    another folder applied and deleted leaves the cache at the next listing without it, so
+    that a long-lived folder keeps no post it will never see again. (P12: ``_listed`` keeping
+    the posts gone: the cache grew by every post the process ever read.)"""
+    box = _box()
+    post = box.prepare((PostedCall("add", b"", "c0"),))
+    _sync.sync(box.send(post))
+    assert _sync.sync(box.read(_sync.sync(box.keys()))) == [post]
+    assert box.cached(post.key) == post
+    _sync.sync(box.store.delete(post.key))  # (another process's fold applied it)
+    assert _sync.sync(box.keys()) == []
+    assert box.cached(post.key) is None
