@@ -6,12 +6,12 @@ import dataclasses
 import math
 import time
 import types
-import uuid
 from concurrent.futures import Future
 from typing import Any
 
 import pytest
 from test_combining import give_up_on_a_post, heal_and_fold, init_switchable, wait_for, wait_for_no_posts
+from test_review_fold_mutations import _box
 
 import vactor_cloud as vc
 from vactor_cloud import _sync
@@ -22,8 +22,7 @@ from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.post_cursor import advance_cursor
 from vactor_cloud.poster import Posted
-from vactor_cloud.posting import Post, PostBox, PostedCall, PostSender, post_name
-from vactor_cloud.storage import MemoryStore
+from vactor_cloud.posting import Post, PostedCall, PostSender, post_name
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -309,10 +308,6 @@ def test_a_fold_of_our_unposted_batch_keeps_room_for_it_within_max_batch() -> No
     calls, folded, _ = _fold(posts, posts, batch=["o1", "o2", "o3"], max_batch=4)
     assert folded == posts[:1]
     assert [getattr(c, "call_id", c) for c in calls] == ["x0", "o1", "o2", "o3"]
-
-
-def _box(sender: PostSender | None = None) -> PostBox:
-    return PostBox(MemoryStore(f"h238-{uuid.uuid4().hex}"), "a", None, sender=sender)
 
 
 def test_a_post_is_not_taken_for_ours_when_our_sender_wrote_another_seq_at_its_key() -> None:
