@@ -364,3 +364,20 @@ def test_a_post_another_folder_deleted_leaves_this_process_cache_at_the_next_lis
     _sync.sync(box.store.delete(post.key))  # (another process's fold applied it)
     assert _sync.sync(box.keys()) == []
     assert box.cached(post.key) is None
+
+
+def test_a_post_first_seen_by_a_paged_listing_is_confirmed_only_by_a_listing_begun_after_that_ended() -> None:
+    """A post first seen by a listing of several pages stays unsure (an earlier post of its
+    sender may have landed behind that listing's cursor) until a listing *begun after that
+    one ended* sees it again: one that overlapped it (another thread's fold) may have passed
+    the same place before the earlier post landed. (P13: any later listing confirmed it.)"""
+    box = _box()
+    box.store.listed_at_one_moment = lambda prefix, keys: False  # type: ignore[method-assign]
+    key = _post(1, OTHER, 0, "x0").key
+    begun = time.monotonic() - 1.0
+    box._listed([key], begun)  # the paged listing that first saw it
+    assert box.unsure(key)
+    box._listed([key], begun)  # an overlapping one, begun before the first ended
+    assert box.unsure(key)
+    box._listed([key], time.monotonic())  # begun after it ended
+    assert not box.unsure(key)
