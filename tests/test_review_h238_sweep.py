@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 import time
@@ -14,7 +15,14 @@ from test_combining import give_up_on_a_post, heal_and_fold, init_switchable, wa
 from test_review_fold_mutations import _box
 
 import vactor_cloud as vc
-from vactor_cloud import _sync
+from vactor_cloud import _sync, codec
+from vactor_cloud.commit_notes import (
+    interrupted_note,
+    not_sent_note,
+    noted_interrupted,
+    noted_sent,
+    sent_note,
+)
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.folding import gives_fold_work
@@ -22,7 +30,7 @@ from vactor_cloud.keys import posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.post_cursor import advance_cursor
 from vactor_cloud.poster import Posted
-from vactor_cloud.posting import Post, PostedCall, PostSender, post_name
+from vactor_cloud.posting import Post, PostedCall, PostSender, inline_name, post_name, read_name
 from vactor_cloud.testing.lanes import StoreSpec
 
 pytestmark = pytest.mark.vactor_lanes("memory", "local")
@@ -381,3 +389,45 @@ def test_a_post_first_seen_by_a_paged_listing_is_confirmed_only_by_a_listing_beg
     assert box.unsure(key)
     box._listed([key], time.monotonic())  # begun after it ended
     assert not box.unsure(key)
+
+
+def test_a_commit_note_about_one_actor_does_not_stand_for_another() -> None:
+    """One exception may end commits to two actors (a caller's, then a nested one's): a note
+    about the first is not the second's, which gets its own. (N01, N02: ``noted_sent`` and
+    ``noted_interrupted`` not comparing the actor.)"""
+    sent = RetryableStorageError("lost", "k")
+    sent.add_note(sent_note("first", 3))
+    assert noted_sent(sent, "first") and not noted_sent(sent, "second")
+    stopped = KeyboardInterrupt()
+    stopped.add_note(not_sent_note("first", [types.SimpleNamespace(method="add")]))  # type: ignore[list-item]
+    assert noted_interrupted(stopped, "first") and not noted_interrupted(stopped, "second")
+
+
+def test_an_interrupted_batch_with_a_posted_call_is_told_posted() -> None:
+    """A batch of which some calls were posted (the rest, internal calls, race after them):
+    the interrupt's note says posted, with ``call_outcome``, not "look at history", which does
+    not show a posted call until a fold applies it. (N03: ``all`` for ``any``.)"""
+    batch = [
+        types.SimpleNamespace(method="add", call_id="c1", posted=("k", ME, 1), idempotency_key=None),
+        types.SimpleNamespace(method="_timer", call_id="c2", posted=None, idempotency_key=None),
+    ]
+    note = interrupted_note("a", batch)  # type: ignore[arg-type]
+    assert "posted under contention" in note and "call_outcome" in note
+
+
+def test_a_name_of_an_unknown_format_built_like_a_sealed_one_is_not_read() -> None:
+    """A name's payload of a format byte this reader does not know (a later format) is never
+    read from the name, even one laid out as a sealed name of our mail key: the body is
+    read. (O19: every format byte but 1 taken for sealed: such a name was unsealed and
+    read.)"""
+    seal_key = bytes(range(32))
+    prefix = post_name(int(time.time() * 1000), 1)
+    name = inline_name("a", prefix, OTHER, 0, (PostedCall("add", b"", "x0"),), None, seal_key)
+    assert name is not None
+    assert read_name(posts_prefix("a") + name, None, seal_key) is not None  # (as written: read)
+    encoded = name.partition(".")[2]
+    raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    later = bytes([3]) + raw[1:-32]
+    digest = codec.digest(posts_prefix("a") + prefix, later, None)
+    renamed = f"{prefix}.{base64.urlsafe_b64encode(later + digest).rstrip(b'=').decode()}"
+    assert read_name(posts_prefix("a") + renamed, None, seal_key) is None
