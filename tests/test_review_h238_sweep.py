@@ -11,8 +11,10 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from store_helpers import init
 from test_combining import give_up_on_a_post, heal_and_fold, init_switchable, wait_for, wait_for_no_posts
 from test_review_fold_mutations import _box
+from test_review_h147_inbox_sweep import Purse, _inbox_ids
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
@@ -26,7 +28,7 @@ from vactor_cloud.commit_notes import (
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.folding import gives_fold_work
-from vactor_cloud.keys import posts_prefix
+from vactor_cloud.keys import inbox_prefix, posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.post_cursor import advance_cursor
 from vactor_cloud.poster import Posted
@@ -431,3 +433,45 @@ def test_a_name_of_an_unknown_format_built_like_a_sealed_one_is_not_read() -> No
     digest = codec.digest(posts_prefix("a") + prefix, later, None)
     renamed = f"{prefix}.{base64.urlsafe_b64encode(later + digest).rstrip(b'=').decode()}"
     assert read_name(posts_prefix("a") + renamed, None, seal_key) is None
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_the_deletes_clean_up_leaves_an_event_written_again_after_it_read_it(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted actor's clean-up deletes the inbox objects of events it applied (left behind
+    by a writer that died after its commit) only while each is at the version it read: one
+    written again meanwhile (sent again, for the next actor) stays. (L07: an unconditional
+    delete of the keys.)"""
+    init(store_spec)
+    store = vc.get_runtime().store
+    purse = Purse.get_or_create("p")
+    vc.send_event("p", "pay", 30, event_id="e1")
+    with monkeypatch.context() as patch:
+        delete_many, delete_unchanged = store.delete_many, store.delete_unchanged
+
+        async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
+            return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+        async def inbox_unchanged_deletes_lost(versions: dict[str, str]) -> Any:
+            return await delete_unchanged({k: v for k, v in versions.items() if "/inbox/" not in k})
+
+        patch.setattr(store, "delete_many", inbox_deletes_lost)  # (its writer died after the commit)
+        patch.setattr(store, "delete_unchanged", inbox_unchanged_deletes_lost)
+        assert purse.process_events() == 1
+    assert _inbox_ids("p") == ["e1"]
+    (key,) = _sync.sync(store.list(inbox_prefix("p")))
+
+    def written_again_first(delete: Any) -> Any:
+        async def deleting(keys: Any, *args: Any, **kwargs: Any) -> Any:
+            if key in keys:
+                # (another version of the object, just before)
+                await store.put(key, (await store.get(key)).data)
+            return await delete(keys, *args, **kwargs)
+
+        return deleting
+
+    monkeypatch.setattr(store, "delete_many", written_again_first(store.delete_many))
+    monkeypatch.setattr(store, "delete_unchanged", written_again_first(store.delete_unchanged))
+    assert vc.delete_actor("p") is True
+    assert _inbox_ids("p") == ["e1"]
