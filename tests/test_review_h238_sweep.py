@@ -475,3 +475,37 @@ def test_the_deletes_clean_up_leaves_an_event_written_again_after_it_read_it(
     monkeypatch.setattr(store, "delete_unchanged", written_again_first(store.delete_unchanged))
     assert vc.delete_actor("p") is True
     assert _inbox_ids("p") == ["e1"]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_the_deletes_clean_up_deletes_an_applied_event_stamped_at_the_last_steps_time(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An applied event left behind whose step was compacted (the lookback by call id cut
+    short) goes by its stamp: stamped at or before the last step, it is deleted; here its
+    stamp equals the last step's time (one clock that did not move). (L04: ``<`` for ``<=``:
+    it was kept, and the next actor applied it again.)"""
+    init(store_spec, fresh_window=0.0)
+    store = vc.get_runtime().store
+    purse = Purse.get_or_create("p")
+    with monkeypatch.context() as patch:
+        delete_many, delete_unchanged = store.delete_many, store.delete_unchanged
+
+        async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
+            return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+        async def inbox_unchanged_deletes_lost(versions: dict[str, str]) -> Any:
+            return await delete_unchanged({k: v for k, v in versions.items() if "/inbox/" not in k})
+
+        patch.setattr(store, "delete_many", inbox_deletes_lost)  # (its writer died after the commit)
+        patch.setattr(store, "delete_unchanged", inbox_unchanged_deletes_lost)
+        stood = time.time()
+        patch.setattr(time, "time", lambda: stood)  # (the clock stands: stamps equal the steps')
+        vc.send_event("p", "pay", 30, event_id="e1")
+        assert purse.process_events() == 1
+        vc.send_event("p", "pay", 5, event_id="e2")
+        assert purse.process_events() == 1
+    purse.compact(1, min_age=0)  # the step that applied e1 goes
+    assert _inbox_ids("p") == ["e1", "e2"]
+    assert vc.delete_actor("p") is True
+    assert _inbox_ids("p") == []
