@@ -14,7 +14,7 @@ import pytest
 from store_helpers import init
 from test_combining import give_up_on_a_post, heal_and_fold, init_switchable, wait_for, wait_for_no_posts
 from test_review_fold_mutations import _box
-from test_review_h147_inbox_sweep import Purse, _inbox_ids
+from test_review_h147_inbox_sweep import Purse, _inbox_ids, inbox_deletes_lost, paid_and_deleted
 
 import vactor_cloud as vc
 from vactor_cloud import _sync, codec
@@ -448,16 +448,7 @@ def test_the_deletes_clean_up_leaves_an_event_written_again_after_it_read_it(
     purse = Purse.get_or_create("p")
     vc.send_event("p", "pay", 30, event_id="e1")
     with monkeypatch.context() as patch:
-        delete_many, delete_unchanged = store.delete_many, store.delete_unchanged
-
-        async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
-            return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
-
-        async def inbox_unchanged_deletes_lost(versions: dict[str, str]) -> Any:
-            return await delete_unchanged({k: v for k, v in versions.items() if "/inbox/" not in k})
-
-        patch.setattr(store, "delete_many", inbox_deletes_lost)  # (its writer died after the commit)
-        patch.setattr(store, "delete_unchanged", inbox_unchanged_deletes_lost)
+        inbox_deletes_lost(patch, store)  # (its writer died after the commit)
         assert purse.process_events() == 1
     assert _inbox_ids("p") == ["e1"]
     (key,) = _sync.sync(store.list(inbox_prefix("p")))
@@ -485,27 +476,5 @@ def test_the_deletes_clean_up_deletes_an_applied_event_stamped_at_the_last_steps
     short) goes by its stamp: stamped at or before the last step, it is deleted; here its
     stamp equals the last step's time (one clock that did not move). (L04: ``<`` for ``<=``:
     it was kept, and the next actor applied it again.)"""
-    init(store_spec, fresh_window=0.0)
-    store = vc.get_runtime().store
-    purse = Purse.get_or_create("p")
-    with monkeypatch.context() as patch:
-        delete_many, delete_unchanged = store.delete_many, store.delete_unchanged
-
-        async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
-            return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
-
-        async def inbox_unchanged_deletes_lost(versions: dict[str, str]) -> Any:
-            return await delete_unchanged({k: v for k, v in versions.items() if "/inbox/" not in k})
-
-        patch.setattr(store, "delete_many", inbox_deletes_lost)  # (its writer died after the commit)
-        patch.setattr(store, "delete_unchanged", inbox_unchanged_deletes_lost)
-        stood = time.time()
-        patch.setattr(time, "time", lambda: stood)  # (the clock stands: stamps equal the steps')
-        vc.send_event("p", "pay", 30, event_id="e1")
-        assert purse.process_events() == 1
-        vc.send_event("p", "pay", 5, event_id="e2")
-        assert purse.process_events() == 1
-    purse.compact(1, min_age=0)  # the step that applied e1 goes
-    assert _inbox_ids("p") == ["e1", "e2"]
-    assert vc.delete_actor("p") is True
+    paid_and_deleted(store_spec, monkeypatch, clock_stands=True)
     assert _inbox_ids("p") == []
