@@ -31,6 +31,7 @@ from vactor_cloud.folding import gives_fold_work
 from vactor_cloud.keys import inbox_prefix, posts_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.post_cursor import advance_cursor
+from vactor_cloud.post_objects import INLINE_NAME_LIMIT
 from vactor_cloud.poster import Posted
 from vactor_cloud.posting import Post, PostedCall, PostSender, inline_name, post_name, read_name
 from vactor_cloud.testing.lanes import StoreSpec
@@ -478,3 +479,30 @@ def test_the_deletes_clean_up_deletes_an_applied_event_stamped_at_the_last_steps
     it was kept, and the next actor applied it again.)"""
     paid_and_deleted(store_spec, monkeypatch, clock_stands=True)
     assert _inbox_ids("p") == []
+
+
+def test_a_name_that_carries_its_post_is_at_most_200_bytes() -> None:
+    """A name carries its post only while the whole name is at most ``INLINE_NAME_LIMIT``
+    (200) bytes: the local store keeps a mailbox name as one file name (255 bytes on Linux),
+    and a longer one could not be written at all. Past it, the bare prefix. (O05: a limit of
+    400 bytes.)"""
+    seal_key = bytes(range(32))
+    prefix = post_name(int(time.time() * 1000), 1)
+    lengths = set()
+    for size in range(0, 300, 7):
+        calls = (PostedCall("add", b"x" * size, "c0"),)
+        name = inline_name("a", prefix, OTHER, 0, calls, None, seal_key)
+        lengths.add(None if name is None else len(name.encode()) <= INLINE_NAME_LIMIT)
+    assert lengths == {True, None}  # (small ones carried, within the limit; the rest bare)
+
+
+def test_an_interrupted_batch_with_an_unkeyed_call_is_not_told_a_retry_is_safe() -> None:
+    """Only a batch whose every call has an idempotency key (of its caller's) is told that a
+    retry with the same key applies each at most once; one unkeyed call, and the note says to
+    look at the history first. (N05: ``any`` for ``all``.)"""
+    batch = [
+        types.SimpleNamespace(method="add", call_id="c1", posted=None, idempotency_key="k1"),
+        types.SimpleNamespace(method="add", call_id="c2", posted=None, idempotency_key=None),
+    ]
+    note = interrupted_note("a", batch)  # type: ignore[arg-type]
+    assert "look at handle.history()" in note and "at most once" not in note
