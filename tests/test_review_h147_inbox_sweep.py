@@ -588,6 +588,44 @@ class Purse:
         return self.paid
 
 
+def inbox_deletes_lost(patch: pytest.MonkeyPatch, store: Any) -> None:
+    """From here on (until ``patch`` is undone) ``store`` deletes no inbox object, as if the
+    writer that applied the events died after its commit: they are left behind."""
+    delete_many, delete_unchanged = store.delete_many, store.delete_unchanged
+
+    async def deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
+        return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
+
+    async def unchanged_deletes_lost(versions: dict[str, str]) -> Any:
+        return await delete_unchanged({k: v for k, v in versions.items() if "/inbox/" not in k})
+
+    patch.setattr(store, "delete_many", deletes_lost)
+    patch.setattr(store, "delete_unchanged", unchanged_deletes_lost)
+
+
+def paid_and_deleted(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch, *, clock_stands: bool = False
+) -> None:
+    """Purse "p" applies event e1 (30), then e2 (5), each left behind in its inbox (its writer
+    died after the commit); the step that applied e1 is compacted; then "p" is deleted.
+    ``clock_stands``: every clock reading meanwhile is one (stamps equal the steps' times)."""
+    init(store_spec, fresh_window=0.0)
+    store = vc.get_runtime().store
+    old = Purse.get_or_create("p")
+    with monkeypatch.context() as patch:
+        inbox_deletes_lost(patch, store)
+        if clock_stands:
+            stood = time.time()
+            patch.setattr(time, "time", lambda: stood)
+        vc.send_event("p", "pay", 30, event_id="e1")
+        assert old.process_events() == 1
+        vc.send_event("p", "pay", 5, event_id="e2")
+        assert old.process_events() == 1
+    old.compact(1, min_age=0)  # the step that applied e1 goes
+    assert _inbox_ids("p") == ["e1", "e2"]
+    assert vc.delete_actor("p") is True
+
+
 @pytest.mark.usefixtures("runtime_off")
 def test_an_applied_event_left_behind_whose_step_was_compacted_is_not_applied_by_the_next_actor(
     store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
@@ -598,28 +636,7 @@ def test_an_applied_event_left_behind_whose_step_was_compacted_is_not_applied_by
     (docs/events.md). (Mutation: ``_applied_in_last_steps`` calling a lookback cut short by a
     compacted step complete: the event was taken for one sent again for the next actor, kept,
     and the next actor applied the payment again.)"""
-    init(store_spec, fresh_window=0.0)
-    store = vc.get_runtime().store
-    old = Purse.get_or_create("p")
-    vc.send_event("p", "pay", 30, event_id="e1")
-    with monkeypatch.context() as patch:
-        delete_many = store.delete_many
-        delete_unchanged = store.delete_unchanged
-
-        async def inbox_deletes_lost(keys: list[str], *args: Any, **kwargs: Any) -> Any:
-            return await delete_many([k for k in keys if "/inbox/" not in k], *args, **kwargs)
-
-        async def inbox_unchanged_deletes_lost(versions: dict[str, str]) -> Any:
-            return await delete_unchanged({k: v for k, v in versions.items() if "/inbox/" not in k})
-
-        patch.setattr(store, "delete_many", inbox_deletes_lost)  # (its writer died after the commit)
-        patch.setattr(store, "delete_unchanged", inbox_unchanged_deletes_lost)
-        assert old.process_events() == 1
-        vc.send_event("p", "pay", 5, event_id="e2")
-        assert old.process_events() == 1
-    old.compact(1, min_age=0)  # the step that applied e1 goes
-    assert _inbox_ids("p") == ["e1", "e2"]
-    assert vc.delete_actor("p") is True
+    paid_and_deleted(store_spec, monkeypatch)
     new = Purse.get_or_create("p")
     new.process_events()
     assert new.total.run() == 0 and _inbox_ids("p") == []
