@@ -18,9 +18,11 @@ import uuid
 
 import pytest
 
+import vactor_cloud as vc
 from vactor_cloud.errors import RetryableStorageError, StorageError, StorageTimeoutError
+from vactor_cloud.runtime import get_runtime
 from vactor_cloud.storage import MemoryStore
-from vactor_cloud.testing import faults
+from vactor_cloud.testing import faults, latency
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 
 ALL = frozenset({"get", "head", "put", "list", "delete"})
@@ -171,3 +173,98 @@ def test_a_batched_conditional_delete_through_the_injector_keeps_a_key_written_a
         assert await inner.list("") == ["b"]
 
     asyncio.run(run())
+
+
+def test_a_hold_nobody_releases_ends_after_its_timeout() -> None:
+    """F36: a hold that outlived its timeout (30 s more) passed ``test_faults``, whose wait is
+    unbounded; here the held request must be answered within a bounded wait (20 s for a 0.05 s
+    hold), and the hold must say it ended."""
+    inner = MemoryStore(f"h240-{uuid.uuid4().hex}")
+    store = faults.HoldOne(inner, "get", "k", timeout=0.05)
+
+    async def run() -> None:
+        await inner.put("k", b"x")
+        store.hold()
+        assert (await asyncio.wait_for(store.get("k"), 20)).data == b"x"
+
+    asyncio.run(run())
+    assert store.held.is_set() and store.ended.is_set() and not store.release.is_set()
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_install_puts_the_injector_in_the_runtimes_place() -> None:
+    """F40: ``install`` returned an injector the runtime never used (every chaos worker's
+    faults went nowhere)."""
+    vc.init(f"memory://h240-{uuid.uuid4().hex}")
+    runtime = get_runtime()
+    inner = runtime.store
+    store = faults.install(FaultConfig())
+    assert runtime.store is store and store.inner is inner
+
+
+def test_every_field_of_a_rule_survives_json() -> None:
+    """F41: a rule's schedule (``at``) lost on its way to a child process as JSON (a crash
+    test's scheduled kill then never fires)."""
+    rule = FaultRule(
+        "crash_after",
+        operations=frozenset({"put", "delete"}),
+        key_contains="/steps/",
+        probability=0.5,
+        at=(3, 5),
+        limit=1,
+        delay=0.2,
+        retryable=False,
+    )
+    config = FaultConfig((rule,), seed=4, name="n")
+    assert FaultConfig.from_json(config.to_json()) == config
+
+
+def test_an_injected_failure_is_told_by_the_injector_for_an_operation_out_of_time() -> None:
+    """F45: the injector told only its wrapped store's troubles (which saw none of the injected
+    failures): an operation out of time said nothing failed."""
+    store, _ = _faulty(FaultRule("fail_before", at=(1,)))
+
+    async def run() -> None:
+        with pytest.raises(RetryableStorageError):
+            await store.put("k", b"x")
+
+    asyncio.run(run())
+    told = store.trouble_meanwhile(60.0)
+    assert told is not None and "injected" in told
+
+
+def test_a_fault_on_a_batch_of_two_keys_names_the_other_key_too() -> None:
+    """F48: a fault on a request of two keys named only its first."""
+    store, inner = _faulty(FaultRule("lost_response", operations=frozenset({"delete"}), at=(1,)))
+    store.delete_batch = 2
+
+    async def run() -> None:
+        await inner.put("a", b"x")
+        await inner.put("b", b"x")
+        with pytest.raises(RetryableStorageError, match=r"and 1 more keys"):
+            await store.delete_many(["a", "b"])
+        assert await inner.list("") == []
+
+    asyncio.run(run())
+
+
+def test_latency_jitter_spreads_round_trips_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    """L02: jitter only ever added (every round trip at least ``seconds``)."""
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(latency, "asyncio", types.SimpleNamespace(sleep=sleep))
+    store = latency.LatencyStore(MemoryStore(f"h240-{uuid.uuid4().hex}"), latency.Latency(0.1, 0.05), seed=3)
+
+    async def run() -> None:
+        for n in range(20):
+            await store.put(f"k{n}", b"x")
+
+    asyncio.run(run())
+    trips = [a + b for a, b in zip(waits[::2], waits[1::2], strict=True)]
+    assert len(trips) == 20 and all(0.05 <= t <= 0.15 for t in trips), trips
+    assert min(trips) < 0.1 < max(trips), trips
