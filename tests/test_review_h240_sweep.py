@@ -268,3 +268,31 @@ def test_latency_jitter_spreads_round_trips_both_ways(monkeypatch: pytest.Monkey
     trips = [a + b for a, b in zip(waits[::2], waits[1::2], strict=True)]
     assert len(trips) == 20 and all(0.05 <= t <= 0.15 for t in trips), trips
     assert min(trips) < 0.1 < max(trips), trips
+
+
+def test_a_latency_refuses_a_negative_jitter_and_names_its_jitter() -> None:
+    """L08: a negative jitter accepted; L10: the jitter left out of the store's name."""
+    with pytest.raises(ValueError, match="jitter"):
+        latency.Latency(0.02, -0.005)
+    assert latency.Latency.parse("20,5").describe() == "20 ms +- 5 ms"
+    assert latency.Latency.parse("20").describe() == "20 ms"
+
+
+# -- the store contract's base ------------------------------------------------------------------
+def test_every_request_is_counted_once_by_its_kind() -> None:
+    """B01, B02 (and the batch deletes' counts): a get or a put not counted in ``requests``
+    (what RequestTrace and the stats count)."""
+    store = MemoryStore(f"h240-{uuid.uuid4().hex}")
+
+    async def run() -> None:
+        version = await store.put("a", b"x")
+        await store.put("b", b"x")
+        await store.get("a")
+        await store.head("a")
+        await store.list("")
+        await store.delete("b")
+        await store.delete_many(["c"])
+        await store.delete_unchanged({"a": version})
+
+    asyncio.run(run())
+    assert store.requests.snapshot() == {"put": 2, "get": 1, "head": 1, "list": 1, "delete": 3}
