@@ -21,7 +21,7 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud.errors import RetryableStorageError, StorageError, StorageTimeoutError
 from vactor_cloud.runtime import get_runtime
-from vactor_cloud.storage import MemoryStore
+from vactor_cloud.storage import Blob, MemoryStore
 from vactor_cloud.testing import faults, latency
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 
@@ -296,3 +296,70 @@ def test_every_request_is_counted_once_by_its_kind() -> None:
 
     asyncio.run(run())
     assert store.requests.snapshot() == {"put": 2, "get": 1, "head": 1, "list": 1, "delete": 3}
+
+
+_REQUESTS: dict[str, tuple[str, bool]] = {
+    # the call: (the operation its request is, whether its timeout leaves a write in flight)
+    "get": ("get", False),
+    "head": ("head", False),
+    "put": ("put", True),
+    "list": ("list", False),
+    "delete": ("delete", True),
+    "delete_many": ("delete", True),
+    "delete_unchanged": ("delete", True),
+}
+
+
+@pytest.mark.parametrize("call", sorted(_REQUESTS))
+def test_every_request_is_bounded_by_the_request_timeout(call: str) -> None:
+    """B03-B09, B15, B39, B40: a request of the store (held, never answered) not bounded by
+    ``request_timeout``, or its timeout not saying a write may be in flight. Each is held 60 s;
+    the test waits 20 s at most (0.05 s when bounded)."""
+    operation, write = _REQUESTS[call]
+    inner = MemoryStore(f"h240-{uuid.uuid4().hex}")
+    store = faults.HoldEvery(inner, operation, "", timeout=60.0)
+    store.request_timeout = 0.05
+    requests = {
+        "get": lambda: store.get("k"),
+        "head": lambda: store.head("k"),
+        "put": lambda: store.put("k", b"y"),
+        "list": lambda: store.list(""),
+        "delete": lambda: store.delete("k"),
+        "delete_many": lambda: store.delete_many(["k"]),
+        "delete_unchanged": lambda: store.delete_unchanged({"k": "1"}),
+    }
+
+    async def run() -> None:
+        await inner.put("k", b"x")
+        with pytest.raises(StorageTimeoutError) as info:
+            await asyncio.wait_for(requests[call](), 20)
+        assert info.value.write_in_flight is write
+        assert "Settings.timeout" in str(info.value)
+        assert (await inner.get("k")).data == b"x"  # (held before it was sent)
+
+    asyncio.run(run())
+    assert store.held.is_set()
+
+
+class _CancelledIntoItsOwnTimeout(MemoryStore):
+    """A get whose client, cancelled when the request's time is up, raises its own timeout."""
+
+    async def _get(self, key: str) -> Blob:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            raise StorageTimeoutError("the client's own timeout", key) from None
+        raise AssertionError("never answered")
+
+
+def test_a_request_whose_time_ran_out_is_told_as_such_whatever_its_client_raised() -> None:
+    """B13: once this request's own time ran out, a timeout its client raised on being
+    cancelled went up as it was (not counted, not saying which limit to raise)."""
+    store = _CancelledIntoItsOwnTimeout(f"h240-{uuid.uuid4().hex}")
+    store.request_timeout = 0.05
+
+    async def run() -> None:
+        with pytest.raises(StorageTimeoutError, match="Settings.timeout"):
+            await asyncio.wait_for(store.get("k"), 20)
+
+    asyncio.run(run())
