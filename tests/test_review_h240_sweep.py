@@ -13,6 +13,7 @@ NOTES
 from __future__ import annotations
 
 import asyncio
+import time
 import types
 import uuid
 
@@ -21,7 +22,8 @@ import pytest
 import vactor_cloud as vc
 from vactor_cloud.errors import RetryableStorageError, StorageError, StorageTimeoutError
 from vactor_cloud.runtime import get_runtime
-from vactor_cloud.storage import Blob, MemoryStore
+from vactor_cloud.storage import Blob, MemoryStore, ObjectStore
+from vactor_cloud.storage._base import Listing, OperationTrouble
 from vactor_cloud.testing import faults, latency
 from vactor_cloud.testing.faults import FaultConfig, FaultRule, FaultyStore
 
@@ -363,3 +365,106 @@ def test_a_request_whose_time_ran_out_is_told_as_such_whatever_its_client_raised
             await asyncio.wait_for(store.get("k"), 20)
 
     asyncio.run(run())
+
+
+def test_failures_older_than_the_operations_time_are_not_told_for_it() -> None:
+    """B20, B21: a failure of the operation's own requests, or of the store's others, from
+    before the operation's ``within`` seconds told as having met it."""
+    store = MemoryStore(f"h240-{uuid.uuid4().hex}")
+    operation = OperationTrouble()
+    long_ago = time.monotonic() - 100
+    operation.last = (long_ago, "its own, long ago")
+    assert store.trouble_meanwhile(10.0, operation) is None
+    store._failed_lately = (long_ago, "another's, long ago")
+    assert store.trouble_meanwhile(10.0, operation) is None
+    assert store.trouble_meanwhile(10.0) is None
+    told = store.trouble_meanwhile(1000.0, operation)
+    assert told is not None and "its own, long ago" in told
+
+
+class _ReadsBeforeDeleting(MemoryStore):
+    """A store whose server ignores a delete's condition: the base's default reads first."""
+
+    conditional_deletes = False
+    _delete_unchanged = ObjectStore._delete_unchanged
+
+
+def test_the_default_conditional_delete_reads_the_version_counted_then_deletes_only_that() -> None:
+    """B29: the version read before a delete not counted as a head; B30: not compared (an
+    object written again since deleted)."""
+    store = _ReadsBeforeDeleting(f"h240-{uuid.uuid4().hex}")
+
+    async def run() -> None:
+        old = await store.put("a", b"0")
+        await store.put("a", b"again")
+        kept = dict(store.requests.snapshot())
+        await store.delete_unchanged({"a": old})
+        assert await store.list("") == ["a"]
+        assert store.requests["head"] - kept.get("head", 0) == 1
+        await store.delete_unchanged({"a": await store.head("a") or ""})
+        assert await store.list("") == []
+
+    asyncio.run(run())
+
+
+class _OneDeleteFails(MemoryStore):
+    """Deletes three keys a request by the base's defaults (a delete per key, gathered): the
+    key "bad" fails at once, "slow" lands a few turns of the loop later."""
+
+    delete_batch = 3
+
+    async def _delete(self, key: str) -> None:
+        await self._fail_or_wait(key)
+        await super()._delete(key)
+
+    async def _delete_unchanged(self, key: str, version: str) -> None:
+        await self._fail_or_wait(key)
+        await super()._delete_unchanged(key, version)
+
+    async def _fail_or_wait(self, key: str) -> None:
+        if key == "bad":
+            raise RetryableStorageError("injected", key)
+        if key == "slow":
+            for _ in range(5):
+                await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("call", ["delete_many", "delete_unchanged"])
+def test_a_failed_delete_of_a_batch_is_raised_once_the_others_finished(call: str) -> None:
+    """B31, B32: the error of one key of a batch swallowed by the defaults; B36: raised while
+    another key's delete was still under way."""
+    store = _OneDeleteFails(f"h240-{uuid.uuid4().hex}")
+
+    async def run() -> None:
+        versions = {key: await store.put(key, b"x") for key in ("bad", "slow", "c")}
+        with pytest.raises(RetryableStorageError):
+            if call == "delete_many":
+                await store.delete_many(versions)
+            else:
+                await store.delete_unchanged(versions)
+        assert await store.list("") == ["bad"]
+
+    asyncio.run(run())
+
+
+def test_a_key_named_twice_in_delete_many_is_deleted_by_one_request() -> None:
+    """B26: a key named twice sent twice."""
+    store = MemoryStore(f"h240-{uuid.uuid4().hex}")
+
+    async def run() -> None:
+        await store.put("a", b"x")
+        await store.delete_many(["a", "a"])
+
+    asyncio.run(run())
+    assert store.requests["delete"] == 1
+
+
+def test_a_listing_of_many_pages_or_of_a_full_page_is_not_one_moment() -> None:
+    """B33: a listing that took two pages taken for one moment; B34: a plain listing as long as
+    one page (more may have followed) taken for one."""
+    store = MemoryStore(f"h240-{uuid.uuid4().hex}")
+    assert store.listed_at_one_moment("", Listing(["a"], 1))
+    assert not store.listed_at_one_moment("", Listing(["a"], 2))
+    store.snapshot_list_keys = 2
+    assert store.listed_at_one_moment("", ["a"])
+    assert not store.listed_at_one_moment("", ["a", "b"])
