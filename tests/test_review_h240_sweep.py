@@ -468,3 +468,23 @@ def test_a_listing_of_many_pages_or_of_a_full_page_is_not_one_moment() -> None:
     store.snapshot_list_keys = 2
     assert store.listed_at_one_moment("", ["a"])
     assert not store.listed_at_one_moment("", ["a", "b"])
+
+
+def test_a_store_with_a_request_wrapped_on_the_instance_is_not_inline() -> None:
+    """B35: a request wrapped on the instance (a request tracer) bypassed by the synchronous
+    path; M12: a subclass overriding one bypassed too."""
+    store = MemoryStore(f"h240-{uuid.uuid4().hex}")
+    assert store.inline
+    store.put = store.put  # type: ignore[method-assign]
+    assert not store.inline
+    assert not _ReadsBeforeDeleting(f"h240-{uuid.uuid4().hex}").inline
+
+
+def test_the_memory_stores_synchronous_requests_are_counted_as_the_others() -> None:
+    """M08, M10, M11: put_now, get_now or list_now not counted (the runtime's hot paths use
+    them: a trace of a call's requests missed them)."""
+    store = MemoryStore(f"h240-{uuid.uuid4().hex}")
+    store.put_now("a", b"x")
+    assert store.get_now("a").data == b"x"
+    assert store.list_now("") == ["a"]
+    assert store.requests.snapshot() == {"put": 1, "get": 1, "list": 1}
