@@ -20,6 +20,7 @@ import uuid
 import pytest
 
 import vactor_cloud as vc
+from vactor_cloud import _sync
 from vactor_cloud.errors import RetryableStorageError, StorageError, StorageTimeoutError
 from vactor_cloud.runtime import get_runtime
 from vactor_cloud.storage import Blob, MemoryStore, ObjectStore
@@ -488,3 +489,33 @@ def test_the_memory_stores_synchronous_requests_are_counted_as_the_others() -> N
     assert store.get_now("a").data == b"x"
     assert store.list_now("") == ["a"]
     assert store.requests.snapshot() == {"put": 1, "get": 1, "list": 1}
+
+
+# -- sub-tasks ----------------------------------------------------------------------------------
+def _double(x: int) -> int:
+    return 2 * x
+
+
+def test_a_subtask_is_checked_when_made_and_options_replace_what_they_name() -> None:
+    """S12, S14: ``options`` ignoring the retries or the executor it names; S13, S17: a
+    ``max_retries`` of another type or a function that is no callable accepted."""
+    task = vc.subtask(_double)
+    other = task.options(executor="process", max_retries=2)
+    assert (other.executor, other.max_retries) == ("process", 2)
+    assert (task.options().executor, task.options().max_retries) == (None, 0)
+    with pytest.raises(ValueError, match="max_retries"):
+        vc.subtask(_double, max_retries=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="callable"):
+        vc.subtask(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_children_launched_on_the_io_loop_are_refused() -> None:
+    """S01: children launched on the IO loop (which they would block) accepted."""
+    vc.init(f"memory://h240-{uuid.uuid4().hex}")
+
+    async def launch() -> int:
+        return vc.subtask(_double).run(1)
+
+    with pytest.raises(RuntimeError, match="launch them from a method"):
+        _sync.submit(launch()).result(20)
