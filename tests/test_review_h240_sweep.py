@@ -9,9 +9,9 @@ and local lanes): the injector's against ``test_faults``, ``test_latency_store``
 ``test_storage_edges``, ``test_review_storage``, ``test_review_store_base_exceptions`` and (for
 its deadlines) the timeout-text modules; the memory store's against the conformance suite; the
 URL parsing's against ``test_review_h161_open_store`` and ``test_settings``; ``subtask.py``'s
-against ``test_subtask`` and its review modules. 87 were killed there. Of the 61 left, 47 are
+against ``test_subtask`` and its review modules. 87 were killed there. Of the 61 left, 48 are
 killed by the tests here (each test's docstring names its mutations), 8 by a module outside the
-group run for them (named), 2 are equivalent, 4 are not killed (notes c-f). None showed a defect
+group run for them (named), 2 are equivalent, 3 are not killed (notes c-e). None showed a defect
 of the unmutated code. "killed by" names the module (``test_`` / ``test_review_`` left off) whose
 test failed first; "h240" a test here, by words of its name; "(bounded wait)": the mutant makes a
 request wait past the test's bound (20 s), which fails clearly.
@@ -157,9 +157,9 @@ U15  open_store: options not checked                            no       h161_op
 U16  scheme typo checked on full URLs too                       no       h161_open_store
 U17  scheme typo advice keeps the slash                         no       h161_open_store
 S01  children launched on the IO loop accepted                  yes      h240 (IO loop)
-S02  read-only methods memoize                                  yes      not killed (c)
+S02  read-only methods memoize                                  yes      h240 (read-only)
 S03  a checkpoint of another child used                         no       subtask
-S04  an unverified checkpoint's position memoized               yes      not killed (d)
+S04  an unverified checkpoint's position memoized               yes      not killed (c)
 S05  a mismatched checkpoint's position memoized                yes      h232_sweep (outside the group)
 S06  a child's result dropped                                   no       subtask
 S07  a checkpoint write's error dropped                         yes      workflow (outside the group)
@@ -170,8 +170,8 @@ S11  retried children re-pickled from live arguments            no       h198_ba
 S12  options() ignores max_retries                              yes      h240 (subtask options)
 S13  max_retries of another type accepted                       yes      h240 (subtask options)
 S14  options() ignores executor                                 yes      h240 (subtask options)
-S15  checkpoint writes not waited for                           yes      not killed (e)
-S16  an unverified raced checkpoint stops the loop              yes      not killed (f)
+S15  checkpoint writes not waited for                           yes      not killed (d)
+S16  an unverified raced checkpoint stops the loop              yes      not killed (e)
 S17  a non-callable accepted                                    yes      h240 (subtask options)
 ==== ========================================================== ======== ====================================
 
@@ -180,14 +180,12 @@ Notes:
 (a) ``asyncio.sleep`` of a negative time returns at once, as ``sleep(0)`` does.
 (b) Each bounded request sets its own ``REQUEST`` before it is sent and reads only the one it set;
     a value left set after a request is read by nobody.
-(c) A read-only method's children: the memo is never started for a read-only call; not tested here
-    (an actor with a read-only method launching children, listing ``tasks/``).
-(d) The checkpoint that does not verify stays at its key: the child's result, written create-only
+(c) The checkpoint that does not verify stays at its key: the child's result, written create-only
     again, meets it, is read back, does not verify, and the child's own result counts: the same
     result, one more put (seen only by a count of requests).
-(e) ``checkpoint_written`` waits for each write anyway (``result()``); only a Ctrl-C during that
+(d) ``checkpoint_written`` waits for each write anyway (``result()``); only a Ctrl-C during that
     wait, which ``wait_futures`` takes in slices on the main thread, tells the two apart.
-(f) Needs two runs of one call racing, the first's checkpoint at one position not verifying and a
+(e) Needs two runs of one call racing, the first's checkpoint at one position not verifying and a
     later position's taken by the other run: not set up here.
 """
 
@@ -710,3 +708,20 @@ def test_a_wiped_memory_space_is_empty_for_the_next_store_of_its_name() -> None:
     MemoryStore(name).put_now("a", b"x")
     MemoryStore.wipe(name)
     assert MemoryStore(name).list_now("") == []
+
+
+@vc.virtual_actor
+class _ReadsWithChildren:
+    @vc.virtual_actor.readonly
+    def doubled(self, n: int) -> list[int]:
+        return vc.subtask(_double).map(range(n))
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_children_of_a_read_only_method_leave_no_checkpoint() -> None:
+    """S02: a read-only method's children memoized (checkpoints written for a call that never
+    commits)."""
+    vc.init(f"memory://h240-{uuid.uuid4().hex}")
+    assert _ReadsWithChildren.get_or_create("a").doubled.run(3) == [0, 2, 4]
+    keys = _sync.sync(get_runtime().store.list(""))
+    assert keys and not [k for k in keys if "/tasks/" in k], keys
