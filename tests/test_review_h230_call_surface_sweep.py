@@ -667,22 +667,28 @@ def test_a_cycle_through_a_read_another_thread_runs_is_refused_at_once(
     being refused at once, as a cycle through a writer on a pool thread is. The bound is
     set far beyond the test's own wait."""
     store_spec.init(settings=vc.Settings(deadline=600, commit_timeout=600))
-    Surface.get_or_create("cycle-reader")
-    writer = Surface.get_or_create("cycle-writer")
+    _assert_the_read_cycle_is_refused("cycle", how, HANG / 3)
+
+
+def _assert_the_read_cycle_is_refused(name: str, how: str, bound: float) -> None:
+    """``<name>-writer`` waits (``how``) for a read of ``<name>-reader`` that calls it back, on a
+    thread of the test: it ends within ``bound`` with ``ReentrantCallError``, nothing applied."""
+    Surface.get_or_create(f"{name}-reader")
+    writer = Surface.get_or_create(f"{name}-writer")
     outcome: list[object] = []
 
     def call() -> None:
         try:
-            outcome.append(writer.wait_for_a_read_calling_back.run("cycle-reader", how))
+            outcome.append(writer.wait_for_a_read_calling_back.run(f"{name}-reader", how))
         except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=call, daemon=True)
     thread.start()
-    thread.join(HANG / 3)
+    thread.join(bound)
     assert not thread.is_alive(), f"writer -> read -> writer across threads ({how}): still waiting"
     assert len(outcome) == 1 and isinstance(outcome[0], vc.ReentrantCallError), outcome
-    assert "cycle-writer -> cycle-reader -> cycle-writer" in str(outcome[0]), outcome[0]
+    assert f"{name}-writer -> {name}-reader -> {name}-writer" in str(outcome[0]), outcome[0]
     assert writer.count.run() == 0
 
 
@@ -697,8 +703,6 @@ def test_a_cycle_is_refused_when_the_writer_waits_before_the_pool_thread_names_i
     then. The writer is held until the pool thread has won, and the pool thread until the writer
     waits (bounded: a wait that times out fails the test)."""
     store_spec.init(settings=vc.Settings(deadline=600, commit_timeout=600))
-    Surface.get_or_create("window-reader")
-    writer = Surface.get_or_create("window-writer")
     start = pooled_reads._ReadRun.start
     pool_won = threading.Event()
     writer_waits: list[bool] = []
@@ -716,22 +720,8 @@ def test_a_cycle_is_refused_when_the_writer_waits_before_the_pool_thread_names_i
         return True
 
     monkeypatch.setattr(pooled_reads._ReadRun, "start", held_start)
-    outcome: list[object] = []
-
-    def call() -> None:
-        try:
-            outcome.append(writer.wait_for_a_read_calling_back.run("window-reader", how))
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=call, daemon=True)
-    thread.start()
-    thread.join(HANG / 2)
-    assert not thread.is_alive(), f"writer -> read -> writer across threads ({how}): still waiting"
+    _assert_the_read_cycle_is_refused("window", how, HANG / 2)
     assert writer_waits == [True], "the writer did not wait inside the window"
-    assert len(outcome) == 1 and isinstance(outcome[0], vc.ReentrantCallError), outcome
-    assert "window-writer -> window-reader -> window-writer" in str(outcome[0]), outcome[0]
-    assert writer.count.run() == 0
 
 
 BLOB = 4 * 1024 * 1024
