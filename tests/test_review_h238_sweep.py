@@ -12,8 +12,8 @@ code (memory and local lanes: the fold's and the posts' against ``test_combining
 ``test_inline_posts`` and the forged-post modules; ...). The 45 left unrun, for time, are
 timing-only ones (gather waits, the hot writer's pace, damage pauses) and others of the same
 lines. Of the 85: 52 killed by the modules there (3 of them, F04, F13, F20, outside their run:
-note d), 27 by the tests here (each test's docstring names its mutations), 5 are equivalent, 1
-is not killed (note f). None showed a defect of the unmutated code. "killed by" names the
+note d), 28 by the tests here (each test's docstring names its mutations; L09's added on
+2026-12-08, note f), 5 are equivalent. None showed a defect of the unmutated code. "killed by" names the
 module (``test_`` / ``test_review_`` left off) whose test failed first; "h238" a test here, by
 words of its name.
 
@@ -99,7 +99,7 @@ L05  leftovers: an incomplete lookback tells                     no       h147_i
 L06  leftovers: told ignored                                     no       clock_skew
 L07  leftovers: versions not checked                             yes      h238 (written again)
 L08  lookback: not cut at the earliest event                     yes      equivalent (e)
-L09  lookback: damaged step raises                               yes      not killed (f)
+L09  lookback: damaged step raises                               yes      h238 (damaged step, f)
 L10  lookback: a missing step counts as complete                 no       h147_inbox_sweep
 N01  noted_sent: actor not compared                              yes      h238 (note about one actor)
 N02  noted_interrupted: actor not compared                       yes      h238 (note about one actor)
@@ -121,9 +121,9 @@ N05  interrupted_note: one keyed call enough                     yes      h238 (
     renewal landing after the give-up.
 (e) L08: steps stamped more than ``CLOCK_SKEW`` before the earliest event cannot have applied
     it: reading on past them finds none of its call ids (more reads only).
-(f) L09, not killed: a damaged step met on the clean-up's lookback raises instead of ending
-    it; the clean-up then warns and deletes nothing (applied events left for the next actor).
-    A test needs a step damaged below the last live one.
+(f) L09, killed later (2026-12-08): a damaged step met on the clean-up's lookback raised
+    instead of ending it; the clean-up then warned and deleted nothing (applied events left
+    for the next actor). The test damages the step below the last live one.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ from vactor_cloud.commit_notes import (
 from vactor_cloud.core import ActorCore
 from vactor_cloud.errors import RetryableStorageError
 from vactor_cloud.folding import gives_fold_work
-from vactor_cloud.keys import inbox_prefix, posts_prefix
+from vactor_cloud.keys import inbox_prefix, posts_prefix, step_of, steps_prefix
 from vactor_cloud.lease import Lease, LeaseStore
 from vactor_cloud.post_cursor import advance_cursor
 from vactor_cloud.post_objects import INLINE_NAME_LIMIT
@@ -632,3 +632,38 @@ def test_an_interrupted_batch_with_an_unkeyed_call_is_not_told_a_retry_is_safe()
     ]
     note = interrupted_note("a", batch)  # type: ignore[arg-type]
     assert "look at handle.history()" in note and "at most once" not in note
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_the_deletes_clean_up_meeting_a_damaged_step_goes_by_the_stamps(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clean-up's lookback by call id ends at a damaged step (``IntegrityError``) as at a
+    compacted one: it tells only what it found, and the applied events left behind, stamped
+    before the last step, go by their stamps; the next actor applies none of them again.
+    (L09: a damaged step raising out of the lookback: the clean-up warned and deleted
+    nothing, and the next actor paid 35 again.)"""
+    init(store_spec, fresh_window=0.0)
+    store = vc.get_runtime().store
+    old = Purse.get_or_create("p")
+    with monkeypatch.context() as patch:
+        inbox_deletes_lost(patch, store)  # (their writer died after each commit)
+        vc.send_event("p", "pay", 30, event_id="e1")
+        assert old.process_events() == 1
+        vc.send_event("p", "pay", 5, event_id="e2")
+        assert old.process_events() == 1
+    assert _inbox_ids("p") == ["e1", "e2"]
+    steps = sorted(_sync.sync(store.list(steps_prefix("p"))))
+    damaged = steps[-2]  # the step that applied e1, just below the last live one
+    data = bytearray(_sync.sync(store.get(damaged)).data)
+    data[-40] ^= 1
+    _sync.sync(store.delete(damaged))
+    _sync.sync(store.put(damaged, bytes(data)))
+    init(store_spec, fresh_window=0.0)  # (another process: nothing of "p" cached)
+    with pytest.raises(vc.IntegrityError):
+        _sync.sync(vc.get_runtime().log("p").read_step(step_of(damaged)))  # type: ignore[arg-type]
+    assert vc.delete_actor("p") is True
+    assert _inbox_ids("p") == []
+    new = Purse.get_or_create("p")
+    new.process_events()
+    assert new.total.run() == 0
