@@ -72,6 +72,7 @@ EVERY_LANE_MODULES = frozenset(
 ABOVE_THE_STORE_MODULES = frozenset(
     {
         "test_review_cli_silent_commands",
+        "test_review_history_gap",
         "test_pickled_names",
         "test_review_h164_cli_sweep",
         "test_review_h157_local_store",

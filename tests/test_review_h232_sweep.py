@@ -26,8 +26,8 @@ H10  from_record: tombstone not marked                             yes      h232
 H11  history(): limit -1 accepted                                  yes      h232 (bad limits)
 H12  want one short with limit None                                no       at_step_reads
 H13  read-ahead past step 0                                        yes      h232 (bad limits)
-H14  a missing step does not end history (older ones listed)       yes      h232 (a gap ends it)
-H15  a missing step does not end the walk                          yes      h232 (a gap ends it)
+H14  a missing step does not end history (older ones listed)       yes      h232 (a gap below ends it)
+H15  a missing step does not end the walk                          yes      h232 (a gap below ends it)
 H16  steps below the watermark (strays) shown                      no       h131_history_pages
 H17  newest dropped when below the watermark                       yes      h232 (newest kept)
 H18  walk goes on below the watermark                              yes      h232 (page at watermark)
@@ -217,7 +217,7 @@ from vactor_cloud import history as history_module
 from vactor_cloud.cli.bench_harness import RequestTrace
 from vactor_cloud.creation import CreationTurns
 from vactor_cloud.deletion import DELETE_CALL, DELETED
-from vactor_cloud.errors import RateLimitedError, StorageTimeoutError
+from vactor_cloud.errors import IntegrityError, RateLimitedError, StorageTimeoutError
 from vactor_cloud.history import HistoryEntry, _history, raw_state_at
 from vactor_cloud.ids import event_dedup_key, resume_dedup_key
 from vactor_cloud.init_settings import settings_for_init
@@ -631,14 +631,33 @@ def test_a_creation_that_ended_after_the_caller_looked_is_not_run_again(
 
 
 @pytest.mark.parametrize("gap", [1, 30])
-def test_a_step_missing_above_the_watermark_ends_the_history(gap: int) -> None:
-    """H14, H15: compaction deletes the oldest steps first, so past a missing step nothing
-    older is history: the walk ends there (in the read-ahead batch the gap is in, or in a
-    later one), and the steps below it are neither listed nor read further."""
-    steps = {s: record(s) for s in range(40) if s != gap}
-    log = FakeLog(steps, gc=0, newest=39)
+def test_a_step_missing_below_the_watermark_ends_the_history(gap: int) -> None:
+    """H14, H15: compaction raises the watermark, then deletes the oldest steps first: a step
+    missing below the watermark is the end of the history (in the read-ahead batch the gap is
+    in, or in a later one), and no read-ahead batch is read past it."""
+    log = FakeLog({s: record(s) for s in range(gap + 1, 40)}, gc=gap + 1, newest=39)
     entries = _sync.sync(_history(log, None))  # type: ignore[arg-type]
     assert [e.step for e in entries] == list(range(39, gap, -1))
+    assert log.reads <= 39 - gap + history_module._READ_AHEAD
+
+
+@pytest.mark.parametrize("gap", [1, 30])
+def test_a_step_missing_above_the_watermark_is_damage_not_the_end(gap: int) -> None:
+    """A step missing at or above the watermark (read after the step's read) was deleted by
+    something other than a compaction (which raises the watermark before it deletes): the
+    history has a gap, not an end. ``history`` raises ``IntegrityError`` naming the step; with
+    ``on_damaged``, the step is reported and the older steps are still listed. (Before
+    2026-12-08 the history ended there silently, as if compacted: an actor's lost steps
+    looked like a retention policy.)"""
+    steps = {s: record(s) for s in range(40) if s != gap}
+    with pytest.raises(IntegrityError, match=f"step {gap} of actor 'h' is missing") as raised:
+        _sync.sync(_history(FakeLog(steps, gc=0, newest=39), None))  # type: ignore[arg-type]
+    assert raised.value.key.endswith(f"/steps/{gap:020d}")
+    told: list[int] = []
+    log = FakeLog(steps, gc=0, newest=39)
+    entries = _sync.sync(_history(log, None, lambda step, exc: told.append(step)))  # type: ignore[arg-type]
+    assert told == [gap]
+    assert [e.step for e in entries] == [s for s in range(39, -1, -1) if s != gap]
 
 
 def test_a_page_ending_at_the_watermark_ends_the_walk(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,6 +29,7 @@ from vactor_cloud.definition import check_at_step, check_step_number
 from vactor_cloud.deletion import DELETE_CALL, deleted_error, is_deleted
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
 from vactor_cloud.ids import EVENT_KEY_PREFIX, is_resume_key
+from vactor_cloud.keys import step_key
 from vactor_cloud.log import ActorLog, actor_prefix
 from vactor_cloud.log_records import CallRecord, StepRecord
 from vactor_cloud.reentrancy import writers_on_this_thread
@@ -272,16 +273,24 @@ async def _history_pages(
     while given < want:
         damaged.clear()
         read_any = False
+        missing: int | None = None  # (the step whose read found nothing, which ended the page)
         while not ended and given + len(page) < want and len(page) < _HISTORY_PAGE:
             count = min(_READ_AHEAD, _HISTORY_PAGE - len(page), want - given - len(page), next_step + 1)
             steps = range(next_step, next_step - count, -1)
             records = await asyncio.gather(*(read(s) for s in steps))
             read_any = True
             found = list(itertools.takewhile(lambda r: r is not None, records))
-            # (compaction deletes the oldest steps first: past a missing one nothing older remains)
+            # Compaction deletes the oldest steps first: past a step it deleted nothing older
+            # remains. Whether this one is such is told by the watermark, read below.
             page.extend(HistoryEntry.from_record(r) for r in found if isinstance(r, StepRecord))
-            next_step -= count
-            ended = len(found) < len(records) or next_step < 0
+            if len(found) < len(records):
+                missing = next_step - len(found)
+                damaged[:] = [d for d in damaged if d[0] > missing]  # (read again, if at all)
+                next_step = missing - 1
+                ended = True
+            else:
+                next_step -= count
+                ended = next_step < 0
         if read_any:
             # Below the retention watermark nothing is history: a stalled writer's late put may
             # re-create a freed number (a stray), and a compaction may leave steps it has not
@@ -292,6 +301,15 @@ async def _history_pages(
             kept = [e for e in page if e.step >= floor or e.step == newest.step]
             ended = ended or len(kept) < len(page) or next_step < floor
             page = kept
+            if missing is not None and missing >= floor:
+                # A compaction raises the watermark before it deletes a step, and the watermark
+                # was read after this step's read: it was deleted by something else. Not the
+                # end of the history, as if compacted (the older steps may be there): damage.
+                gone = _missing_step(log, missing, floor)
+                if on_damaged is None:
+                    raise gone
+                damaged.append((missing, gone))
+                ended = next_step < max(floor, 0)
             for step, exc in sorted(damaged, reverse=True):
                 if step >= floor:
                     assert on_damaged is not None  # (else read() raised)
@@ -303,6 +321,18 @@ async def _history_pages(
         if ended:
             return
         page = []
+
+
+def _missing_step(log: ActorLog, step: int, floor: int) -> IntegrityError:
+    """The error for ``step``, found missing at or above the retention watermark ``floor``."""
+    return IntegrityError(
+        step_key(log.actor_id, step),
+        f"step {step} of actor {log.actor_id!r} is missing, at or above the retention watermark "
+        f"{floor}: it was deleted by something other than vactor_cloud (a compaction deletes only "
+        "steps below the watermark, which it raises first), so the actor's history has a gap. "
+        "Restore the step from a backup; history(on_damaged=...) (vactor history) lists the "
+        "steps around it",
+    )
 
 
 async def _history(
