@@ -69,6 +69,8 @@ class LatencyStore(ForwardingStore):
         super().__init__(inner)
         self.latency = latency
         self._rng = random.Random(seed)
+        #: how a half round trip is waited (a test may wait on its own cue instead)
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def describe(self) -> str:
         return f"{self.inner.describe()} (+{self.latency.describe()} per request)"
@@ -85,11 +87,11 @@ class LatencyStore(ForwardingStore):
     async def _delayed(self, run: Callable[[], Awaitable[T]]) -> T:
         jitter = self.latency.jitter
         total = max(0.0, self.latency.seconds + (self._rng.uniform(-jitter, jitter) if jitter else 0.0))
-        await asyncio.sleep(total / 2)
+        await self.sleep(total / 2)
         try:
             return await run()
         finally:
-            await asyncio.sleep(total / 2)
+            await self.sleep(total / 2)
 
     async def _get(self, key: str) -> Blob:
         return await self._delayed(lambda: self.inner.get(key))
