@@ -9,6 +9,8 @@ retention policy (docs/retention.md "A step gone above the watermark").
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from actors import Tally
 from cli_harness import Vactor, one_line_error
@@ -19,6 +21,7 @@ from vactor_cloud import _sync
 from vactor_cloud.cli import EXIT_ERROR
 from vactor_cloud.history import history
 from vactor_cloud.keys import step_key
+from vactor_cloud.log import ActorLog
 from vactor_cloud.testing.lanes import StoreSpec
 
 
@@ -79,3 +82,48 @@ def test_vactor_history_shows_the_steps_around_a_deleted_one_and_names_it(store:
     assert [line.split()[0] for line in result.out.splitlines()] == ["STEP", "3", "2", "0"], result.out
     line = one_line_error(result)
     assert "step 1 of 'h'" in line and "is missing" in line and "backup" in line, line
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_past_step_deleted_above_the_watermark_is_named_missing_not_unwritten(
+    store_spec: StoreSpec,
+) -> None:
+    """``state_at`` (and a read ``at_step``) of such a step raises ``IntegrityError`` naming
+    it; before, ``StepNotFoundError`` said it "is not written yet (newest is 4)". A step past
+    the newest is still not written yet, and one compacted still compacted."""
+    _four_calls_then_step_2_deleted(store_spec)
+    handle = vc.get_actor("g")
+    with pytest.raises(vc.IntegrityError, match="step 2 of actor 'g' is missing"):
+        handle.state_at(2)
+    assert handle.state_at(3).value == 3
+    with pytest.raises(vc.StepNotFoundError, match="is not written yet") as later:
+        handle.state_at(9)
+    assert not later.value.compacted
+    init(store_spec, fresh_window=0.0)
+    handle = vc.get_actor("g")
+    handle.compact(1, min_age=0)  # (steps 0..3 go: 2 below the watermark now, as the others)
+    with pytest.raises(vc.StepNotFoundError, match="was compacted") as compacted:
+        handle.state_at(2)
+    assert compacted.value.compacted
+
+
+@pytest.mark.usefixtures("runtime_off")
+def test_a_step_written_while_it_was_asked_for_is_found(
+    store_spec: StoreSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step asked for before it is written, and committed while the answer is made (after
+    its first read found nothing), is returned: not taken for one deleted above the
+    watermark, nor said to be not written yet."""
+    init(store_spec)
+    Tally.get_or_create("w").incr.run()  # step 1
+    read_step = ActorLog.read_step
+    reads: list[int] = []
+
+    async def not_yet_at_first(self: ActorLog, step: int) -> Any:
+        reads.append(step)
+        if step == 1 and reads.count(1) == 1:
+            return None  # (read before its writer put it)
+        return await read_step(self, step)
+
+    monkeypatch.setattr(ActorLog, "read_step", not_yet_at_first)
+    assert vc.get_actor("w").state_at(1).value == 1

@@ -29,8 +29,7 @@ from vactor_cloud.definition import check_at_step, check_step_number
 from vactor_cloud.deletion import DELETE_CALL, deleted_error, is_deleted
 from vactor_cloud.errors import ActorDefinitionError, ActorNotFoundError, IntegrityError
 from vactor_cloud.ids import EVENT_KEY_PREFIX, is_resume_key
-from vactor_cloud.keys import step_key
-from vactor_cloud.log import ActorLog, actor_prefix
+from vactor_cloud.log import ActorLog, actor_prefix, missing_step_error
 from vactor_cloud.log_records import CallRecord, StepRecord
 from vactor_cloud.reentrancy import writers_on_this_thread
 from vactor_cloud.runtime import Runtime, get_runtime, validate_actor_id
@@ -305,7 +304,7 @@ async def _history_pages(
                 # A compaction raises the watermark before it deletes a step, and the watermark
                 # was read after this step's read: it was deleted by something else. Not the
                 # end of the history, as if compacted (the older steps may be there): damage.
-                gone = _missing_step(log, missing, floor)
+                gone = missing_step_error(log.actor_id, missing, floor)
                 if on_damaged is None:
                     raise gone
                 damaged.append((missing, gone))
@@ -321,18 +320,6 @@ async def _history_pages(
         if ended:
             return
         page = []
-
-
-def _missing_step(log: ActorLog, step: int, floor: int) -> IntegrityError:
-    """The error for ``step``, found missing at or above the retention watermark ``floor``."""
-    return IntegrityError(
-        step_key(log.actor_id, step),
-        f"step {step} of actor {log.actor_id!r} is missing, at or above the retention watermark "
-        f"{floor}: it was deleted by something other than vactor_cloud (a compaction deletes only "
-        "steps below the watermark, which it raises first), so the actor's history has a gap. "
-        "Restore the step from a backup; history(on_damaged=...) (vactor history) lists the "
-        "steps around it",
-    )
 
 
 async def _history(

@@ -64,6 +64,7 @@ __all__ = [
     "StepTakenError",
     "actor_prefix",
     "classify_late_commit",
+    "missing_step_error",
     "retry_pause",
     "unrecordable",
 ]
@@ -99,6 +100,20 @@ class StepCompactedError(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(f"step {step} was committed by another writer and compacted since")
         self.step = step
+
+
+def missing_step_error(actor_id: str, step: int, watermark: int) -> IntegrityError:
+    """The error for step ``step`` of ``actor_id``, missing at or above the retention
+    ``watermark`` below the actor's newest step: deleted by something other than a compaction
+    (which raises the watermark before it deletes, and deletes only below it)."""
+    return IntegrityError(
+        keys.step_key(actor_id, step),
+        f"step {step} of actor {actor_id!r} is missing, at or above the retention watermark "
+        f"{watermark}: it was deleted by something other than vactor_cloud (a compaction deletes only "
+        "steps below the watermark, which it raises first), so the actor's history has a gap. "
+        "Restore the step from a backup; history(on_damaged=...) (vactor history) lists the "
+        "steps around it",
+    )
 
 
 class ActorLog(ActorObjects):
@@ -374,6 +389,16 @@ class ActorLog(ActorObjects):
         newest = await self.load_latest(head)
         if newest is None or not oldest_keys:
             raise ActorNotFoundError(self.actor_id, self.store.describe())
+        if record is None and watermark <= step <= newest.step:
+            # Written by now (a step is made only on its parent): read again, then the watermark
+            # (a compaction raises it before it deletes). Missing still, at or above it: not
+            # compacted, nor to come, but deleted by something else.
+            record = await self.read_step(step)
+            watermark = await self.read_gc()
+            if step >= watermark:
+                if record is None:
+                    raise missing_step_error(self.actor_id, step, watermark)
+                return record
         oldest = max(oldest_keys[0], min(watermark, newest.step))
         compacted = step < oldest or step < watermark
         raise StepNotFoundError(self.actor_id, step, (oldest, newest.step), compacted=compacted)
