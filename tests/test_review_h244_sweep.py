@@ -16,10 +16,10 @@ against the modules that test that code (memory and local lanes): the attempt's 
 ``wait_for_init``; the read room's against ``h158_read_room`` and ``reads_beside_compaction``; the
 checked read's against ``h158_checked_reads`` and ``h142_reads_cut_short``. A survivor was run
 again against wider modules (``combining``, ``class_identity``, ``clean_room_events_timers``,
-``hangs``, ``h138_execution_model``) before a test was written here. 95 were run (the rest:
-"not run", the time ran out): 57 killed there, 6 by a wider module (named), 20 by
-the tests here (each test's docstring names its mutations), 5 are equivalent, 7 are not
-killed (notes f-j). None showed a defect of the unmutated code. "killed by" names the module
+``hangs``, ``h138_execution_model``) before a test was written here. 110 were run (the rest:
+"not run", the time ran out): 59 killed there, 6 by a wider module (named), 25 by
+the tests here (each test's docstring names its mutations), 5 are equivalent, 15 are not
+killed (notes f-k). None showed a defect of the unmutated code. "killed by" names the module
 (``test_`` / ``test_review_`` left off) whose test failed first; "h244" a test here, by words of
 its name.
 
@@ -51,12 +51,12 @@ S36  _fail_on_tombstone: unposted calls commit a tombstone      yes      h244 (l
 S37  _step_record: cursor not advanced for folded posts         no       posting
 S40  _step_record: parent off by one                            yes      h244 (parent)
 S42  _step_record: one writer id for every step                 no       posting
-S43  _put_attempt: put sent after the runtime stopped           yes      NOTE?
-S44  _put_attempt: stopped during prerequisites not checked     -        not run (time)
-S45  _put_attempt: put_sent not set                             -        not run (time)
-S46  _put_attempt: unanswered writer not recorded               -        not run (time)
-S47  _put_attempt: ForeignStepError leaves put_sent             -        not run (time)
-S49  _put_attempt: unanswered not cleared after an answer       -        not run (time)
+S43  _put_attempt: put sent after the runtime stopped           yes      h244 (put once stopped)
+S44  _put_attempt: stopped during prerequisites not checked     yes      not killed (j)
+S45  _put_attempt: put_sent not set                             no       commit_loop
+S46  _put_attempt: unanswered writer not recorded               yes      h244 (own step interrupted)
+S47  _put_attempt: ForeignStepError leaves put_sent             yes      h244 (foreign object retried)
+S49  _put_attempt: unanswered not cleared after an answer       yes      NOTE?
 S50  _put_attempt: late put not resolved by the watermark       -        not run (time)
 S51  _put_attempt: below the watermark, cache kept              -        not run (time)
 S52  _put_attempt: inline put's taken key not read back         -        not run (time)
@@ -89,19 +89,19 @@ T38  _attempt_failed: posted batch gets bare error              yes      h244 (d
 T39  _catch_up: newest not accepted                             no       posting
 A02  _after_commit: timers not indexed                          no       refusal_gaps
 A03  _after_commit: folded posts not deleted                    no       commit_loop
-A05  _after_commit: lease not renewed                           -        not run (time)
-A06  _after_commit: HEAD not moved                              -        not run (time)
-A08  _after_commit: own post test inverted                      -        not run (time)
-A09  _after_commit: our batch settled though not folded         -        not run (time)
-A10  _after_commit: done-callback's BaseException not kept      -        not run (time)
+A05  _after_commit: lease not renewed                           yes      not killed (g)
+A06  _after_commit: HEAD not moved                              no       h231_commit_side_sweep
+A08  _after_commit: own post test inverted                      yes      not killed (k)
+A09  _after_commit: our batch settled though not folded         yes      not killed (k)
+A10  _after_commit: done-callback's BaseException not kept      yes      not killed (k)
 A11  _after_commit: outstanding post not cleared                -        not run (time)
 A12  _settle: done-callback's BaseException swallowed           -        not run (time)
 A13  _settle: inbox never settles                               -        not run (time)
-A14  _settle: inbox cleanup failure not given to batch          -        not run (time)
-A16  _index_timers: failure raised after commit                 -        not run (time)
-A17  _settle: inbox cleanup failure raised                      -        not run (time)
-B01  BatchCommit.put_sent default True                          -        not run (time)
-B04  BatchCommit.ran default True                               -        not run (time)
+A14  _settle: inbox cleanup failure not given to batch          yes      not killed (j)
+A16  _index_timers: failure raised after commit                 yes      h244 (index fails after commit)
+A17  _settle: inbox cleanup failure raised                      yes      not killed (j)
+B01  BatchCommit.put_sent default True                          yes      h244 (interrupt before attempting)
+B04  BatchCommit.ran default True                               yes      not killed (j)
 R01  read_checked: one read only                                no       h158_checked_reads
 R02  read_checked: four reads                                   no       h158_checked_reads
 R03  torn read (TruncatedObjectError) not read again            no       h158_checked_reads
@@ -159,15 +159,20 @@ W30  lent_while_waiting: read not lent                          no       h158_re
 (f) S05, not killed: the call's path probes past a cached tombstone first (``ensure_exists``);
     the attempt's own probe covers a batch queued before the tombstone was cached, a window
     not reached without a hook into the queue.
-(g) S02, S11, T16, not killed: delays, not outcomes. S02: others' posts wait for the next fold
-    round; S11: the core polls (reads) where it would wait for the folder; T16: the poster's
-    wait takes the free lease later. A test needs to count requests or time.
+(g) S02, S11, T16, A05, not killed: delays, not outcomes. S02: others' posts wait for the next
+    fold round; S11: the core polls (reads) where it would wait for the folder; T16: the
+    poster's wait takes the free lease later; A05: a lease not renewed expires and is taken
+    again. A test needs to count requests or time.
 (h) S35, not killed: ``hooked`` was set by the attempt that lost before the fold; it differs
     only for an event batch whose race is lost to a delete.
 (i) T26, not killed: the given-up post this sweep could reach (storage failures after the post)
     got its cause on another path; the one that takes this line was not found in time.
-(j) T33, not killed: a posted batch stopped by shutdown in the middle of an attempt was not
-    reached in time.
+(j) T33, B04, S44, A14, A17, not killed: their premise was not reached in time: a posted batch
+    stopped by shutdown in the middle of an attempt (T33); shutdown between a commit's start
+    and its first attempt (B04); a step with a dedup checkpoint and the runtime stopping during
+    its prerequisites (S44); an event batch whose inbox cleanup fails (A14, A17).
+(k) A08, A09, A10, not killed: they differ only when a fold leaves our own post out (a full batch); a
+    post that was folded is found by the next attempt's walk back (``_settle_if_folded``).
 """
 
 from __future__ import annotations
@@ -186,7 +191,7 @@ from interrupts import Interrupted, InterruptOnce
 from test_review_h150_ready_after_failed_creation import FailsToInit, _hold_spawned
 
 import vactor_cloud as vc
-from vactor_cloud import codec, counters, step_attempt
+from vactor_cloud import after_commit, codec, counters, step_attempt
 from vactor_cloud.batch import PendingCall
 from vactor_cloud.checked_read import READS, read_checked, read_envelope
 from vactor_cloud.core import ActorCore
@@ -199,7 +204,7 @@ from vactor_cloud.errors import (
     StorageTimeoutError,
 )
 from vactor_cloud.future import ActorFuture
-from vactor_cloud.log import ActorLog
+from vactor_cloud.log import ActorLog, ForeignStepError
 from vactor_cloud.runtime import Runtime, Settings, own_runtime
 from vactor_cloud.storage import Blob, MemoryStore
 from vactor_cloud.testing.lanes import StoreSpec
@@ -395,9 +400,10 @@ def test_an_envelope_read_for_a_signed_store_refuses_one_not_signed_with_its_key
 def test_a_step_another_process_committed_at_our_number_is_a_lost_race_not_our_commit(
     ledger: Any, actor_store: StoreSpec
 ) -> None:
-    """S42: every step written with the same writer id: a put that met another process's step
-    at its number read it back, found "its own" writer there and took the lost race for its
-    own commit; the call returned, and its entry was lost."""
+    """S42 (``posting`` kills it too, through a fold): every step written with the same writer
+    id: a put that met another process's step at its number read it back, found "its own"
+    writer there and took the lost race for its own commit; the call returned, and its entry
+    was lost."""
     other = another_process(actor_store)
     try:
         assert call_on(other, "add", "theirs") == 2  # (our cache, fresh, does not see it)
@@ -432,10 +438,10 @@ def test_reads_that_failed_alike_but_once_do_not_say_the_same_each_time() -> Non
 def test_our_own_step_whose_put_was_interrupted_is_no_lost_race(
     ledger: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """T05: the next commit's put meets the step our interrupted put landed (Ctrl-C as its
-    answer came): taken for a race lost to another writer, it was counted as a conflict, backed
-    off, and after ``combine_after`` such losses posted its batch for an actor no other process
-    writes."""
+    """T05, S46 (our put's writer not kept as unanswered): the next commit's put meets the step
+    our interrupted put landed (Ctrl-C as its answer came): taken for a race lost to another
+    writer, it was counted as a conflict, backed off, and after ``combine_after`` such losses
+    posted its batch for an actor no other process writes."""
     store = vc.get_runtime().store
     real = store.put
     interrupted: list[str] = []
@@ -462,7 +468,8 @@ def test_a_race_lost_to_a_delete_posts_nothing_and_writes_no_step_after_the_tomb
 ) -> None:
     """T11: a race lost to a delete counted towards ``combine_after`` as any: the batch was
     posted, and the fold that failed it as deleted wrote a second tombstone (a step, a post and
-    its deletes, for calls that fail anyway)."""
+    its deletes, for calls that fail anyway). S36: calls failed on a tombstone (none of them
+    posted) committed another tombstone recording their errors."""
     runtime = vc.get_runtime()
     runtime.settings = dataclasses.replace(runtime.settings, combine_after=1)  # (one lost race posts)
     with own_runtime():  # another process deletes the actor; our cache, fresh, does not see it
@@ -697,3 +704,77 @@ def test_a_step_names_the_step_before_it_as_its_parent(ledger: Any) -> None:
     core = vc.get_runtime().core("h244")
     record = core.env.run(core.log.read_step(2))
     assert record is not None and record.parent == 1
+
+
+def test_a_step_put_once_the_runtime_stopped_is_never_sent(
+    ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S43: the put of a step built as the runtime stopped was sent all the same on a store
+    that puts inline (memory, local: not through the loop, which refuses): the step landed
+    after shutdown, behind its caller's back."""
+    runtime = vc.get_runtime()
+    real = ActorCore._step_record
+
+    def step_record(self: ActorCore, *args: Any) -> Any:
+        record = real(self, *args)
+        runtime.stopped = True  # (the runtime stops as the step is built)
+        return record
+
+    monkeypatch.setattr(ActorCore, "_step_record", step_record)
+    try:
+        with pytest.raises(RuntimeShutdownError):
+            ledger.add.run("second")
+    finally:
+        runtime.stopped = False
+    with pytest.raises(NotFoundError):
+        asyncio.run(runtime.store.get(runtime.core("h244").log.step_key(2)))
+
+
+def test_an_interrupt_before_the_first_attempt_says_nothing_was_sent(
+    ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B01: a commit taken for one whose step put was sent before its first attempt began:
+    Ctrl-C landing as the way was chosen (race, fold or post) reached its catcher without the
+    note that nothing was sent and the call can be made again."""
+    monkeypatch.setattr(ActorCore, "_choose_way", InterruptOnce(ActorCore._choose_way))
+    with pytest.raises(Interrupted) as interrupted:
+        ledger.add.run("second")
+    assert any(
+        "before its step's write was sent: not applied" in note for note in interrupted.value.__notes__
+    )
+    assert ledger.add.run("third") == 2
+
+
+def test_a_timer_index_that_fails_after_the_commit_does_not_fail_the_committed_call(
+    ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A16: a failure to write the due-index of a committed step's timers reached the caller as
+    the call's failure: the step, with its timer, had committed (the index is repaired later)."""
+
+    async def index_fails(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("injected: the due-index could not be written")
+
+    monkeypatch.setattr(after_commit, "index_after_commit", index_fails)
+    key = ledger.add.options(delay=3600.0).run("later")
+    assert [timer["key"] for timer in ledger.timers()] == [key]
+
+
+def test_a_step_put_that_met_a_foreign_object_is_retried_as_never_sent(
+    ledger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S47: a put that met an unreadable object already at its number (which proves it wrote
+    nothing) left the commit taken for one whose put was sent: not retried, and its caller
+    told the call "may have been applied"."""
+    real_put_step = ActorLog.put_step
+    met: list[int] = []
+
+    async def put_step(self: ActorLog, record: Any, *args: Any, **kwargs: Any) -> Any:
+        if not met:
+            met.append(record.step)
+            raise ForeignStepError(self.step_key(record.step), "injected: an unreadable object was there")
+        return await real_put_step(self, record, *args, **kwargs)
+
+    monkeypatch.setattr(ActorLog, "put_step", put_step)
+    monkeypatch.setattr(type(vc.get_runtime().store), "inline", False)
+    assert ledger.add.run("second") == 2
+    assert met
