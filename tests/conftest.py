@@ -241,6 +241,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h232_sweep",
         "test_review_h236_sweep",
         "test_review_h240_sweep",
+        "test_review_h241_sweep",
         # ``call_outcome``'s logic (the walk of the steps, the background fold of a given-up
         # post, an id made again) and the signed store's checks of what it reads: the same
         # store calls as the posting and folding paths test_combining keeps on moto. Measured
