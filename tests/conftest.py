@@ -242,6 +242,7 @@ ABOVE_THE_STORE_MODULES = frozenset(
         "test_review_h232_sweep",
         "test_review_h236_sweep",
         "test_review_h240_sweep",
+        "test_review_h241_sweep",
         "test_review_h242_sweep",
         "test_review_h243_sweep",
         "test_review_h244_sweep",
