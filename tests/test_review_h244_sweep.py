@@ -20,7 +20,8 @@ again against wider modules (``combining``, ``class_identity``, ``clean_room_eve
 (costs only, log text, variants of these, read-room mutations the h158 sweep ran) were not run:
 the time ran out. Of the 118 run, 60 were killed there, 7 by a wider module (named; S50's
 found after the sweep), 26 by the tests here (each test's docstring names its mutations); 7
-are equivalent (notes a-e, l, m), 18 are not killed (notes f-k, n). None showed a defect of the unmutated code.
+are equivalent (notes a-e, l, m), 18 are not killed (notes f-k, n). None showed a defect of
+the unmutated code.
 "killed by" names the module (``test_`` / ``test_review_`` left off) whose test failed first;
 "h244" a test here, by words of its name.
 
