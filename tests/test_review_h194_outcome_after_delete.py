@@ -222,6 +222,10 @@ def test_the_walk_since_cut_short_by_scan_never_says_not_found_for_an_applied_ca
     _a_new_process(store_spec, monkeypatch)
     if call == "stale":
         box, late, call_id = _a_stale_post_pair()
+        # (and a process that did not queue that ask's fold asks. Reasoned, not reproduced: in
+        # 2 of 3 whole checks on a slow host this ask answered "not found", as if that fold,
+        # still listing the inbox as the stale post landed, had deleted it unread)
+        _a_new_process(store_spec, monkeypatch)
     else:
         calls = _add("theirs")
         call_id = calls[0].call_id
